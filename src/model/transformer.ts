@@ -1,0 +1,176 @@
+/**
+ * The decoder-only transformer (Qwen2 / Llama / Qwen3), written once against the Backend.
+ *
+ * One forward handles any mix of packed prefill (several sequences, each with a cached prefix
+ * or none) and decode (one new token per sequence): the batch lists, per sequence, the new
+ * tokens and where they sit in its paged KV cache. Logits are computed only for the rows the
+ * caller asks for (the last token of each sequence when generating; every row for parity
+ * checks), so no [T, V] tensor exists unless it is wanted.
+ */
+import type { AttnMeta, Backend, KvCache, KvCacheSpec, Tensor } from '../backend/backend.ts';
+import type { ModelConfig } from './config.ts';
+import type { ModelWeights } from './weights.ts';
+
+/** Host-side description of one forward pass over a packed batch. */
+export interface ForwardBatch {
+  /** New token ids of all sequences, concatenated: [T]. */
+  tokens: Int32Array;
+  /** Absolute position of each new token in its sequence: [T]. */
+  positions: Int32Array;
+  /** Row offsets of each sequence in `tokens`: [S+1]. */
+  cuSeqlensQ: Int32Array;
+  /** Tokens in each sequence's cache after this pass (cached prefix + new): [S]. */
+  contextLens: Int32Array;
+  /** Block ids of each sequence, row-major [S, maxBlocksPerSeq], padded with -1. */
+  blockTables: Int32Array;
+  maxBlocksPerSeq: number;
+  /** Cache slot (block * blockSize + offset) that each new token's K/V is written to: [T]. */
+  slots: Int32Array;
+  /** Rows of the batch whose logits are returned, in this order: [R]. */
+  logitRows: Int32Array;
+}
+
+/** What a sequence contributes to a batch: its new tokens and its cache layout. */
+export interface SequenceSlice {
+  /** Tokens to run now (the uncached suffix when prefilling, one token when decoding). */
+  newTokens: readonly number[];
+  /** Tokens of this sequence already in the cache (positions of newTokens start here). */
+  numCached: number;
+  /** Blocks holding positions [0, numCached + newTokens.length). */
+  blockTable: readonly number[];
+  /** Return logits for every new token (parity checks, scoring) instead of only the last. */
+  allLogits?: boolean;
+}
+
+/** Lay out a list of sequences as one packed ForwardBatch for a cache of `blockSize`. */
+export function packBatch(seqs: readonly SequenceSlice[], blockSize: number): ForwardBatch {
+  if (seqs.length === 0) throw new Error('packBatch: empty batch');
+  let total = 0;
+  let maxBlocks = 1;
+  for (const s of seqs) {
+    if (s.newTokens.length === 0) throw new Error('packBatch: a sequence has no new tokens');
+    const ctx = s.numCached + s.newTokens.length;
+    const needed = Math.ceil(ctx / blockSize);
+    if (s.blockTable.length < needed) {
+      throw new Error(`packBatch: ${ctx} tokens need ${needed} blocks of ${blockSize}, block table has ${s.blockTable.length}`);
+    }
+    total += s.newTokens.length;
+    maxBlocks = Math.max(maxBlocks, needed);
+  }
+  const tokens = new Int32Array(total);
+  const positions = new Int32Array(total);
+  const slots = new Int32Array(total);
+  const cuSeqlensQ = new Int32Array(seqs.length + 1);
+  const contextLens = new Int32Array(seqs.length);
+  const blockTables = new Int32Array(seqs.length * maxBlocks).fill(-1);
+  const logitRows: number[] = [];
+  let row = 0;
+  seqs.forEach((s, i) => {
+    cuSeqlensQ[i] = row;
+    contextLens[i] = s.numCached + s.newTokens.length;
+    const needed = Math.ceil(contextLens[i] / blockSize);
+    for (let b = 0; b < needed; b++) blockTables[i * maxBlocks + b] = s.blockTable[b];
+    for (let j = 0; j < s.newTokens.length; j++, row++) {
+      const pos = s.numCached + j;
+      tokens[row] = s.newTokens[j];
+      positions[row] = pos;
+      slots[row] = s.blockTable[Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
+      if (s.allLogits || j === s.newTokens.length - 1) logitRows.push(row);
+    }
+  });
+  cuSeqlensQ[seqs.length] = row;
+  return {
+    tokens,
+    positions,
+    cuSeqlensQ,
+    contextLens,
+    blockTables,
+    maxBlocksPerSeq: maxBlocks,
+    slots,
+    logitRows: Int32Array.from(logitRows),
+  };
+}
+
+export class Transformer {
+  readonly invFreq: Tensor;
+  private readonly scale: number;
+
+  constructor(
+    readonly backend: Backend,
+    readonly config: ModelConfig,
+    readonly weights: ModelWeights,
+    invFreq: Float32Array,
+  ) {
+    if (invFreq.length !== config.headDim / 2) {
+      throw new Error(`rope table has ${invFreq.length} frequencies, head_dim ${config.headDim} needs ${config.headDim / 2}`);
+    }
+    this.invFreq = backend.upload(invFreq, [invFreq.length], 'f32');
+    this.scale = 1 / Math.sqrt(config.headDim);
+  }
+
+  /** The KV cache layout this model needs, for `numBlocks` blocks of `blockSize` tokens. */
+  kvCacheSpec(numBlocks: number, blockSize: number): KvCacheSpec {
+    const c = this.config;
+    return { numLayers: c.numLayers, numBlocks, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim, dtype: 'f32' };
+  }
+
+  /**
+   * Run the batch, writing its K/V into `cache`, and return logits [R, V] for
+   * `batch.logitRows` (a scratch tensor: read it before the next resetScratch()).
+   */
+  forward(batch: ForwardBatch, cache: KvCache): Tensor {
+    const be = this.backend;
+    const c = this.config;
+    const w = this.weights;
+    const T = batch.tokens.length;
+    const S = batch.contextLens.length;
+    const { H, Hkv, D } = { H: c.numHeads, Hkv: c.numKvHeads, D: c.headDim };
+
+    const tokens = be.upload(batch.tokens, [T], 'i32', 'scratch');
+    const positions = be.upload(batch.positions, [T], 'i32', 'scratch');
+    const slots = be.upload(batch.slots, [T], 'i32', 'scratch');
+    const meta: AttnMeta = {
+      cuSeqlensQ: be.upload(batch.cuSeqlensQ, [S + 1], 'i32', 'scratch'),
+      contextLens: be.upload(batch.contextLens, [S], 'i32', 'scratch'),
+      blockTables: be.upload(batch.blockTables, [S, batch.maxBlocksPerSeq], 'i32', 'scratch'),
+      maxSeqlenQ: maxDiff(batch.cuSeqlensQ),
+      maxContextLen: Math.max(...batch.contextLens),
+    };
+
+    // Pre-norm blocks with the residual add fused into the next norm: `pending` is the output
+    // of the last sub-block, not yet added to the residual stream.
+    let pending = be.embedding(tokens, w.embed);
+    let residual: Tensor | undefined;
+    for (let l = 0; l < c.numLayers; l++) {
+      const L = w.layers[l];
+      const n1 = be.rmsnorm(pending, L.inputNorm, c.rmsNormEps, residual);
+      residual = n1.sum;
+      let q = be.view(be.linear(n1.y, L.q, L.qBias), [T, H, D]);
+      let k = be.view(be.linear(n1.y, L.k, L.kBias), [T, Hkv, D]);
+      const v = be.view(be.linear(n1.y, L.v, L.vBias), [T, Hkv, D]);
+      if (L.qNorm && L.kNorm) {
+        q = be.view(be.rmsnorm(be.view(q, [T * H, D]), L.qNorm, c.rmsNormEps).y, [T, H, D]);
+        k = be.view(be.rmsnorm(be.view(k, [T * Hkv, D]), L.kNorm, c.rmsNormEps).y, [T, Hkv, D]);
+      }
+      be.rope(q, k, positions, this.invFreq);
+      be.writeKv(cache, l, k, v, slots);
+      const attn = be.attention(q, cache, l, meta, this.scale);
+      const o = be.linear(be.view(attn, [T, H * D]), L.o, L.oBias);
+
+      const n2 = be.rmsnorm(o, L.postNorm, c.rmsNormEps, residual);
+      residual = n2.sum;
+      const gate = be.linear(n2.y, L.gate, L.gateBias);
+      const up = be.linear(n2.y, L.up, L.upBias);
+      pending = be.linear(be.swiglu(gate, up), L.down, L.downBias);
+    }
+    const final = be.rmsnorm(pending, w.finalNorm, c.rmsNormEps, residual).y;
+    const rows = be.gatherRows(final, be.upload(batch.logitRows, [batch.logitRows.length], 'i32', 'scratch'));
+    return be.linear(rows, w.lmHead);
+  }
+}
+
+function maxDiff(offsets: Int32Array): number {
+  let m = 0;
+  for (let i = 1; i < offsets.length; i++) m = Math.max(m, offsets[i] - offsets[i - 1]);
+  return m;
+}
