@@ -19,12 +19,14 @@ const indexSchema = z.object({
   weight_map: z.record(z.string(), z.string()),
 });
 
+type Entry = { file: SafetensorsFile; info: TensorInfo };
+
 export class Checkpoint {
   readonly dir: string;
   readonly #files: SafetensorsFile[];
-  readonly #byName: Map<string, { file: SafetensorsFile; info: TensorInfo }>;
+  readonly #byName: Map<string, Entry>;
 
-  private constructor(dir: string, files: SafetensorsFile[], byName: Map<string, { file: SafetensorsFile; info: TensorInfo }>) {
+  private constructor(dir: string, files: SafetensorsFile[], byName: Map<string, Entry>) {
     this.dir = dir;
     this.#files = files;
     this.#byName = byName;
@@ -39,11 +41,14 @@ export class Checkpoint {
       return new Checkpoint(dir, [file], byName);
     }
     const index = path.join(dir, INDEX_FILE);
-    if (fs.existsSync(index)) return openSharded(dir, index);
+    if (fs.existsSync(index)) {
+      const { files, byName } = openShards(dir, index);
+      return new Checkpoint(dir, files, byName);
+    }
     throw new Error(missingWeightsMessage(dir));
   }
 
-  /** Tensor names in file order (shard by shard). */
+  /** Tensor names: header order for a single file, index order for shards. */
   names(): string[] {
     return [...this.#byName.keys()];
   }
@@ -71,17 +76,17 @@ export class Checkpoint {
     for (const f of this.#files) f.close();
   }
 
-  #entry(name: string): { file: SafetensorsFile; info: TensorInfo } {
+  #entry(name: string): Entry {
     const entry = this.#byName.get(name);
     if (!entry) throw new Error(`${this.dir}: checkpoint has no tensor named "${name}"`);
     return entry;
   }
 }
 
-function openSharded(dir: string, indexPath: string): Checkpoint {
+function openShards(dir: string, indexPath: string): { files: SafetensorsFile[]; byName: Map<string, Entry> } {
   const weightMap = readIndex(indexPath);
   const shards = new Map<string, SafetensorsFile>();
-  const byName = new Map<string, { file: SafetensorsFile; info: TensorInfo }>();
+  const byName = new Map<string, Entry>();
   try {
     for (const [name, shardName] of Object.entries(weightMap)) {
       let file = shards.get(shardName);
@@ -97,7 +102,7 @@ function openSharded(dir: string, indexPath: string): Checkpoint {
     for (const f of shards.values()) f.close();
     throw err;
   }
-  return new Checkpoint(dir, [...shards.values()], byName);
+  return { files: [...shards.values()], byName };
 }
 
 function readIndex(indexPath: string): Record<string, string> {

@@ -29,8 +29,10 @@ export function f32ToBf16(src: Float32Array, out: Uint16Array = new Uint16Array(
 /** Widens IEEE half bit patterns to f32. Exact (subnormals, inf and NaN included). */
 export function f16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
   checkLengths(src.length, out.length);
+  // Copy bit patterns, not numbers: reading an f32 NaN into a JS number may alter its payload.
   const table = f16Table();
-  for (let i = 0; i < src.length; i++) out[i] = table[src[i]];
+  const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let i = 0; i < src.length; i++) bits[i] = table[src[i]];
   return out;
 }
 
@@ -44,7 +46,12 @@ export function f32ToF16(src: Float32Array, out: Uint16Array = new Uint16Array(s
 
 /** One f32 bit pattern (as an unsigned 32-bit number) to a bf16 bit pattern. */
 export function f32BitsToBf16Bits(x: number): number {
-  if ((x & 0x7fffffff) > 0x7f800000) return ((x >>> 16) | 0x0040) & 0xffff; // NaN: keep quiet
+  if ((x & 0x7fffffff) > 0x7f800000) {
+    // NaN: keep sign and top payload bits; if those are all zero, set the quiet bit so the
+    // result does not collapse to inf. bf16 NaNs thus round-trip bit-exactly.
+    const top = (x >>> 16) & 0xffff;
+    return (top & 0x7f) === 0 ? top | 0x40 : top;
+  }
   // Adding 0x7fff plus the lowest kept bit rounds ties to even; a carry into the exponent is
   // the correct result (up to inf for the largest finite values).
   return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
@@ -55,7 +62,12 @@ export function f32BitsToF16Bits(x: number): number {
   const sign = (x >>> 16) & 0x8000;
   const exp = (x >>> 23) & 0xff;
   const mant = x & 0x7fffff;
-  if (exp === 0xff) return mant === 0 ? sign | 0x7c00 : sign | 0x7e00 | (mant >>> 13);
+  if (exp === 0xff) {
+    if (mant === 0) return sign | 0x7c00;
+    // NaN: keep the top payload bits (so half NaNs round-trip), never collapse to inf.
+    const payload = mant >>> 13;
+    return sign | 0x7c00 | (payload === 0 ? 0x200 : payload);
+  }
   const halfExp = exp - 127 + 15;
   if (halfExp >= 0x1f) return sign | 0x7c00;
   if (halfExp <= 0) {
@@ -78,14 +90,13 @@ function roundShift(value: number, shift: number): number {
   return rest > half || (rest === half && (kept & 1) === 1) ? kept + 1 : kept;
 }
 
-let f16Lookup: Float32Array | undefined;
+let f16Lookup: Uint32Array | undefined;
 
-/** All 65536 half values as f32 (256 KiB), built once: a table lookup beats bit assembly. */
-function f16Table(): Float32Array {
+/** f32 bit patterns of all 65536 halves (256 KiB), built once: a lookup beats bit assembly. */
+function f16Table(): Uint32Array {
   if (f16Lookup) return f16Lookup;
-  const table = new Float32Array(65536);
-  const bits = new Uint32Array(table.buffer);
-  for (let h = 0; h < 65536; h++) bits[h] = f16BitsToF32Bits(h);
+  const table = new Uint32Array(65536);
+  for (let h = 0; h < 65536; h++) table[h] = f16BitsToF32Bits(h);
   f16Lookup = table;
   return table;
 }

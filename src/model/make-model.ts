@@ -85,14 +85,17 @@ export function makeModel(opts: MakeModelOptions): ModelConfig {
 
   const rng = new SeededRandom(opts.seed ?? 0);
   const dtype = opts.dtype ?? 'BF16';
-  // Scale each matrix by 1/sqrt(fan_in) so activations keep unit size through the layers and
-  // the logits are far from uniform: a parity check on near-zero logits would prove little.
+  // Scale each matrix by 1/sqrt(fan_in) so activations keep unit size through the layers.
+  // Embedding and head rows get std 2/sqrt(hidden): the normalised hidden state (length
+  // ~sqrt(hidden)) then gives logits with a std of about 2, far from uniform (a parity check on
+  // near-zero logits would prove little) yet not so peaked that sampling only ever repeats.
+  const C = config.hiddenSize;
   const tensors: TensorToWrite[] = expectedTensors(config).map(({ name, shape }) => {
     const count = shape.reduce((a, b) => a * b, 1);
     let data: Float32Array;
     if (name.endsWith('norm.weight')) data = rng.normals(count, 0.1, 1);
     else if (name.endsWith('.bias')) data = rng.normals(count, 0.1);
-    else if (name === 'model.embed_tokens.weight') data = rng.normals(count, 1);
+    else if (name === 'model.embed_tokens.weight' || name === 'lm_head.weight') data = rng.normals(count, 2 / Math.sqrt(C));
     else data = rng.normals(count, 1 / Math.sqrt(shape[1]));
     return { name, shape, data, dtype };
   });
@@ -111,7 +114,9 @@ export function makeModel(opts: MakeModelOptions): ModelConfig {
     transformers_version: '4.57.0',
   });
   writeJson(join(opts.out, 'tokenizer.json'), tok.tokenizerJson);
-  writeJson(join(opts.out, 'tokenizer_config.json'), tok.tokenizerConfig);
+  // Current transformers keeps the template in chat_template.jinja, not in tokenizer_config.
+  const { chat_template: _inline, ...tokenizerConfig } = tok.tokenizerConfig as Record<string, unknown>;
+  writeJson(join(opts.out, 'tokenizer_config.json'), tokenizerConfig);
   writeFileSync(join(opts.out, 'chat_template.jinja'), tok.chatTemplate);
   writeCheckpoint(opts.out, tensors, { metadata: { format: 'pt' } });
   return config;

@@ -165,7 +165,7 @@ function readHeader(path: string, fd: number): { tensors: TensorInfo[]; metadata
   for (const [name, value] of Object.entries(header)) {
     if (name === METADATA_KEY) {
       const parsed = metadataSchema.safeParse(value);
-      if (!parsed.success) throw new Error(`${path}: "${METADATA_KEY}" must map strings to strings: ${issuesText(parsed.error)}`);
+      if (!parsed.success) throw new Error(`${path}: "${METADATA_KEY}" must map strings to strings: ${issuesText(parsed.error, value)}`);
       metadata = parsed.data;
       continue;
     }
@@ -197,7 +197,7 @@ function parseHeaderJson(path: string, bytes: Buffer): Record<string, unknown> {
 function parseEntry(path: string, name: string, value: unknown, dataStart: number, dataSize: number): TensorInfo {
   const where = `${path}: tensor "${name}"`;
   const parsed = entrySchema.safeParse(value);
-  if (!parsed.success) throw new Error(`${where}: bad header entry: ${issuesText(parsed.error)}`);
+  if (!parsed.success) throw new Error(`${where}: bad header entry: ${issuesText(parsed.error, value)}`);
   const { dtype, shape, data_offsets: [begin, end] } = parsed.data;
   if (!(dtype in DTYPE_BYTES)) {
     throw new Error(`${where}: unknown dtype "${dtype}" (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
@@ -232,8 +232,16 @@ function checkNoOverlap(path: string, tensors: readonly TensorInfo[]): void {
   }
 }
 
-function issuesText(error: z.ZodError): string {
-  return error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
+/** "shape.0: Too small: expected number to be >=0 (found -2)", one per issue. */
+function issuesText(error: z.ZodError, input: unknown): string {
+  return error.issues
+    .map((issue) => {
+      let found: unknown = input;
+      for (const key of issue.path) found = (found as Record<PropertyKey, unknown> | undefined)?.[key as PropertyKey];
+      const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
+      return `${where}${issue.message}${found === undefined ? '' : ` (found ${JSON.stringify(found)})`}`;
+    })
+    .join('; ');
 }
 
 function asUint16(buf: Buffer): Uint16Array {

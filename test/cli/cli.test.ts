@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { tandem, tandemSpawn, waitForLine } from './helpers.ts';
+import { OutputWatcher, tandem, tandemSpawn } from './helpers.ts';
 
 /** Parse a little-endian f32 .npy written by `tandem logits`. */
 function readNpy(path: string): { shape: number[]; data: Float32Array } {
@@ -84,10 +84,10 @@ describe('tandem CLI', () => {
 
   it('serve: /health is 200 once loaded, unknown routes 404, SIGTERM exits 0', async () => {
     const child = tandemSpawn(['serve', '--model', model, '--port', '0']);
+    const out = new OutputWatcher(child);
     try {
-      const m = await waitForLine(child, /listening on (http:\/\/[\d.]+:\d+)/);
-      const base = m[1];
-      await waitForLine(child, /model ready/);
+      const base = (await out.waitFor(/listening on (http:\/\/[\d.]+:\d+)/))[1];
+      await out.waitFor(/model ready/);
       const health = await fetch(`${base}/health`);
       assert.equal(health.status, 200);
       assert.equal(((await health.json()) as { status: string }).status, 'ok');

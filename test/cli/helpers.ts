@@ -14,24 +14,48 @@ export function tandemSpawn(args: string[]): ChildProcess {
   return spawn(process.execPath, [...CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-/** Resolve with the first stdout line matching `re` (rejects on exit or timeout). */
-export function waitForLine(child: ChildProcess, re: RegExp, timeoutMs = 60_000): Promise<RegExpMatchArray> {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${re}; stdout: ${buf} stderr: ${err}`)), timeoutMs);
-    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+/**
+ * Collects a child's stdout/stderr from spawn time on, so a wait never misses a line that
+ * arrived before it was asked for.
+ */
+export class OutputWatcher {
+  stdout = '';
+  stderr = '';
+  private exitCode: number | null | undefined;
+  private readonly waiters: (() => void)[] = [];
+
+  constructor(child: ChildProcess) {
     child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const m = buf.match(re);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m);
-      }
+      this.stdout += d.toString();
+      this.notify();
     });
+    child.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
     child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`exited with ${code} before ${re}; stdout: ${buf} stderr: ${err}`));
+      this.exitCode = code;
+      this.notify();
     });
-  });
+  }
+
+  private notify(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Resolve with the first match of `re` in stdout; reject on exit or timeout. */
+  async waitFor(re: RegExp, timeoutMs = 60_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = this.stdout.match(re);
+      if (m) return m;
+      if (this.exitCode !== undefined) throw new Error(`exited with ${this.exitCode} before ${re}; stdout: ${this.stdout} stderr: ${this.stderr}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${re}; stdout: ${this.stdout} stderr: ${this.stderr}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
 }

@@ -58,7 +58,7 @@ export function referenceLogits(cfg: ModelConfig, w: WeightMap, invFreq: Float32
     return v;
   };
   const embed = get('model.embed_tokens.weight');
-  let h = new Float64Array(T * C);
+  let h: Float64Array = new Float64Array(T * C);
   ids.forEach((id, t) => h.set(embed.subarray(id * C, (id + 1) * C), t * C));
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}`;

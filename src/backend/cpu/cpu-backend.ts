@@ -1,0 +1,358 @@
+/**
+ * The CPU backend: the reference implementation of the Backend contract, in f32 on TypedArrays.
+ *
+ * This file owns memory (persistent tensors, the scratch arena, KV caches) and checks every
+ * op's arguments; the arithmetic lives in one file per op family (matmul.ts, norm.ts, ...),
+ * as plain functions over typed arrays.
+ *
+ * Float tensors are stored and reported as 'f32' whatever dtype is asked for (bf16 / f16
+ * checkpoints are widened on load); 'i32' tensors are Int32Arrays. Single-threaded.
+ */
+import type {
+  AttnMeta,
+  Backend,
+  DType,
+  KvCache,
+  KvCacheSpec,
+  Lifetime,
+  SampleResult,
+  SamplingParams,
+  Tensor,
+} from '../backend.ts';
+import { uniformAt } from '../rng.ts';
+import { attentionForward, checkAttnMeta } from './attention.ts';
+import { addForward, swigluForward } from './elementwise.ts';
+import { firstOutOfRange, gatherRowsForward } from './gather.ts';
+import { CpuKvCache, writeKvForward } from './kv-cache.ts';
+import { linearForward } from './matmul.ts';
+import { addRmsnormForward, rmsnormForward } from './norm.ts';
+import { ropeForward } from './rope.ts';
+import { SamplingWorkspace, argmax, checkSamplingParams, sampleFiltered } from './sampling.ts';
+import { logSoftmaxForward, logSumExp } from './softmax.ts';
+import { CpuTensor, ScratchArena, checkShape, cpuDtype, fmtShape, numel } from './tensor.ts';
+import type { CpuDType } from './tensor.ts';
+
+type F32Tensor = CpuTensor & { readonly data: Float32Array };
+type I32Tensor = CpuTensor & { readonly data: Int32Array };
+
+export class CpuBackend implements Backend {
+  readonly name = 'cpu';
+  private readonly arena = new ScratchArena();
+  private persistentBytes = 0;
+  private readonly caches = new Set<CpuKvCache>();
+  // Op workspaces that outlive a step (grown, never shrunk): attention scores and accumulator,
+  // rope's cos/sin row, sampling weights and candidates.
+  private scores = new Float64Array(0);
+  private acc = new Float64Array(0);
+  private cos = new Float64Array(0);
+  private sin = new Float64Array(0);
+  private readonly sampling = new SamplingWorkspace();
+
+  // ---- memory ----
+
+  upload(data: Float32Array | Int32Array, shape: readonly number[], dtype?: DType, lifetime: Lifetime = 'persistent'): Tensor {
+    checkShape('upload', shape);
+    const want = cpuDtype(dtype ?? (data instanceof Int32Array ? 'i32' : 'f32'));
+    if (want === 'i32' && !(data instanceof Int32Array)) throw new Error(`upload: dtype i32 needs an Int32Array, got ${data.constructor.name}`);
+    if (want === 'f32' && !(data instanceof Float32Array)) throw new Error(`upload: dtype ${dtype} needs a Float32Array, got ${data.constructor.name}`);
+    if (data.length !== numel(shape)) throw new Error(`upload: shape ${fmtShape(shape)} holds ${numel(shape)} elements, data has ${data.length}`);
+    const t = this.make(shape, want, lifetime, false);
+    t.data.set(data);
+    return t;
+  }
+
+  alloc(shape: readonly number[], dtype: DType, lifetime: Lifetime): Tensor {
+    checkShape('alloc', shape);
+    return this.make(shape, cpuDtype(dtype), lifetime, true);
+  }
+
+  async download(t: Tensor): Promise<Float32Array | Int32Array> {
+    const c = this.use('download', 't', t);
+    return c.data.slice();
+  }
+
+  free(t: Tensor): void {
+    const c = this.use('free', 't', t);
+    if (c.lifetime !== 'persistent') throw new Error(`free: ${fmtShape(c.shape)} is a scratch tensor; scratch is released by resetScratch()`);
+    if (c.root !== null) throw new Error(`free: ${fmtShape(c.shape)} is a view; free the tensor it views`);
+    c.freed = true;
+    this.persistentBytes -= c.data.byteLength;
+  }
+
+  resetScratch(): void {
+    this.arena.reset();
+  }
+
+  view(t: Tensor, shape: readonly number[]): Tensor {
+    const c = this.use('view', 't', t);
+    checkShape('view', shape);
+    if (numel(shape) !== c.size) throw new Error(`view: cannot view ${fmtShape(c.shape)} (${c.size} elements) as ${fmtShape(shape)} (${numel(shape)})`);
+    return new CpuTensor(this, Object.freeze([...shape]), c.dtype, c.data, c.lifetime, c.generation, c.root ?? c);
+  }
+
+  memoryUsage(): Record<string, number> {
+    let kv = 0;
+    for (const c of this.caches) kv += c.bytes;
+    const workspaces = this.scores.byteLength + this.acc.byteLength + this.cos.byteLength + this.sin.byteLength
+      + this.sampling.bytes;
+    return { weights: this.persistentBytes, kv_cache: kv, scratch: this.arena.bytesHeld + workspaces };
+  }
+
+  /** Buffers the scratch arena has created so far (constant once steps repeat). */
+  get scratchAllocations(): number {
+    return this.arena.allocations;
+  }
+
+  // ---- KV cache ----
+
+  allocKvCache(spec: KvCacheSpec): KvCache {
+    const cache = new CpuKvCache({ ...spec, dtype: 'f32' });
+    this.caches.add(cache);
+    return cache;
+  }
+
+  freeKvCache(cache: KvCache): void {
+    const c = this.useCache('freeKvCache', cache);
+    c.freed = true;
+    this.caches.delete(c);
+  }
+
+  // ---- forward ops ----
+
+  embedding(ids: Tensor, table: Tensor): Tensor {
+    const op = 'embedding';
+    const i = this.i32(op, 'ids', ids, 1);
+    const tb = this.f32(op, 'table', table, 2);
+    const [T] = i.shape;
+    const [V, C] = tb.shape;
+    const bad = firstOutOfRange(i.data, T, V);
+    if (bad >= 0) throw new Error(`embedding: token id ${i.data[bad]} at row ${bad} is outside the table's ${V} rows`);
+    const out = this.scratchF32([T, C]);
+    gatherRowsForward(out.data, tb.data, i.data, T, C);
+    return out;
+  }
+
+  rmsnorm(x: Tensor, w: Tensor, eps: number, residual?: Tensor): { y: Tensor; sum: Tensor } {
+    const op = 'rmsnorm';
+    const xt = this.f32(op, 'x', x);
+    const wt = this.f32(op, 'w', w, 1);
+    if (xt.shape.length < 1) throw new Error(`rmsnorm: x must have at least one dim, got ${fmtShape(xt.shape)}`);
+    const C = xt.shape[xt.shape.length - 1];
+    if (wt.shape[0] !== C) throw new Error(`rmsnorm: w is ${fmtShape(wt.shape)} but x ${fmtShape(xt.shape)} has last dim ${C}`);
+    if (!(eps >= 0) || !Number.isFinite(eps)) throw new Error(`rmsnorm: eps must be a finite number >= 0, got ${eps}`);
+    const R = C === 0 ? 0 : xt.size / C;
+    const y = this.scratchF32(xt.shape);
+    if (residual === undefined) {
+      rmsnormForward(y.data, xt.data, wt.data, eps, R, C);
+      return { y, sum: xt };
+    }
+    const rt = this.f32(op, 'residual', residual);
+    this.sameShape(op, 'x', xt, 'residual', rt);
+    const sum = this.scratchF32(xt.shape);
+    addRmsnormForward(y.data, sum.data, xt.data, rt.data, wt.data, eps, R, C);
+    return { y, sum };
+  }
+
+  linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
+    const op = 'linear';
+    const xt = this.f32(op, 'x', x, 2);
+    const wt = this.f32(op, 'w', w, 2);
+    const [T, K] = xt.shape;
+    const [N, Kw] = wt.shape;
+    if (Kw !== K) throw new Error(`linear: x is ${fmtShape(xt.shape)} and w is ${fmtShape(wt.shape)}: w must be [N, ${K}]`);
+    let b: Float32Array | null = null;
+    if (bias !== undefined) {
+      const bt = this.f32(op, 'bias', bias, 1);
+      if (bt.shape[0] !== N) throw new Error(`linear: bias is ${fmtShape(bt.shape)}, w ${fmtShape(wt.shape)} needs [${N}]`);
+      b = bt.data;
+    }
+    const out = this.scratchF32([T, N]);
+    linearForward(out.data, xt.data, wt.data, b, T, K, N);
+    return out;
+  }
+
+  rope(q: Tensor, k: Tensor, positions: Tensor, invFreq: Tensor): void {
+    const op = 'rope';
+    const qt = this.f32(op, 'q', q, 3);
+    const kt = this.f32(op, 'k', k, 3);
+    const pt = this.i32(op, 'positions', positions, 1);
+    const ft = this.f32(op, 'invFreq', invFreq, 1);
+    const [T, H, D] = qt.shape;
+    const [Tk, Hkv, Dk] = kt.shape;
+    if (Tk !== T || Dk !== D) throw new Error(`rope: q is ${fmtShape(qt.shape)} and k is ${fmtShape(kt.shape)}: they need the same T and D`);
+    if (D % 2 !== 0) throw new Error(`rope: head dim ${D} must be even`);
+    if (pt.shape[0] !== T) throw new Error(`rope: positions is ${fmtShape(pt.shape)}, q ${fmtShape(qt.shape)} needs [${T}]`);
+    if (ft.shape[0] !== D / 2) throw new Error(`rope: invFreq is ${fmtShape(ft.shape)}, head dim ${D} needs [${D / 2}]`);
+    if (this.cos.length < D / 2) {
+      this.cos = new Float64Array(D / 2);
+      this.sin = new Float64Array(D / 2);
+    }
+    ropeForward(qt.data, kt.data, pt.data, ft.data, this.cos, this.sin, T, H, Hkv, D);
+  }
+
+  writeKv(cache: KvCache, layer: number, k: Tensor, v: Tensor, slots: Tensor): void {
+    const op = 'writeKv';
+    const c = this.useCache(op, cache);
+    const kt = this.f32(op, 'k', k, 3);
+    const vt = this.f32(op, 'v', v, 3);
+    const st = this.i32(op, 'slots', slots, 1);
+    const { numLayers, numKvHeads, headDim } = c.spec;
+    this.checkLayer(op, layer, numLayers);
+    const [T, Hkv, D] = kt.shape;
+    if (Hkv !== numKvHeads || D !== headDim) {
+      throw new Error(`writeKv: k is ${fmtShape(kt.shape)}, the cache holds [T, ${numKvHeads}, ${headDim}]`);
+    }
+    this.sameShape(op, 'k', kt, 'v', vt);
+    if (st.shape[0] !== T) throw new Error(`writeKv: slots is ${fmtShape(st.shape)}, k ${fmtShape(kt.shape)} needs [${T}]`);
+    const bad = firstOutOfRange(st.data, T, c.numSlots);
+    if (bad >= 0) throw new Error(`writeKv: slot ${st.data[bad]} of token ${bad} is outside the cache's ${c.numSlots} slots`);
+    writeKvForward(c.k[layer], c.v[layer], kt.data, vt.data, st.data, T, Hkv * D);
+  }
+
+  attention(q: Tensor, cache: KvCache, layer: number, meta: AttnMeta, scale: number): Tensor {
+    const op = 'attention';
+    const c = this.useCache(op, cache);
+    const qt = this.f32(op, 'q', q, 3);
+    const cu = this.i32(op, 'meta.cuSeqlensQ', meta.cuSeqlensQ, 1);
+    const lens = this.i32(op, 'meta.contextLens', meta.contextLens, 1);
+    const tables = this.i32(op, 'meta.blockTables', meta.blockTables, 2);
+    const { numLayers, numKvHeads: Hkv, headDim, blockSize, numBlocks } = c.spec;
+    this.checkLayer(op, layer, numLayers);
+    const [T, H, D] = qt.shape;
+    if (D !== headDim) throw new Error(`attention: q is ${fmtShape(qt.shape)}, the cache's head dim is ${headDim}`);
+    if (H % Hkv !== 0) throw new Error(`attention: q has ${H} heads, not a multiple of the cache's ${Hkv} KV heads`);
+    if (!Number.isFinite(scale)) throw new Error(`attention: scale must be finite, got ${scale}`);
+    const S = lens.shape[0];
+    const maxBlocks = tables.shape[1];
+    if (cu.shape[0] !== S + 1 || tables.shape[0] !== S) {
+      throw new Error(
+        `attention: meta shapes disagree: cuSeqlensQ ${fmtShape(cu.shape)}, contextLens ${fmtShape(lens.shape)}, blockTables ${fmtShape(tables.shape)} (need [S+1], [S], [S, maxBlocks])`,
+      );
+    }
+    const maxCtx = checkAttnMeta(cu.data, lens.data, tables.data, { S, T, blockSize, maxBlocks, numBlocks }, meta);
+    if (this.scores.length < maxCtx) this.scores = new Float64Array(maxCtx);
+    if (this.acc.length < D) this.acc = new Float64Array(D);
+    const out = this.scratchF32([T, H, D]);
+    attentionForward(out.data, qt.data, c.k[layer], c.v[layer], cu.data, lens.data, tables.data, { S, H, Hkv, D, blockSize, maxBlocks }, scale, this.scores, this.acc);
+    return out;
+  }
+
+  swiglu(gate: Tensor, up: Tensor): Tensor {
+    const g = this.f32('swiglu', 'gate', gate);
+    const u = this.f32('swiglu', 'up', up);
+    this.sameShape('swiglu', 'gate', g, 'up', u);
+    const out = this.scratchF32(g.shape);
+    swigluForward(out.data, g.data, u.data, g.size);
+    return out;
+  }
+
+  add(a: Tensor, b: Tensor): Tensor {
+    const at = this.f32('add', 'a', a);
+    const bt = this.f32('add', 'b', b);
+    this.sameShape('add', 'a', at, 'b', bt);
+    const out = this.scratchF32(at.shape);
+    addForward(out.data, at.data, bt.data, at.size);
+    return out;
+  }
+
+  gatherRows(x: Tensor, idx: Tensor): Tensor {
+    const op = 'gatherRows';
+    const xt = this.f32(op, 'x', x, 2);
+    const it = this.i32(op, 'idx', idx, 1);
+    const [T, C] = xt.shape;
+    const [R] = it.shape;
+    const bad = firstOutOfRange(it.data, R, T);
+    if (bad >= 0) throw new Error(`gatherRows: index ${it.data[bad]} at ${bad} is outside x's ${T} rows`);
+    const out = this.scratchF32([R, C]);
+    gatherRowsForward(out.data, xt.data, it.data, R, C);
+    return out;
+  }
+
+  logSoftmax(x: Tensor): Tensor {
+    const xt = this.f32('logSoftmax', 'x', x, 2);
+    const [S, V] = xt.shape;
+    const out = this.scratchF32([S, V]);
+    logSoftmaxForward(out.data, xt.data, S, V);
+    return out;
+  }
+
+  async sample(logits: Tensor, params: readonly SamplingParams[]): Promise<SampleResult> {
+    const lt = this.f32('sample', 'logits', logits, 2);
+    const [S, V] = lt.shape;
+    if (params.length !== S) throw new Error(`sample: logits ${fmtShape(lt.shape)} has ${S} rows but ${params.length} sampling params were given`);
+    if (V < 1) throw new Error(`sample: logits ${fmtShape(lt.shape)} has an empty vocabulary`);
+    params.forEach(checkSamplingParams);
+    const ids = new Int32Array(S);
+    const logprobs = new Float32Array(S);
+    for (let s = 0; s < S; s++) {
+      const p = params[s];
+      const o = s * V;
+      const id = p.temperature === 0 ? argmax(lt.data, o, V) : sampleFiltered(lt.data, o, V, p, uniformAt(p.seed, p.step), this.sampling);
+      ids[s] = id;
+      logprobs[s] = lt.data[o + id] - logSumExp(lt.data, o, V);
+    }
+    return { ids, logprobs };
+  }
+
+  // ---- helpers ----
+
+  private make(shape: readonly number[], dtype: CpuDType, lifetime: Lifetime, zero: boolean): CpuTensor {
+    const n = numel(shape);
+    const frozen = Object.freeze([...shape]);
+    if (lifetime === 'persistent') {
+      const data = dtype === 'i32' ? new Int32Array(n) : new Float32Array(n);
+      this.persistentBytes += data.byteLength;
+      return new CpuTensor(this, frozen, dtype, data, 'persistent', -1, null);
+    }
+    if (lifetime !== 'scratch') throw new Error(`unknown tensor lifetime '${String(lifetime)}' (use 'persistent' or 'scratch')`);
+    const buf = this.arena.take(n * 4);
+    const data = dtype === 'i32' ? new Int32Array(buf, 0, n) : new Float32Array(buf, 0, n);
+    if (zero) data.fill(0);
+    return new CpuTensor(this, frozen, dtype, data, 'scratch', this.arena.generation, null);
+  }
+
+  private scratchF32(shape: readonly number[]): F32Tensor {
+    return this.make(shape, 'f32', 'scratch', false) as F32Tensor;
+  }
+
+  /** Resolve a handle for `op`: ours, alive, and (for scratch) from the current step. */
+  private use(op: string, name: string, t: Tensor): CpuTensor {
+    if (!(t instanceof CpuTensor)) throw new Error(`${op}: ${name} is a tensor of backend '${t?.backend}', not of this cpu backend`);
+    if (t.owner !== this) throw new Error(`${op}: ${name} ${fmtShape(t.shape)} belongs to another CpuBackend instance`);
+    if ((t.root ?? t).freed) throw new Error(`${op}: ${name} ${fmtShape(t.shape)} was freed`);
+    if (t.lifetime === 'scratch' && t.generation !== this.arena.generation) {
+      throw new Error(`${op}: ${name} ${fmtShape(t.shape)} is a scratch tensor used after resetScratch()`);
+    }
+    return t;
+  }
+
+  private f32(op: string, name: string, t: Tensor, rank?: number): F32Tensor {
+    const c = this.use(op, name, t);
+    if (c.dtype !== 'f32') throw new Error(`${op}: ${name} must be a float tensor, got ${c.dtype} ${fmtShape(c.shape)}`);
+    if (rank !== undefined && c.shape.length !== rank) throw new Error(`${op}: ${name} must have ${rank} dims, got ${fmtShape(c.shape)}`);
+    return c as F32Tensor;
+  }
+
+  private i32(op: string, name: string, t: Tensor, rank: number): I32Tensor {
+    const c = this.use(op, name, t);
+    if (c.dtype !== 'i32') throw new Error(`${op}: ${name} must be an i32 tensor, got ${c.dtype} ${fmtShape(c.shape)}`);
+    if (c.shape.length !== rank) throw new Error(`${op}: ${name} must have ${rank} dims, got ${fmtShape(c.shape)}`);
+    return c as I32Tensor;
+  }
+
+  private sameShape(op: string, an: string, a: CpuTensor, bn: string, b: CpuTensor): void {
+    if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) {
+      throw new Error(`${op}: ${an} is ${fmtShape(a.shape)} but ${bn} is ${fmtShape(b.shape)}; they must match`);
+    }
+  }
+
+  private useCache(op: string, cache: KvCache): CpuKvCache {
+    if (!(cache instanceof CpuKvCache)) throw new Error(`${op}: the KV cache belongs to backend '${cache?.backend}', not to this cpu backend`);
+    if (!this.caches.has(cache)) throw new Error(`${op}: the KV cache was freed or belongs to another CpuBackend instance`);
+    return cache;
+  }
+
+  private checkLayer(op: string, layer: number, numLayers: number): void {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) throw new Error(`${op}: layer ${layer} is outside the cache's ${numLayers} layers`);
+  }
+}

@@ -1,0 +1,17 @@
+/**
+ * Elementwise ops: every tensor of one call has the same element count n.
+ *   swiglu: gate, up, out are (T, F): out = silu(gate) * up, silu(g) = g / (1 + exp(-g))
+ *   add:    a, b, out are any shape:  out = a + b
+ */
+
+export function swigluForward(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    // g / (1 + exp(-g)): exp overflows to inf for very negative g, giving -0 / 0 -> the right limit 0.
+    out[i] = (g / (1 + Math.exp(-g))) * up[i];
+  }
+}
+
+export function addForward(out: Float32Array, a: Float32Array, b: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
