@@ -72,12 +72,32 @@ export interface SamplingParams {
   seed: number;
   /** Index of this draw in the row's stream (usually the number of tokens generated so far). */
   step: number;
+  /**
+   * Penalties, applied to the raw logits before temperature (vLLM / OpenAI semantics):
+   * logit -= frequencyPenalty * count + presencePenalty * (count > 0), counting `outputTokens`;
+   * repetitionPenalty (HF/CTRL) divides positive and multiplies negative logits of every token
+   * in `promptTokens` or `outputTokens`. Defaults: 0, 0, 1 (off).
+   */
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  repetitionPenalty?: number;
+  /** Tokens generated so far by this row (penalties). */
+  outputTokens?: readonly number[];
+  /** The row's prompt (repetition penalty only). */
+  promptTokens?: readonly number[];
+  /** Also return this many most likely tokens with their logprobs (0 or absent: none). */
+  topLogprobs?: number;
 }
 
 export interface SampleResult {
   ids: Int32Array; // [S]
   /** log-softmax of the raw logits (temperature 1, no filtering) at the chosen ids: [S]. */
   logprobs: Float32Array;
+  /**
+   * Per row, the topLogprobs most likely tokens under the same raw log-softmax, most likely
+   * first (ties: lower id first); an empty list for rows that asked for none.
+   */
+  top?: { ids: Int32Array; logprobs: Float32Array }[];
 }
 
 export interface Backend {
