@@ -97,7 +97,7 @@ export interface SampleResult {
    * Per row, the topLogprobs most likely tokens under the same raw log-softmax, most likely
    * first (ties: lower id first); an empty list for rows that asked for none.
    */
-  top?: { ids: Int32Array; logprobs: Float32Array }[];
+  top: { ids: Int32Array; logprobs: Float32Array }[];
 }
 
 export interface Backend {

@@ -5,6 +5,7 @@ import type { AttnMeta, SamplingParams } from '../../src/backend/backend.ts';
 import { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
 import { SeededRandom } from '../../src/util/random.ts';
 import { runBackendConformance } from './conformance.ts';
+import { runSamplingExtrasConformance } from './conformance-sampling-extras.ts';
 import { sampleRef } from './reference.ts';
 
 // f32 storage and double-precision sums: only output rounding separates it from float64.
@@ -115,3 +116,5 @@ describe('cpu backend specifics', () => {
     }
   });
 });
+
+runSamplingExtrasConformance('cpu', () => new CpuBackend(), 1e-5);

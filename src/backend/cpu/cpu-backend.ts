@@ -27,7 +27,9 @@ import { CpuKvCache, writeKvForward } from './kv-cache.ts';
 import { linearForward } from './matmul.ts';
 import { addRmsnormForward, rmsnormForward } from './norm.ts';
 import { ropeForward } from './rope.ts';
+import { applyPenalties, checkPenalties, hasPenalties } from './penalties.ts';
 import { SamplingWorkspace, argmax, checkSamplingParams, sampleFiltered } from './sampling.ts';
+import { topLogprobs } from './top-logprobs.ts';
 import { logSoftmaxForward, logSumExp } from './softmax.ts';
 import { CpuTensor, ScratchArena, checkShape, cpuDtype, fmtShape, numel } from './tensor.ts';
 import type { CpuDType } from './tensor.ts';
@@ -47,6 +49,8 @@ export class CpuBackend implements Backend {
   private cos = new Float64Array(0);
   private sin = new Float64Array(0);
   private readonly sampling = new SamplingWorkspace();
+  private penalized = new Float32Array(0);
+  private penaltyCounts = new Int32Array(0);
 
   // ---- memory ----
 
@@ -281,17 +285,37 @@ export class CpuBackend implements Backend {
     const [S, V] = lt.shape;
     if (params.length !== S) throw new Error(`sample: logits ${fmtShape(lt.shape)} has ${S} rows but ${params.length} sampling params were given`);
     if (V < 1) throw new Error(`sample: logits ${fmtShape(lt.shape)} has an empty vocabulary`);
-    params.forEach(checkSamplingParams);
+    params.forEach((p, row) => {
+      checkSamplingParams(p, row);
+      checkPenalties(p, row, V);
+      const k = p.topLogprobs ?? 0;
+      if (!Number.isInteger(k) || k < 0) throw new Error(`sample: row ${row}: topLogprobs must be an integer >= 0, got ${k}`);
+    });
     const ids = new Int32Array(S);
     const logprobs = new Float32Array(S);
+    const top: SampleResult['top'] = [];
     for (let s = 0; s < S; s++) {
       const p = params[s];
-      const o = s * V;
-      const id = p.temperature === 0 ? argmax(lt.data, o, V) : sampleFiltered(lt.data, o, V, p, uniformAt(p.seed, p.step), this.sampling);
+      // Penalties change what is drawn; logprobs always describe the raw logits (the contract).
+      let src = lt.data;
+      let o = s * V;
+      if (hasPenalties(p)) {
+        if (this.penalized.length < V) {
+          this.penalized = new Float32Array(V);
+          this.penaltyCounts = new Int32Array(V);
+        }
+        applyPenalties(this.penalized, lt.data, o, V, p, this.penaltyCounts);
+        src = this.penalized;
+        o = 0;
+      }
+      const id = p.temperature === 0 ? argmax(src, o, V) : sampleFiltered(src, o, V, p, uniformAt(p.seed, p.step), this.sampling);
       ids[s] = id;
-      logprobs[s] = lt.data[o + id] - logSumExp(lt.data, o, V);
+      const logZ = logSumExp(lt.data, s * V, V);
+      logprobs[s] = lt.data[s * V + id] - logZ;
+      const k = p.topLogprobs ?? 0;
+      top.push(k > 0 ? topLogprobs(lt.data, s * V, V, k, logZ) : { ids: new Int32Array(0), logprobs: new Float32Array(0) });
     }
-    return { ids, logprobs };
+    return { ids, logprobs, top };
   }
 
   // ---- helpers ----

@@ -1,0 +1,58 @@
+/**
+ * penalties: the row's logits with repetition, frequency and presence penalties applied
+ *   x is one row (V) of logits, out is (V); outputTokens / promptTokens are token ids.
+ *
+ * vLLM's order and semantics: repetition penalty first (CTRL / HF: a logit of a token seen in
+ * the prompt or the output is divided by the penalty when positive, multiplied when not), then
+ * logit -= frequency * count + presence * (count > 0) over the output tokens only.
+ */
+import type { SamplingParams } from '../backend.ts';
+
+export function hasPenalties(p: SamplingParams): boolean {
+  return (p.presencePenalty ?? 0) !== 0 || (p.frequencyPenalty ?? 0) !== 0 || (p.repetitionPenalty ?? 1) !== 1;
+}
+
+export function checkPenalties(p: SamplingParams, row: number, V: number): void {
+  const bad = (what: string): never => {
+    throw new Error(`sample: row ${row}: ${what}`);
+  };
+  const rep = p.repetitionPenalty ?? 1;
+  if (!(rep > 0) || !Number.isFinite(rep)) bad(`repetitionPenalty must be a finite number > 0, got ${rep}`);
+  if (!Number.isFinite(p.presencePenalty ?? 0)) bad(`presencePenalty must be finite, got ${p.presencePenalty}`);
+  if (!Number.isFinite(p.frequencyPenalty ?? 0)) bad(`frequencyPenalty must be finite, got ${p.frequencyPenalty}`);
+  for (const list of [p.outputTokens, p.promptTokens]) {
+    for (const id of list ?? []) {
+      if (!Number.isInteger(id) || id < 0 || id >= V) bad(`penalty token ${id} is outside the vocabulary [0, ${V})`);
+    }
+  }
+}
+
+/** out = penalised copy of x[o .. o+V). `counts` is a zeroed workspace of V entries, left zeroed. */
+export function applyPenalties(out: Float32Array, x: Float32Array, o: number, V: number, p: SamplingParams, counts: Int32Array): void {
+  for (let i = 0; i < V; i++) out[i] = x[o + i];
+  const rep = p.repetitionPenalty ?? 1;
+  const outputs = p.outputTokens ?? [];
+  if (rep !== 1) {
+    // Mark every token seen in prompt or output once (count -1 as a "seen" flag), penalise it.
+    for (const list of [p.promptTokens ?? [], outputs]) {
+      for (const id of list) {
+        if (counts[id] === 0) {
+          counts[id] = -1;
+          out[id] = out[id] > 0 ? out[id] / rep : out[id] * rep;
+        }
+      }
+    }
+    for (const list of [p.promptTokens ?? [], outputs]) for (const id of list) counts[id] = 0;
+  }
+  const freq = p.frequencyPenalty ?? 0;
+  const pres = p.presencePenalty ?? 0;
+  if (freq !== 0 || pres !== 0) {
+    for (const id of outputs) counts[id]++;
+    for (const id of outputs) {
+      if (counts[id] > 0) {
+        out[id] -= freq * counts[id] + pres;
+        counts[id] = 0; // each distinct token once
+      }
+    }
+  }
+}
