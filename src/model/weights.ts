@@ -78,10 +78,24 @@ export function expectedTensors(c: ModelConfig): { name: string; shape: number[]
 /** Load every weight of `cfg` from `ckpt` onto `backend` in `dtype`. */
 export function loadWeights(backend: Backend, cfg: ModelConfig, ckpt: Checkpoint, dtype: DType = 'f32'): ModelWeights {
   const loaded = new Map<string, Tensor>();
+  for (const { name, shape } of expectedTensors(cfg)) loaded.set(name, backend.upload(ckpt.read(name, shape), shape, dtype));
+  return assemble(cfg, loaded);
+}
+
+/**
+ * The same, yielding to the event loop after every tensor, so a server stays responsive
+ * (health answers 503 "loading") while a multi-gigabyte checkpoint streams in.
+ */
+export async function loadWeightsAsync(backend: Backend, cfg: ModelConfig, ckpt: Checkpoint, dtype: DType = 'f32'): Promise<ModelWeights> {
+  const loaded = new Map<string, Tensor>();
   for (const { name, shape } of expectedTensors(cfg)) {
-    const data = ckpt.read(name, shape);
-    loaded.set(name, backend.upload(data, shape, dtype));
+    loaded.set(name, backend.upload(ckpt.read(name, shape), shape, dtype));
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
+  return assemble(cfg, loaded);
+}
+
+function assemble(cfg: ModelConfig, loaded: Map<string, Tensor>): ModelWeights {
   const get = (name: string): Tensor => loaded.get(name)!;
   const opt = (name: string): Tensor | undefined => loaded.get(name);
   const layers: LayerWeights[] = [];
