@@ -1,55 +1,157 @@
-/** `tandem serve`: listen at once (health says 503 while loading), then load the model. */
+/**
+ * `tandem serve`: listen at once (GET /health answers 503 while loading), load the model,
+ * build the engine, then health turns 200. SIGTERM/SIGINT drain and exit 0.
+ */
 import { serve } from '@hono/node-server';
+import type { Server } from 'node:http';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createBackend } from '../backend/index.ts';
-import { loadModel } from '../model/load.ts';
+import { Engine } from '../engine/engine.ts';
+import { Metrics } from '../metrics.ts';
+import { loadModelAsync } from '../model/load.ts';
 import { DEFAULT_MODEL_DIR } from '../paths.ts';
-import { createApp, type ServerState } from '../server/app.ts';
-import { choiceOption, intOption } from './args.ts';
+import { createApp, DEFAULT_MAX_BODY_BYTES } from '../server/app.ts';
+import { shutdown } from '../server/shutdown.ts';
+import { createServerState } from '../server/state.ts';
+import { VERSION } from '../server/version.ts';
+import { choiceOption, floatOption, intOption, UsageError } from './args.ts';
 
-export const SERVE_USAGE = `tandem serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--backend cpu|cuda|auto]
-  env: TANDEM_HOST, TANDEM_PORT, TANDEM_MODEL`;
+export const SERVE_USAGE = `tandem serve [--model DIR] [options]
+  --host H                      listen address (default 127.0.0.1; env TANDEM_HOST)
+  --port P                      (default 8000, 0 = any free port; env TANDEM_PORT)
+  --backend cpu|cuda|auto       (default auto)
+  --served-model-name NAME      the model's name in the API (default: the folder's name; env TANDEM_SERVED_MODEL_NAME)
+  --api-key KEY                 require Authorization: Bearer KEY on the API (env TANDEM_API_KEY)
+  --max-model-len N             context per request (default: the model's max_position_embeddings)
+  --kv-cache-tokens N           KV cache size in tokens (default 32768, at least --max-model-len)
+  --kv-blocks N                 ... or in blocks (overrides --kv-cache-tokens)
+  --block-size N                tokens per KV block (default 16)
+  --max-num-seqs N              requests running at once (default 256)
+  --max-num-batched-tokens N    tokens per engine step (default 2048)
+  --max-waiting N               queued requests before 429 (default 1024)
+  --max-body-bytes N            larger request bodies get 413 (default 4194304)
+  --shutdown-grace-seconds S    on SIGTERM, wait this long for requests in flight (default 30)
+  env: TANDEM_MODEL for --model`;
 
-export async function runServe(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+interface ServeConfig {
+  modelDir: string;
+  host: string;
+  port: number;
+  backend: 'cpu' | 'cuda' | 'auto';
+  servedModelName: string;
+  apiKey: string | null;
+  maxModelLen: number | undefined;
+  kvBlocks: number | undefined;
+  kvCacheTokens: number;
+  blockSize: number;
+  maxNumSeqs: number;
+  maxNumBatchedTokens: number;
+  maxWaiting: number;
+  maxBodyBytes: number;
+  graceSeconds: number;
+}
+
+function parseServeArgs(argv: string[]): ServeConfig {
+  const str = { type: 'string' } as const;
+  const { values: v } = parseArgs({
     args: argv,
     strict: true,
-    options: { model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, backend: { type: 'string' } },
+    options: {
+      model: str, host: str, port: str, backend: str, 'served-model-name': str, 'api-key': str, 'max-model-len': str,
+      'kv-blocks': str, 'kv-cache-tokens': str, 'block-size': str, 'max-num-seqs': str, 'max-num-batched-tokens': str,
+      'max-waiting': str, 'max-body-bytes': str, 'shutdown-grace-seconds': str,
+    },
   });
-  const modelDir = values.model ?? process.env.TANDEM_MODEL ?? DEFAULT_MODEL_DIR;
-  const host = values.host ?? process.env.TANDEM_HOST ?? '127.0.0.1';
-  const port = intOption('port', values.port ?? process.env.TANDEM_PORT, 8000, 0, 65535);
-  const backendChoice = choiceOption('backend', values.backend, ['cpu', 'cuda', 'auto'] as const, 'auto');
+  const env = process.env;
+  const modelDir = v.model ?? env.TANDEM_MODEL ?? DEFAULT_MODEL_DIR;
+  const servedModelName = v['served-model-name'] ?? env.TANDEM_SERVED_MODEL_NAME ?? basename(modelDir);
+  if (servedModelName.trim() === '') throw new UsageError('--served-model-name must not be empty');
+  const apiKey = v['api-key'] ?? env.TANDEM_API_KEY ?? null;
+  if (apiKey !== null && apiKey.trim() === '') throw new UsageError('--api-key must not be empty');
+  const optionalInt = (name: string, raw: string | undefined, min: number): number | undefined =>
+    raw === undefined ? undefined : intOption(name, raw, 0, min);
+  return {
+    modelDir,
+    host: v.host ?? env.TANDEM_HOST ?? '127.0.0.1',
+    port: intOption('port', v.port ?? env.TANDEM_PORT, 8000, 0, 65535),
+    backend: choiceOption('backend', v.backend, ['cpu', 'cuda', 'auto'] as const, 'auto'),
+    servedModelName,
+    apiKey,
+    maxModelLen: optionalInt('max-model-len', v['max-model-len'], 1),
+    kvBlocks: optionalInt('kv-blocks', v['kv-blocks'], 1),
+    kvCacheTokens: intOption('kv-cache-tokens', v['kv-cache-tokens'], 32768, 1),
+    blockSize: intOption('block-size', v['block-size'], 16, 1, 1024),
+    maxNumSeqs: intOption('max-num-seqs', v['max-num-seqs'], 256, 1),
+    maxNumBatchedTokens: intOption('max-num-batched-tokens', v['max-num-batched-tokens'], 2048, 1),
+    maxWaiting: intOption('max-waiting', v['max-waiting'], 1024, 0),
+    maxBodyBytes: intOption('max-body-bytes', v['max-body-bytes'], DEFAULT_MAX_BODY_BYTES, 1),
+    graceSeconds: floatOption('shutdown-grace-seconds', v['shutdown-grace-seconds'], 30, 0, 86400),
+  };
+}
 
-  const state: ServerState = { status: 'loading', modelName: basename(modelDir), backend: backendChoice };
-  const server = serve({ fetch: createApp(state).fetch, hostname: host, port }, (info) => {
-    process.stdout.write(`tandem listening on http://${host}:${info.port} (loading ${modelDir})\n`);
-  });
+export async function runServe(argv: string[]): Promise<void> {
+  const cfg = parseServeArgs(argv);
+  const state = createServerState({ modelName: cfg.servedModelName, backend: cfg.backend, fingerprint: `tandem-${VERSION}` });
+  const metrics = new Metrics();
+  const app = createApp(state, { apiKey: cfg.apiKey, maxBodyBytes: cfg.maxBodyBytes, metrics });
+  const server = serve({ fetch: app.fetch, hostname: cfg.host, port: cfg.port }, (info) => {
+    process.stdout.write(`tandem listening on http://${cfg.host}:${info.port} (loading ${cfg.modelDir})\n`);
+  }) as Server;
+
+  let stopping = false;
   const stop = (signal: string): void => {
-    state.status = 'stopping';
-    process.stdout.write(`${signal}: shutting down\n`);
-    server.close(() => process.exit(0));
-    setTimeout(() => process.exit(0), 5000).unref();
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`${signal}: shutting down (grace ${cfg.graceSeconds} s)\n`);
+    shutdown(state, server, cfg.graceSeconds * 1000, (line) => process.stdout.write(line + '\n')).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`shutdown failed: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.exit(1);
+      },
+    );
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
 
   try {
-    const backend = createBackend(backendChoice);
+    const backend = createBackend(cfg.backend);
     const started = performance.now();
-    const loaded = loadModel(modelDir, backend);
+    const loaded = await loadModelAsync(cfg.modelDir, backend);
+    const maxModelLen = cfg.maxModelLen ?? loaded.config.maxPositionEmbeddings;
+    const numBlocks = cfg.kvBlocks ?? Math.ceil(Math.max(cfg.kvCacheTokens, maxModelLen) / cfg.blockSize);
+    // As vLLM refuses to start: a KV cache smaller than one full-length request would turn
+    // every long request (and every default max_tokens) into an error.
+    if (numBlocks * cfg.blockSize < maxModelLen) {
+      throw new UsageError(
+        `--kv-blocks ${numBlocks} x --block-size ${cfg.blockSize} = ${numBlocks * cfg.blockSize} tokens cannot hold one request ` +
+          `of the context length ${maxModelLen}: raise --kv-blocks to at least ${Math.ceil(maxModelLen / cfg.blockSize)} or lower --max-model-len`,
+      );
+    }
+    const engine = new Engine(loaded, {
+      blockSize: cfg.blockSize,
+      numBlocks,
+      maxNumSeqs: cfg.maxNumSeqs,
+      maxNumBatchedTokens: cfg.maxNumBatchedTokens,
+      maxWaiting: cfg.maxWaiting,
+      maxModelLen,
+      metrics,
+    });
+    if (stopping) return; // SIGTERM arrived while loading: shutdown is already under way
     state.backend = backend.name;
+    state.engine = engine;
     state.status = 'ready';
     const c = loaded.config;
     process.stdout.write(
       `model ready in ${((performance.now() - started) / 1000).toFixed(2)} s: ${c.architecture}, ${c.numLayers} layers, ` +
-        `hidden ${c.hiddenSize}, vocab ${c.vocabSize}, backend ${backend.name}\n`,
+        `hidden ${c.hiddenSize}, vocab ${c.vocabSize}, backend ${backend.name}; serving '${cfg.servedModelName}', ` +
+        `context ${engine.maxModelLen}, KV cache ${numBlocks} blocks x ${cfg.blockSize} tokens\n`,
     );
   } catch (err) {
     state.status = 'failed';
     state.error = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`failed to load ${modelDir}: ${state.error}\n`);
+    process.stderr.write(`failed to load ${cfg.modelDir}: ${state.error}\n`);
     process.exitCode = 1;
     server.close();
   }

@@ -1,31 +1,92 @@
 /**
- * The HTTP application. For now: health and version; the OpenAI routes join it next.
- * Nothing here computes: it reads the server state that `tandem serve` keeps up to date.
+ * The HTTP application: OpenAI-compatible generation routes, vLLM's tokenizer routes, health,
+ * version, metrics, and the API reference. Nothing here computes: routes read the ServerState
+ * that `tandem serve` keeps up to date and hand generation to its engine.
  */
-import { Hono } from 'hono';
-import { readFileSync } from 'node:fs';
-import { PACKAGE_JSON } from '../paths.ts';
+import { OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { bearerAuth } from './auth.ts';
+import { renderDocs } from './docs.ts';
+import type { AppEnv } from './env.ts';
+import { ApiError, errorResponse, fromZodError, toApiError } from './errors.ts';
+import { registerChat } from './openai/chat.ts';
+import { registerCompletions } from './openai/completions.ts';
+import { registerModels } from './openai/models.ts';
+import { registerTokenize } from './openai/tokenize.ts';
+import { openApiDocument } from './openapi.ts';
+import { registerOps } from './ops.ts';
+import type { App } from './routes.ts';
+import type { ServerState } from './state.ts';
 
-export type ServerStatus = 'loading' | 'ready' | 'failed' | 'stopping';
+export { createServerState, type ServerState, type ServerStatus, type ServingEngine } from './state.ts';
 
-export interface ServerState {
-  status: ServerStatus;
-  modelName: string;
-  backend: string;
-  error?: string;
+export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
+
+export interface AppOptions {
+  /** Require `Authorization: Bearer <apiKey>` (open routes aside). */
+  apiKey?: string | null;
+  /** Larger request bodies get 413 (default 4 MiB). */
+  maxBodyBytes?: number;
+  /** The Prometheus registry behind GET /metrics (src/metrics.ts's Metrics). */
+  metrics?: { contentType: string; metricsText(): Promise<string> } | null;
 }
 
-const VERSION = (JSON.parse(readFileSync(PACKAGE_JSON, 'utf8')) as { version: string }).version;
-
-export function createApp(state: ServerState): Hono {
-  const app = new Hono();
-  app.get('/health', (c) => {
-    if (state.status === 'ready') return c.json({ status: 'ok', model: state.modelName, backend: state.backend });
-    return c.json({ status: state.status, ...(state.error ? { error: state.error } : {}) }, 503);
+export function createApp(state: ServerState, opts: AppOptions = {}): App {
+  const app: App = new OpenAPIHono<AppEnv>({
+    // zod-openapi's own hook answers {success:false, error}; clients expect OpenAI's 400.
+    // On failure the validator passes the raw input as `data`; the message quotes from it.
+    defaultHook: (result, c) => {
+      if (!result.success) return errorResponse(c, fromZodError(result.error, (result as { data?: unknown }).data));
+    },
   });
-  app.get('/version', (c) => c.json({ version: VERSION }));
-  app.notFound((c) =>
-    c.json({ error: { message: `no route for ${c.req.method} ${c.req.path}`, type: 'invalid_request_error', param: null, code: 'not_found' } }, 404),
+
+  app.use('*', async (c, next) => {
+    c.set('clientSignal', c.req.raw.signal);
+    await next();
+  });
+  if (opts.apiKey) app.use('*', bearerAuth(opts.apiKey));
+  const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  app.use(
+    '*',
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: (c) => {
+        // The rest of the body is never read: close the connection rather than let the client
+        // reuse a socket that still carries it.
+        c.header('Connection', 'close');
+        throw new ApiError(413, `The request body is larger than this server's limit of ${maxBodyBytes} bytes (--max-body-bytes).`, null, 'request_too_large');
+      },
+    }),
   );
+
+  registerOps(app, state, opts.metrics ?? null);
+  registerChat(app, state);
+  registerCompletions(app, state);
+  registerModels(app, state);
+  registerTokenize(app, state);
+
+  let docsHtml: string | null = null;
+  app.get('/openapi.json', (c) => c.json(openApiDocument(app)));
+  app.get('/docs', (c) => c.html((docsHtml ??= renderDocs(openApiDocument(app, { sorted: false })))));
+
+  app.onError((err, c) => errorResponse(c, toApiError(err)));
+  app.notFound((c) => errorResponse(c, notFound(app, c)));
   return app;
+}
+
+/** 405 (with Allow) when the path exists under other methods, else 404. */
+function notFound(app: App, c: Context<AppEnv>): ApiError {
+  const path = c.req.path;
+  const allowed = new Set<string>();
+  for (const r of app.routes) {
+    if (r.method === 'ALL' || r.path === '/*' || r.path === '*') continue;
+    const pattern = new RegExp(`^${r.path.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[^/]+/g, '[^/]+')}$`);
+    if (pattern.test(path)) allowed.add(r.method);
+  }
+  if (allowed.size > 0) {
+    c.header('Allow', [...allowed].sort().join(', '));
+    return new ApiError(405, `Method ${c.req.method} is not allowed on ${path}; use ${[...allowed].sort().join(' or ')}.`, null, 'method_not_allowed');
+  }
+  return new ApiError(404, `No route for ${c.req.method} ${path}; see GET /docs for the API.`, null, 'not_found');
 }

@@ -1,0 +1,428 @@
+/**
+ * The serving engine: continuous batching over a paged KV cache with prefix caching.
+ *
+ * add() validates a request and returns its event stream; the engine's own step loop runs while
+ * any request is live. A step is: schedule (scheduler.ts) -> one Transformer.forward over the
+ * packed batch -> one backend.sample over the rows that reached their last token -> outputs
+ * (output.ts) -> events. Between steps the loop yields to the event loop (setImmediate), so
+ * HTTP handlers, aborts and new requests get in between any two steps.
+ *
+ * Sampling is reproducible per request: row params carry the request's seed and step = tokens
+ * generated so far, and the backend's draw is a pure function of (seed, step), so a request
+ * gets the same tokens alone, batched with others, or after preemption and recompute.
+ */
+import type { Backend, KvCache, SampleResult } from '../backend/backend.ts';
+import type { LoadedModel } from '../model/load.ts';
+import { packBatch } from '../model/transformer.ts';
+import { Metrics } from '../metrics.ts';
+import { KvBlockManager } from './kv-cache.ts';
+import { OutputProcessor, TokenTexts, type SampledToken } from './output.ts';
+import { RequestStream } from './request-stream.ts';
+import { Scheduler, type StepPlan } from './scheduler.ts';
+import { Sequence } from './sequence.ts';
+import { EngineError, type EngineStats, type FinishReason, type GenerationRequest, type TokenEvent } from './types.ts';
+
+export interface EngineOptions {
+  /** Tokens per KV block (default 16). */
+  blockSize: number;
+  /** KV pool size in blocks. */
+  numBlocks: number;
+  /** Running sequences at most (e.g. 256). */
+  maxNumSeqs: number;
+  /** Tokens per step, prefill chunks and decodes together (e.g. 2048). */
+  maxNumBatchedTokens: number;
+  /** Waiting requests at most; beyond it add() throws EngineError('queue_full'). */
+  maxWaiting: number;
+  /** Default: the model's max_position_embeddings. */
+  maxModelLen?: number;
+  /** Where the engine reports; default a fresh Metrics of its own (engine.metrics). */
+  metrics?: Metrics;
+}
+
+export interface EngineStatsDetail extends EngineStats {
+  /** Free blocks that still hold a reusable prefix (not counted in kvBlocksUsed). */
+  kvBlocksCachedFree: number;
+}
+
+/** A live request: its sequence, its stream and its output state. */
+interface Live {
+  seq: Sequence;
+  stream: RequestStream;
+  output: OutputProcessor;
+  detachSignal: () => void;
+}
+
+const nowSeconds = (): number => performance.now() / 1000;
+
+export class Engine {
+  readonly maxModelLen: number;
+  readonly options: EngineOptions;
+  readonly metrics: Metrics;
+
+  readonly #backend: Backend;
+  readonly #cache: KvCache;
+  readonly #blocks: KvBlockManager;
+  readonly #scheduler: Scheduler;
+  readonly #texts: TokenTexts;
+  readonly #live = new Map<string, Live>();
+  #prefixQueries = 0;
+  #prefixHits = 0;
+  #looping = false;
+  #draining = false;
+  #closed = false;
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly loaded: LoadedModel,
+    opts: EngineOptions,
+  ) {
+    const maxPositions = loaded.config.maxPositionEmbeddings;
+    const maxModelLen = opts.maxModelLen ?? maxPositions;
+    positiveInt('blockSize', opts.blockSize);
+    positiveInt('numBlocks', opts.numBlocks);
+    positiveInt('maxNumSeqs', opts.maxNumSeqs);
+    positiveInt('maxNumBatchedTokens', opts.maxNumBatchedTokens);
+    if (!Number.isInteger(opts.maxWaiting) || opts.maxWaiting < 0) throw new Error(`engine option maxWaiting must be an integer >= 0, got ${opts.maxWaiting}`);
+    positiveInt('maxModelLen', maxModelLen);
+    if (maxModelLen > maxPositions) {
+      throw new Error(`engine option maxModelLen ${maxModelLen} exceeds the model's max_position_embeddings ${maxPositions}`);
+    }
+    this.options = { ...opts };
+    this.maxModelLen = maxModelLen;
+    this.#backend = loaded.model.backend;
+    this.#blocks = new KvBlockManager(opts.numBlocks, opts.blockSize);
+    this.#scheduler = new Scheduler(this.#blocks, opts);
+    this.#cache = this.#backend.allocKvCache(loaded.model.kvCacheSpec(opts.numBlocks, opts.blockSize));
+    this.#texts = new TokenTexts(loaded.tokenizer);
+    this.metrics = opts.metrics ?? new Metrics();
+    this.metrics.bind({ stats: () => this.stats(), memoryUsage: () => this.#backend.memoryUsage() });
+  }
+
+  /**
+   * Validate (synchronously: EngineError 'invalid_request', 'context_length_exceeded',
+   * 'out_of_capacity', 'queue_full', 'shutting_down') and queue a request. The returned stream
+   * yields its events; leaving the iteration early aborts the request and frees its blocks.
+   */
+  add(req: GenerationRequest): AsyncIterable<TokenEvent> {
+    if (this.#draining || this.#closed) throw new EngineError('shutting_down', 'the server is shutting down and takes no new requests; retry on another instance');
+    this.#validate(req);
+    if (this.#scheduler.waiting.length >= this.options.maxWaiting) {
+      throw new EngineError('queue_full', `the request queue is full (${this.options.maxWaiting} waiting); retry later`);
+    }
+    const s = req.sampling;
+    const seq = new Sequence(
+      req.requestId,
+      req.promptIds,
+      req.maxTokens,
+      {
+        temperature: s.temperature,
+        topK: s.topK,
+        topP: s.topP,
+        minP: s.minP,
+        seed: s.seed ?? Math.floor(Math.random() * 2 ** 32),
+        presencePenalty: s.presencePenalty,
+        frequencyPenalty: s.frequencyPenalty,
+        repetitionPenalty: s.repetitionPenalty,
+        topLogprobs: req.logprobs ?? 0,
+      },
+      req.priority,
+      nowSeconds(),
+    );
+    const stream = new RequestStream(() => this.abort(req.requestId));
+    const output = new OutputProcessor(this.loaded.tokenizer, this.#texts, {
+      stop: req.stop,
+      logprobs: req.logprobs,
+      skipSpecialTokens: req.skipSpecialTokens,
+      maxTokens: req.maxTokens,
+      eosTokenIds: this.loaded.tokenizer.eosTokenIds,
+    });
+    const live: Live = { seq, stream, output, detachSignal: () => {} };
+    this.#live.set(req.requestId, live);
+    this.#scheduler.add(seq);
+    const signal = req.signal;
+    if (signal) {
+      const onAbort = () => this.abort(req.requestId);
+      signal.addEventListener('abort', onAbort, { once: true });
+      live.detachSignal = () => signal.removeEventListener('abort', onAbort);
+      if (signal.aborted) this.abort(req.requestId);
+    }
+    this.#kick();
+    return stream;
+  }
+
+  /** End a live request now: its blocks are freed and its stream ends with finishReason 'abort'. */
+  abort(requestId: string): void {
+    const live = this.#live.get(requestId);
+    if (!live) return;
+    this.#finish(live, { tokenIds: [], text: '', finishReason: 'abort', stopReason: null });
+  }
+
+  /** Abort every live request. */
+  abortAll(): void {
+    for (const id of [...this.#live.keys()]) this.abort(id);
+  }
+
+  stats(): EngineStatsDetail {
+    return {
+      running: this.#scheduler.running.length,
+      waiting: this.#scheduler.waiting.length,
+      kvBlocksUsed: this.#blocks.numUsed,
+      kvBlocksTotal: this.#blocks.numBlocks,
+      kvBlocksCachedFree: this.#blocks.numCachedFree,
+      prefixCacheHits: this.#prefixHits,
+      prefixCacheQueries: this.#prefixQueries,
+    };
+  }
+
+  /** Stop admitting (add() throws 'shutting_down'); resolves once every live request has ended. */
+  drain(): Promise<void> {
+    this.#draining = true;
+    return this.#whenIdle();
+  }
+
+  /** Abort everything, wait for an in-flight step, and free the KV cache. The engine is unusable after. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.abortAll();
+    await this.#whenIdle();
+    this.#backend.freeKvCache(this.#cache);
+  }
+
+  // ---- validation ----
+
+  #validate(req: GenerationRequest): void {
+    const bad = (message: string, param: string | null): never => {
+      throw new EngineError('invalid_request', message, param);
+    };
+    if (typeof req.requestId !== 'string' || req.requestId === '') bad('requestId must be a non-empty string', null);
+    if (this.#live.has(req.requestId)) bad(`request id '${req.requestId}' is already in use by a live request`, null);
+    const prompt = req.promptIds;
+    if (prompt.length === 0) bad('the prompt is empty: give at least one token', 'prompt');
+    const vocab = this.loaded.config.vocabSize;
+    for (let i = 0; i < prompt.length; i++) {
+      const id = prompt[i];
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) bad(`prompt token ${i} is ${id}, outside this model's vocabulary [0, ${vocab})`, 'prompt');
+    }
+    if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1) bad(`max_tokens must be an integer >= 1, got ${req.maxTokens}`, 'max_tokens');
+    const s = req.sampling;
+    if (!(Number.isFinite(s.temperature) && s.temperature >= 0)) bad(`temperature must be a finite number >= 0, got ${s.temperature}`, 'temperature');
+    if (!Number.isInteger(s.topK)) bad(`top_k must be an integer (<= 0 turns it off), got ${s.topK}`, 'top_k');
+    if (!(s.topP > 0 && s.topP <= 1)) bad(`top_p must be in (0, 1], got ${s.topP}`, 'top_p');
+    if (!(s.minP >= 0 && s.minP <= 1)) bad(`min_p must be in [0, 1], got ${s.minP}`, 'min_p');
+    if (s.seed !== null && !Number.isSafeInteger(s.seed)) bad(`seed must be an integer, got ${s.seed}`, 'seed');
+    if (!Number.isFinite(s.presencePenalty)) bad(`presence_penalty must be a finite number, got ${s.presencePenalty}`, 'presence_penalty');
+    if (!Number.isFinite(s.frequencyPenalty)) bad(`frequency_penalty must be a finite number, got ${s.frequencyPenalty}`, 'frequency_penalty');
+    if (!(Number.isFinite(s.repetitionPenalty) && s.repetitionPenalty > 0)) bad(`repetition_penalty must be a number > 0, got ${s.repetitionPenalty}`, 'repetition_penalty');
+    if (req.logprobs !== null && !(Number.isInteger(req.logprobs) && req.logprobs >= 0 && req.logprobs <= vocab)) {
+      bad(`logprobs must be null or an integer in [0, ${vocab}], got ${req.logprobs}`, 'logprobs');
+    }
+    if (!Number.isFinite(req.priority)) bad(`priority must be a finite number, got ${req.priority}`, 'priority');
+    for (const id of req.stop.tokenIds) if (!Number.isInteger(id)) bad(`stop token ids must be integers, got ${id}`, 'stop_token_ids');
+
+    const n = prompt.length;
+    const m = req.maxTokens;
+    const ctx = this.maxModelLen;
+    if (n >= ctx) {
+      throw new EngineError(
+        'context_length_exceeded',
+        `prompt is ${fmt(n)} tokens; this model's context is ${fmt(ctx)}, which leaves no room to generate: shorten the prompt`,
+        'prompt',
+      );
+    }
+    if (n + m > ctx) {
+      throw new EngineError(
+        'context_length_exceeded',
+        `prompt (${fmt(n)}) + max_tokens (${fmt(m)}) = ${fmt(n + m)} exceeds the context of ${fmt(ctx)}: lower max_tokens to at most ${fmt(ctx - n)} or shorten the prompt`,
+        'max_tokens',
+      );
+    }
+    const blocks = this.#blocks.blocksFor(n + m);
+    if (blocks > this.#blocks.numBlocks) {
+      const bs = this.#blocks.blockSize;
+      throw new EngineError(
+        'out_of_capacity',
+        `prompt (${fmt(n)}) + max_tokens (${fmt(m)}) = ${fmt(n + m)} tokens need ${fmt(blocks)} KV blocks, but the KV cache holds only ` +
+          `${fmt(this.#blocks.numBlocks)} blocks (${fmt(this.#blocks.numBlocks * bs)} tokens): lower max_tokens or shorten the prompt`,
+        'max_tokens',
+      );
+    }
+  }
+
+  // ---- the step loop ----
+
+  #kick(): void {
+    if (this.#looping || !this.#scheduler.hasWork()) return;
+    this.#looping = true;
+    setImmediate(() => void this.#loop());
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (this.#scheduler.hasWork()) {
+        try {
+          await this.#step();
+        } catch (err) {
+          // #step handles its own failures; this is the last line against a hung request.
+          for (const live of [...this.#live.values()]) this.#fail(live, err);
+        }
+        if (this.#scheduler.hasWork()) await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      this.#looping = false;
+      this.#settleIfIdle();
+    }
+  }
+
+  async #step(): Promise<void> {
+    const started = performance.now();
+    let plan: StepPlan;
+    try {
+      plan = this.#scheduler.schedule(started / 1000);
+    } catch (err) {
+      // The scheduler's state can't be trusted after a bug: end everything rather than hang.
+      for (const live of [...this.#live.values()]) this.#fail(live, err);
+      return;
+    }
+    this.#recordAdmissions(plan);
+    if (plan.scheduled.length === 0) {
+      // add() rejects requests that can never fit, so an empty plan with work left is a bug.
+      const head = this.#scheduler.waiting[0] ?? this.#scheduler.running[0];
+      const live = head && this.#live.get(head.requestId);
+      if (live) this.#fail(live, new Error(`engine: nothing could be scheduled for ${head.requestId} (${this.#blocks.numFree} of ${this.#blocks.numBlocks} KV blocks free)`));
+      return;
+    }
+    const sampleAt = plan.scheduled.flatMap((s, i) => (s.sample ? [i] : []));
+    let result: SampleResult | null = null;
+    try {
+      result = await this.#forwardAndSample(plan, sampleAt);
+    } catch (err) {
+      this.#failPlan(plan, err);
+      return;
+    } finally {
+      this.#backend.resetScratch();
+    }
+    try {
+      this.#scheduler.completeStep(plan);
+      sampleAt.forEach((i, row) => {
+        const seq = plan.scheduled[i].seq;
+        if (seq.status !== 'running') return; // aborted while the step ran
+        this.#emitToken(seq, { id: result!.ids[row], logprob: result!.logprobs[row], top: result!.top[row] });
+      });
+    } catch (err) {
+      this.#failPlan(plan, err);
+    }
+    this.metrics.stepDone((performance.now() - started) / 1000);
+  }
+
+  /** Fail the plan's requests that are still live (a request aborted meanwhile has ended). */
+  #failPlan(plan: StepPlan, err: unknown): void {
+    for (const { seq } of plan.scheduled) {
+      const live = this.#live.get(seq.requestId);
+      if (live && live.seq === seq) this.#fail(live, err);
+    }
+  }
+
+  /** One forward over the plan's batch; logits and sampling only for rows at their last token. */
+  async #forwardAndSample(plan: StepPlan, sampleAt: number[]): Promise<SampleResult | null> {
+    const batch = packBatch(
+      plan.scheduled.map(({ seq, numTokens }) => ({
+        newTokens: seq.tokens.slice(seq.numComputed, seq.numComputed + numTokens),
+        numCached: seq.numComputed,
+        blockTable: seq.blockTable,
+      })),
+      this.#blocks.blockSize,
+    );
+    // packBatch gives one logit row per sequence (its last new token); a prefill chunk that is
+    // not the last needs none. With no row to sample, keep one so the lm head sees a batch.
+    const rows = sampleAt.length > 0 ? sampleAt : [0];
+    batch.logitRows = Int32Array.from(rows, (i) => batch.logitRows[i]);
+    const logits = this.loaded.model.forward(batch, this.#cache);
+    if (sampleAt.length === 0) return null;
+    return this.#backend.sample(logits, sampleAt.map((i) => plan.scheduled[i].seq.samplingParams()));
+  }
+
+  #emitToken(seq: Sequence, sampled: SampledToken): void {
+    const live = this.#live.get(seq.requestId)!;
+    seq.appendToken(sampled.id);
+    const now = nowSeconds();
+    const first = seq.firstTokenTime === null;
+    this.metrics.tokenGenerated(now - (first ? seq.arrivalTime : seq.lastTokenTime!), first);
+    if (first) seq.firstTokenTime = now;
+    seq.lastTokenTime = now;
+    const out = live.output.push(sampled);
+    const event: TokenEvent = { tokenIds: [sampled.id], text: out.text };
+    if (out.logprob) event.logprobs = [out.logprob];
+    if (out.finishReason) {
+      this.#finish(live, { ...event, finishReason: out.finishReason, stopReason: out.stopReason ?? null });
+    } else {
+      live.stream.push(event);
+    }
+  }
+
+  #recordAdmissions(plan: StepPlan): void {
+    const now = nowSeconds();
+    for (const a of plan.admitted) {
+      this.#prefixQueries += a.queriedTokens;
+      this.#prefixHits += a.hitTokens;
+      this.metrics.admitted(a.queriedTokens, a.hitTokens, a.first ? a.seq.promptLength : 0);
+      if (a.first) this.metrics.scheduledFirst(now - a.seq.arrivalTime);
+    }
+    this.metrics.preempted(plan.preempted.length);
+  }
+
+  // ---- ending requests ----
+
+  /** Free the sequence and send the final event (which gets usage) with its finishReason. */
+  #finish(live: Live, final: TokenEvent & { finishReason: FinishReason }): void {
+    const seq = live.seq;
+    this.#end(live);
+    final.usage = {
+      promptTokens: seq.promptLength,
+      completionTokens: seq.numOutputTokens,
+      cachedPromptTokens: seq.cachedPromptTokens,
+    };
+    live.stream.push(final);
+    live.stream.end();
+    this.metrics.finished(final.finishReason, nowSeconds() - seq.arrivalTime, seq.promptLength, seq.numOutputTokens);
+    this.#settleIfIdle();
+  }
+
+  #fail(live: Live, err: unknown): void {
+    const seq = live.seq;
+    this.#end(live);
+    live.stream.fail(err);
+    this.metrics.finished('error', nowSeconds() - seq.arrivalTime, seq.promptLength, seq.numOutputTokens);
+    this.#settleIfIdle();
+  }
+
+  #end(live: Live): void {
+    this.#scheduler.remove(live.seq);
+    this.#live.delete(live.seq.requestId);
+    live.detachSignal();
+  }
+
+  #whenIdle(): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #isIdle(): boolean {
+    return this.#live.size === 0 && !this.#looping;
+  }
+
+  #settleIfIdle(): void {
+    if (!this.#isIdle()) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+function positiveInt(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1) throw new Error(`engine option ${name} must be an integer >= 1, got ${value}`);
+}
+
+/** 9000 -> "9,000", as in the messages users read. */
+function fmt(n: number): string {
+  return n.toLocaleString('en-US');
+}

@@ -1,0 +1,101 @@
+/**
+ * One request's state inside the engine: its tokens (prompt, then what was generated), where
+ * their K/V live (block table), how many of them are computed, and when things happened.
+ *
+ * Prefill, chunked prefill, decode and recompute after preemption are one mechanism: each step
+ * the scheduler runs some of the tokens [numComputed, tokens.length); when a step reaches the
+ * last token, its logits give the next token. A fresh sequence has the whole prompt uncomputed,
+ * a decoding one just its last sampled token, a preempted one everything (prompt and output),
+ * which it recomputes without emitting again.
+ */
+import type { SamplingParams } from '../backend/backend.ts';
+import { BlockHashChain, type HashedTokens } from './kv-cache.ts';
+
+export type SequenceStatus = 'waiting' | 'running' | 'finished';
+
+/** Lower runs sooner; on equal priority, earlier arrival. */
+export function comparePriority(a: Sequence, b: Sequence): number {
+  return a.priority - b.priority || a.arrivalOrder - b.arrivalOrder;
+}
+
+let nextArrivalOrder = 0;
+
+export class Sequence implements HashedTokens {
+  readonly tokens: number[];
+  readonly promptLength: number;
+  status: SequenceStatus = 'waiting';
+  /** KV block ids holding positions [0, blockTable.length * blockSize). */
+  readonly blockTable: number[] = [];
+  /** Tokens whose K/V are in the cache (computed by a step or found in the prefix cache). */
+  numComputed = 0;
+  /** Prompt tokens served by the prefix cache when first admitted (usage, metrics). */
+  cachedPromptTokens = 0;
+  /** Times this sequence was preempted and sent back to recompute. */
+  numPreemptions = 0;
+  /** Global tiebreak among equal priorities: the order add() saw the requests in. */
+  readonly arrivalOrder = nextArrivalOrder++;
+  readonly #hashes = new BlockHashChain();
+
+  // Timestamps in seconds (performance.now() / 1000), for metrics.
+  readonly arrivalTime: number;
+  firstScheduledTime: number | null = null;
+  firstTokenTime: number | null = null;
+  lastTokenTime: number | null = null;
+
+  constructor(
+    readonly requestId: string,
+    promptIds: readonly number[],
+    readonly maxTokens: number,
+    /** The row's sampling parameters except `step`, which is the number of tokens generated. */
+    readonly sampling: Omit<SamplingParams, 'step' | 'outputTokens' | 'promptTokens'>,
+    readonly priority: number,
+    now: number,
+  ) {
+    this.tokens = [...promptIds];
+    this.promptLength = promptIds.length;
+    this.arrivalTime = now;
+  }
+
+  get numOutputTokens(): number {
+    return this.tokens.length - this.promptLength;
+  }
+
+  get outputTokens(): number[] {
+    return this.tokens.slice(this.promptLength);
+  }
+
+  get promptTokens(): number[] {
+    return this.tokens.slice(0, this.promptLength);
+  }
+
+  /** Tokens still to run through the model before the next token can be sampled. */
+  get numUncomputed(): number {
+    return this.tokens.length - this.numComputed;
+  }
+
+  get isFinished(): boolean {
+    return this.status === 'finished';
+  }
+
+  blockHash(index: number, blockSize: number): string {
+    return this.#hashes.at(this.tokens, index, blockSize);
+  }
+
+  /** Record a sampled token (its K/V are computed by the next step). */
+  appendToken(id: number): void {
+    this.tokens.push(id);
+  }
+
+  /** This row's parameters for backend.sample(); the draw index is the tokens generated so far. */
+  samplingParams(): SamplingParams {
+    const s = this.sampling;
+    const penalised =
+      (s.presencePenalty ?? 0) !== 0 || (s.frequencyPenalty ?? 0) !== 0 || (s.repetitionPenalty ?? 1) !== 1;
+    const params: SamplingParams = { ...s, step: this.numOutputTokens };
+    if (penalised) {
+      params.outputTokens = this.outputTokens;
+      if ((s.repetitionPenalty ?? 1) !== 1) params.promptTokens = this.promptTokens;
+    }
+    return params;
+  }
+}

@@ -1,0 +1,78 @@
+/** Shared by the engine tests: a tiny random model, request defaults, stream collection. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
+import { loadModel, type LoadedModel } from '../../src/model/load.ts';
+import { makeModel } from '../../src/model/make-model.ts';
+import { Engine, type EngineOptions } from '../../src/engine/engine.ts';
+import type { GenerationRequest, TokenEvent } from '../../src/engine/types.ts';
+import { Metrics } from '../../src/metrics.ts';
+import { SeededRandom } from '../../src/util/random.ts';
+
+export interface TinyModel {
+  loaded: LoadedModel;
+  dispose(): void;
+}
+
+/** The tiny preset (vocab 512, 2 layers) with seeded random weights, on the CPU backend. */
+export function tinyModel(seed = 7): TinyModel {
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-engine-'));
+  makeModel({ preset: 'tiny', out: dir, seed });
+  const loaded = loadModel(dir, new CpuBackend());
+  return { loaded, dispose: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function makeEngine(loaded: LoadedModel, opts: Partial<EngineOptions> = {}): Engine {
+  return new Engine(loaded, {
+    blockSize: 16,
+    numBlocks: 256,
+    maxNumSeqs: 64,
+    maxNumBatchedTokens: 512,
+    maxWaiting: 64,
+    // Process metrics would add GC observers per engine; the metrics test turns them on.
+    metrics: new Metrics({ processMetrics: false }),
+    ...opts,
+  });
+}
+
+let nextId = 0;
+
+/** A greedy request that ignores eos, so runs have a known length. */
+export function request(promptIds: readonly number[], over: Partial<GenerationRequest> = {}): GenerationRequest {
+  return {
+    requestId: `req-${nextId++}`,
+    promptIds,
+    maxTokens: 12,
+    sampling: { temperature: 0, topK: 0, topP: 1, minP: 0, seed: null, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: 1 },
+    stop: { strings: [], tokenIds: [], ignoreEos: true },
+    logprobs: null,
+    priority: 0,
+    skipSpecialTokens: true,
+    ...over,
+  };
+}
+
+export function seeded(seed: number, temperature = 1): GenerationRequest['sampling'] {
+  return { temperature, topK: 0, topP: 1, minP: 0, seed, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: 1 };
+}
+
+export interface Collected {
+  events: TokenEvent[];
+  ids: number[];
+  text: string;
+  final: TokenEvent;
+}
+
+export async function collect(stream: AsyncIterable<TokenEvent>): Promise<Collected> {
+  const events: TokenEvent[] = [];
+  for await (const e of stream) events.push(e);
+  const final = events[events.length - 1];
+  return { events, ids: events.flatMap((e) => e.tokenIds), text: events.map((e) => e.text).join(''), final };
+}
+
+/** Prompt token ids drawn from the ordinary (non-special) part of the vocabulary. */
+export function randomPrompt(length: number, seed: number, vocab = 256): number[] {
+  const rng = new SeededRandom(seed);
+  return Array.from({ length }, () => Math.floor(rng.uniform() * vocab));
+}
