@@ -1,0 +1,700 @@
+/*
+The Node-API binding: device memory, copies, and one function per kernel launcher (ops.h).
+
+upload() copies through pinned staging buffers (reused once an event says their last copy is
+done), so it never waits for the GPU; only uploads over 16 MiB (weights, at load time) copy from
+pageable memory, which the driver may stage only after the stream drains.
+
+One process, one GPU, one stream: every launch and copy goes on `stream`, so the order calls
+are made in is the order the GPU runs them, and memory handed back (freed tensors, a reset
+scratch arena) can be reused at once: any later use is queued behind the earlier ones.
+
+Device pointers cross into JS as plain numbers (addresses are below 2^53). Errors become JS
+exceptions whose message names file:line of the failing CUDA/cuBLAS call.
+
+download() and synchronize() return promises. The copy is queued on the stream at call time
+(so it sees every op queued before it) into pinned staging memory, followed by an event; an
+napi_async_work then waits for that event on a libuv worker thread, converts bf16 to f32 there,
+and resolves on the main thread. The event loop never waits for the GPU.
+*/
+#include <node_api.h>
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ops.h"
+
+namespace tandem {
+namespace {
+
+// ----------------------------------------------------------------------------
+// errors
+
+const char* baseName(const char* path) {
+  const char* slash = std::strrchr(path, '/');
+  return slash ? slash + 1 : path;
+}
+
+std::string where(const char* file, int line) { return std::string(baseName(file)) + ":" + std::to_string(line); }
+
+void cudaCheckImpl(cudaError_t err, const char* call, const char* file, int line) {
+  if (err != cudaSuccess) {
+    throw Error(where(file, line) + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ") in " + call);
+  }
+}
+#define cudaCheck(call) ::tandem::cudaCheckImpl((call), #call, __FILE__, __LINE__)
+
+// A failed N-API call: usually a JS exception is already pending (a bad argument type).
+struct NapiFailure {};
+
+#define NAPI_CALL(call)                  \
+  do {                                   \
+    if ((call) != napi_ok) throw NapiFailure{}; \
+  } while (0)
+
+// ----------------------------------------------------------------------------
+// state
+
+struct DeviceAllocator {
+  std::unordered_map<void*, size_t> live;                  // pointer -> rounded size
+  std::unordered_map<size_t, std::vector<void*>> cached;  // rounded size -> free blocks
+  size_t liveBytes = 0;
+  size_t cachedBytes = 0;
+};
+
+struct PinnedPool {
+  std::map<size_t, std::vector<void*>> free;  // size (a power of two) -> blocks
+  size_t bytes = 0;
+};
+
+// A pinned buffer uploads are staged through; `done` is recorded after the copy that reads it.
+struct Staging {
+  void* ptr = nullptr;
+  size_t size = 0;
+  cudaEvent_t done = nullptr;
+};
+
+struct State {
+  bool ready = false;
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  DeviceAllocator alloc;
+  PinnedPool pinned;
+  std::vector<cudaEvent_t> events;
+  std::vector<Staging> staging;
+} g;
+
+void requireReady(const char* fn) {
+  if (!g.ready) throw Error(std::string(fn) + ": call init() first");
+}
+
+size_t roundDevice(size_t bytes) { return bytes == 0 ? 512 : (bytes + 511) / 512 * 512; }
+
+void emptyDeviceCache() {
+  if (g.alloc.cachedBytes == 0) return;
+  cudaCheck(cudaStreamSynchronize(g.stream));  // cudaFree of memory a queued kernel still reads
+  for (auto& kv : g.alloc.cached) {
+    for (void* p : kv.second) cudaCheck(cudaFree(p));
+  }
+  g.alloc.cached.clear();
+  g.alloc.cachedBytes = 0;
+}
+
+void* deviceAlloc(size_t bytes) {
+  const size_t size = roundDevice(bytes);
+  auto it = g.alloc.cached.find(size);
+  void* p = nullptr;
+  if (it != g.alloc.cached.end() && !it->second.empty()) {
+    p = it->second.back();
+    it->second.pop_back();
+    g.alloc.cachedBytes -= size;
+  } else {
+    cudaError_t err = cudaMalloc(&p, size);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // not sticky: clear it, give the cache back, try once more
+      emptyDeviceCache();
+      err = cudaMalloc(&p, size);
+    }
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      size_t freeB = 0, totalB = 0;
+      cudaMemGetInfo(&freeB, &totalB);
+      throw Error(where(__FILE__, __LINE__) + ": out of GPU memory: asked for " + std::to_string(size) +
+                  " bytes, " + std::to_string(freeB) + " of " + std::to_string(totalB) +
+                  " free; this process holds " + std::to_string(g.alloc.liveBytes) + " in tensors");
+    }
+    cudaCheck(err);
+    if (reinterpret_cast<uintptr_t>(p) >= (uintptr_t{1} << 53)) throw Error("cudaMalloc returned an address above 2^53");
+  }
+  g.alloc.live[p] = size;
+  g.alloc.liveBytes += size;
+  return p;
+}
+
+void deviceRelease(void* p) {
+  auto it = g.alloc.live.find(p);
+  if (it == g.alloc.live.end()) throw Error("free: not a live allocation of this addon");
+  g.alloc.cached[it->second].push_back(p);
+  g.alloc.cachedBytes += it->second;
+  g.alloc.liveBytes -= it->second;
+  g.alloc.live.erase(it);
+}
+
+// Pinned staging buffers for downloads, reused by size class; huge ones are not kept.
+constexpr size_t kPinnedKeepMax = size_t{256} << 20;
+
+size_t pinnedClass(size_t bytes) {
+  size_t s = 64 << 10;
+  while (s < bytes) s <<= 1;
+  return s;
+}
+
+void* pinnedTake(size_t bytes, size_t* size) {
+  *size = pinnedClass(bytes);
+  auto it = g.pinned.free.find(*size);
+  if (it != g.pinned.free.end() && !it->second.empty()) {
+    void* p = it->second.back();
+    it->second.pop_back();
+    return p;
+  }
+  void* p = nullptr;
+  cudaCheck(cudaMallocHost(&p, *size));
+  g.pinned.bytes += *size;
+  return p;
+}
+
+void pinnedGive(void* p, size_t size) {
+  if (size > kPinnedKeepMax) {
+    cudaFreeHost(p);
+    g.pinned.bytes -= size;
+    return;
+  }
+  g.pinned.free[size].push_back(p);
+}
+
+cudaEvent_t eventTake() {
+  if (!g.events.empty()) {
+    cudaEvent_t e = g.events.back();
+    g.events.pop_back();
+    return e;
+  }
+  cudaEvent_t e = nullptr;
+  // Blocking sync: the waiting worker thread sleeps instead of spinning a core.
+  cudaCheck(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync));
+  return e;
+}
+
+// Uploads up to this size go through pinned staging (truly asynchronous); larger ones (weights at
+// load time) copy from pageable memory, which the driver may stage only after the stream drains.
+constexpr size_t kStageMax = size_t{16} << 20;
+constexpr size_t kStagingBuffersMax = 64;
+
+// A staging buffer of at least `bytes` whose last copy has finished, or null when too many are busy.
+Staging* stagingFor(size_t bytes) {
+  for (Staging& s : g.staging) {
+    if (s.size < bytes) continue;
+    const cudaError_t err = cudaEventQuery(s.done);
+    if (err == cudaSuccess) return &s;
+    if (err != cudaErrorNotReady) cudaCheck(err);
+    cudaGetLastError();  // "not ready" is no error: clear it so the next launch check does not see it
+  }
+  if (g.staging.size() >= kStagingBuffersMax) return nullptr;
+  Staging s;
+  s.size = pinnedClass(bytes);
+  cudaCheck(cudaMallocHost(&s.ptr, s.size));
+  const cudaError_t err = cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming);
+  if (err != cudaSuccess) cudaFreeHost(s.ptr);
+  cudaCheck(err);
+  g.pinned.bytes += s.size;
+  g.staging.push_back(s);
+  return &g.staging.back();
+}
+
+// ----------------------------------------------------------------------------
+// argument helpers
+
+class Args {
+ public:
+  Args(napi_env env, napi_callback_info info, size_t expected, const char* fn) : env_(env), fn_(fn) {
+    size_t argc = kMax;
+    NAPI_CALL(napi_get_cb_info(env, info, &argc, argv_, nullptr, nullptr));
+    if (argc < expected) {
+      throw Error(std::string(fn) + ": expected " + std::to_string(expected) + " arguments, got " +
+                  std::to_string(argc));
+    }
+  }
+
+  napi_value operator[](size_t i) const { return argv_[i]; }
+
+  double num(size_t i) const {
+    double v = 0;
+    if (napi_get_value_double(env_, argv_[i], &v) != napi_ok) {
+      throw Error(std::string(fn_) + ": argument " + std::to_string(i) + " must be a number");
+    }
+    return v;
+  }
+
+  int i32(size_t i) const { return static_cast<int>(num(i)); }
+  float f32(size_t i) const { return static_cast<float>(num(i)); }
+
+  size_t size(size_t i) const {
+    const double v = num(i);
+    if (!(v >= 0) || v > 9007199254740991.0) throw Error(std::string(fn_) + ": argument " + std::to_string(i) + " must be a size");
+    return static_cast<size_t>(v);
+  }
+
+  // A device pointer; 0 means none.
+  void* ptr(size_t i) const { return reinterpret_cast<void*>(static_cast<uintptr_t>(size(i))); }
+  const int* iptr(size_t i) const { return static_cast<const int*>(ptr(i)); }
+
+ private:
+  static constexpr size_t kMax = 24;
+  napi_env env_;
+  const char* fn_;
+  napi_value argv_[kMax] = {};
+};
+
+napi_value undefinedValue(napi_env env) {
+  napi_value v;
+  NAPI_CALL(napi_get_undefined(env, &v));
+  return v;
+}
+
+napi_value numberValue(napi_env env, double d) {
+  napi_value v;
+  NAPI_CALL(napi_create_double(env, d, &v));
+  return v;
+}
+
+napi_value ptrValue(napi_env env, void* p) { return numberValue(env, static_cast<double>(reinterpret_cast<uintptr_t>(p))); }
+
+void setNumber(napi_env env, napi_value obj, const char* key, double d) {
+  NAPI_CALL(napi_set_named_property(env, obj, key, numberValue(env, d)));
+}
+
+// Every exported function runs through this: C++ exceptions become JS errors.
+template <napi_value (*F)(napi_env, napi_callback_info)>
+napi_value guarded(napi_env env, napi_callback_info info) {
+  try {
+    return F(env, info);
+  } catch (const NapiFailure&) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_error(env, nullptr, "tandem_cuda: a Node-API call failed");
+  } catch (const std::exception& e) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_error(env, nullptr, e.what());
+  }
+  return nullptr;
+}
+
+// ----------------------------------------------------------------------------
+// device and memory
+
+// probe() -> { count, error }: never throws, for "is a GPU here?" checks.
+napi_value Probe(napi_env env, napi_callback_info) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    count = 0;
+  }
+  napi_value obj, error;
+  NAPI_CALL(napi_create_object(env, &obj));
+  setNumber(env, obj, "count", count);
+  if (err != cudaSuccess) {
+    const std::string msg = std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+    NAPI_CALL(napi_create_string_utf8(env, msg.c_str(), msg.size(), &error));
+  } else {
+    NAPI_CALL(napi_get_null(env, &error));
+  }
+  NAPI_CALL(napi_set_named_property(env, obj, "error", error));
+  return obj;
+}
+
+// init(device) -> { name, totalMemory, multiprocessors, major, minor, device }; once per process.
+napi_value Init(napi_env env, napi_callback_info info) {
+  Args a(env, info, 1, "init");
+  const int device = a.i32(0);
+  if (g.ready && device != g.device) {
+    throw Error("init: this process already uses GPU " + std::to_string(g.device) + "; one process drives one GPU");
+  }
+  if (!g.ready) {
+    cudaCheck(cudaSetDevice(device));
+    cudaCheck(cudaFree(nullptr));  // create the context now, not inside the first op
+    cudaCheck(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking));
+    linearInit();
+    g.device = device;
+    g.ready = true;
+  }
+  cudaDeviceProp prop{};
+  cudaCheck(cudaGetDeviceProperties(&prop, g.device));
+  napi_value obj, name;
+  NAPI_CALL(napi_create_object(env, &obj));
+  NAPI_CALL(napi_create_string_utf8(env, prop.name, NAPI_AUTO_LENGTH, &name));
+  NAPI_CALL(napi_set_named_property(env, obj, "name", name));
+  setNumber(env, obj, "device", g.device);
+  setNumber(env, obj, "totalMemory", static_cast<double>(prop.totalGlobalMem));
+  setNumber(env, obj, "multiprocessors", prop.multiProcessorCount);
+  setNumber(env, obj, "major", prop.major);
+  setNumber(env, obj, "minor", prop.minor);
+  return obj;
+}
+
+napi_value Malloc(napi_env env, napi_callback_info info) {
+  Args a(env, info, 1, "malloc");
+  requireReady("malloc");
+  return ptrValue(env, deviceAlloc(a.size(0)));
+}
+
+napi_value Free(napi_env env, napi_callback_info info) {
+  Args a(env, info, 1, "free");
+  requireReady("free");
+  deviceRelease(a.ptr(0));
+  return undefinedValue(env);
+}
+
+napi_value EmptyCache(napi_env env, napi_callback_info) {
+  requireReady("emptyCache");
+  emptyDeviceCache();
+  return undefinedValue(env);
+}
+
+// memStats() -> { live, cached, workspace, pinned } in bytes (this process).
+napi_value MemStats(napi_env env, napi_callback_info) {
+  napi_value obj;
+  NAPI_CALL(napi_create_object(env, &obj));
+  setNumber(env, obj, "live", static_cast<double>(g.alloc.liveBytes));
+  setNumber(env, obj, "cached", static_cast<double>(g.alloc.cachedBytes));
+  setNumber(env, obj, "workspace", static_cast<double>(linearWorkspaceBytes()));
+  setNumber(env, obj, "pinned", static_cast<double>(g.pinned.bytes));
+  return obj;
+}
+
+napi_value Zero(napi_env env, napi_callback_info info) {
+  Args a(env, info, 2, "zero");
+  requireReady("zero");
+  if (a.size(1) > 0) cudaCheck(cudaMemsetAsync(a.ptr(0), 0, a.size(1), g.stream));
+  return undefinedValue(env);
+}
+
+napi_value Copy(napi_env env, napi_callback_info info) {
+  Args a(env, info, 3, "copy");
+  requireReady("copy");
+  if (a.size(2) > 0) cudaCheck(cudaMemcpyAsync(a.ptr(0), a.ptr(1), a.size(2), cudaMemcpyDeviceToDevice, g.stream));
+  return undefinedValue(env);
+}
+
+uint16_t toBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// upload(dst, typedArray, dtype): Float32Array -> f32 or bf16 (rounded to nearest even), Int32Array -> i32.
+// The source may change or die as soon as this returns.
+napi_value Upload(napi_env env, napi_callback_info info) {
+  Args a(env, info, 3, "upload");
+  requireReady("upload");
+  void* dst = a.ptr(0);
+  const int dt = a.i32(2);
+  napi_typedarray_type type;
+  size_t n = 0;
+  void* data = nullptr;
+  bool isTyped = false;
+  NAPI_CALL(napi_is_typedarray(env, a[1], &isTyped));
+  if (!isTyped) throw Error("upload: data must be a Float32Array or an Int32Array");
+  NAPI_CALL(napi_get_typedarray_info(env, a[1], &type, &n, &data, nullptr, nullptr));
+  const bool toBf16Rows = dt == kBF16 && type == napi_float32_array;
+  if (!toBf16Rows && !((dt == kF32 && type == napi_float32_array) || (dt == kI32 && type == napi_int32_array))) {
+    throw Error("upload: dtype code " + std::to_string(dt) + " does not match the typed array");
+  }
+  if (n == 0) return undefinedValue(env);
+  const size_t bytes = n * dtypeBytes(dt);
+  Staging* s = bytes <= kStageMax ? stagingFor(bytes) : nullptr;
+  std::vector<uint16_t> converted;
+  void* src = data;
+  if (s != nullptr) {
+    src = s->ptr;
+    if (toBf16Rows) {
+      uint16_t* out = static_cast<uint16_t*>(s->ptr);
+      const float* in = static_cast<const float*>(data);
+      for (size_t i = 0; i < n; i++) out[i] = toBf16(in[i]);
+    } else {
+      std::memcpy(s->ptr, data, bytes);
+    }
+  } else if (toBf16Rows) {
+    converted.resize(n);
+    const float* in = static_cast<const float*>(data);
+    for (size_t i = 0; i < n; i++) converted[i] = toBf16(in[i]);
+    src = converted.data();
+  }
+  // From pageable memory (no staging buffer) the driver copies the source out before returning.
+  cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g.stream));
+  if (s != nullptr) cudaCheck(cudaEventRecord(s->done, g.stream));
+  return undefinedValue(env);
+}
+
+// ----------------------------------------------------------------------------
+// waiting for the GPU without blocking the event loop
+
+struct Wait {
+  napi_async_work work = nullptr;
+  napi_deferred deferred = nullptr;
+  napi_ref buffer = nullptr;  // the ArrayBuffer the result lands in (downloads only)
+  void* out = nullptr;        // its data
+  void* staging = nullptr;    // pinned copy of the device data
+  size_t stagingSize = 0;
+  cudaEvent_t event = nullptr;
+  size_t n = 0;
+  int dtype = kF32;
+  int device = 0;
+  std::string error;
+};
+
+void waitExecute(napi_env, void* data) {  // on a libuv worker thread: no N-API calls here
+  Wait* w = static_cast<Wait*>(data);
+  cudaError_t err = cudaSetDevice(w->device);
+  if (err == cudaSuccess) err = cudaEventSynchronize(w->event);
+  if (err != cudaSuccess) {
+    w->error = where(__FILE__, __LINE__) + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
+               ") while waiting for the GPU; the failing op is any one queued before this wait";
+    return;
+  }
+  if (w->n == 0) return;
+  if (w->dtype == kBF16) {
+    const uint16_t* src = static_cast<const uint16_t*>(w->staging);
+    float* dst = static_cast<float*>(w->out);
+    for (size_t i = 0; i < w->n; i++) {
+      const uint32_t u = static_cast<uint32_t>(src[i]) << 16;
+      std::memcpy(dst + i, &u, 4);
+    }
+  } else {
+    std::memcpy(w->out, w->staging, w->n * 4);
+  }
+}
+
+void waitComplete(napi_env env, napi_status status, void* data) {  // back on the main thread
+  Wait* w = static_cast<Wait*>(data);
+  g.events.push_back(w->event);
+  if (w->staging != nullptr) pinnedGive(w->staging, w->stagingSize);
+  napi_value result = nullptr;
+  if (status != napi_ok && w->error.empty()) w->error = "tandem_cuda: the wait for the GPU was cancelled";
+  if (w->error.empty()) {
+    if (w->buffer != nullptr) {
+      napi_value ab;
+      const napi_typedarray_type type = w->dtype == kI32 ? napi_int32_array : napi_float32_array;
+      if (napi_get_reference_value(env, w->buffer, &ab) != napi_ok ||
+          napi_create_typedarray(env, type, w->n, ab, 0, &result) != napi_ok) {
+        w->error = "tandem_cuda: could not create the downloaded array";
+      }
+    } else {
+      napi_get_undefined(env, &result);
+    }
+  }
+  if (w->error.empty()) {
+    napi_resolve_deferred(env, w->deferred, result);
+  } else {
+    napi_value msg, err;
+    napi_create_string_utf8(env, w->error.c_str(), w->error.size(), &msg);
+    napi_create_error(env, nullptr, msg, &err);
+    napi_reject_deferred(env, w->deferred, err);
+  }
+  if (w->buffer != nullptr) napi_delete_reference(env, w->buffer);
+  napi_delete_async_work(env, w->work);
+  delete w;
+}
+
+// Queue the event (after whatever copy the caller queued) and the worker that waits for it.
+napi_value startWait(napi_env env, Wait* w) {
+  napi_value promise, name;
+  w->device = g.device;
+  try {
+    w->event = eventTake();
+    cudaCheck(cudaEventRecord(w->event, g.stream));
+    NAPI_CALL(napi_create_promise(env, &w->deferred, &promise));
+    NAPI_CALL(napi_create_string_utf8(env, "tandem_cuda.wait", NAPI_AUTO_LENGTH, &name));
+    NAPI_CALL(napi_create_async_work(env, nullptr, name, waitExecute, waitComplete, w, &w->work));
+    NAPI_CALL(napi_queue_async_work(env, w->work));
+  } catch (...) {
+    // (a created promise is dropped unsettled: the caller gets the exception instead)
+    if (w->event != nullptr) g.events.push_back(w->event);
+    if (w->staging != nullptr) pinnedGive(w->staging, w->stagingSize);
+    if (w->buffer != nullptr) napi_delete_reference(env, w->buffer);
+    if (w->work != nullptr) napi_delete_async_work(env, w->work);
+    delete w;
+    throw;
+  }
+  return promise;
+}
+
+// download(src, n, dtype) -> Promise<Float32Array | Int32Array>: f32 and bf16 give f32, i32 gives i32.
+napi_value Download(napi_env env, napi_callback_info info) {
+  Args a(env, info, 3, "download");
+  requireReady("download");
+  const void* src = a.ptr(0);
+  const size_t n = a.size(1);
+  const int dt = a.i32(2);
+  if (dt != kF32 && dt != kBF16 && dt != kI32) throw Error("download: bad dtype code " + std::to_string(dt));
+  Wait* w = new Wait();
+  w->n = n;
+  w->dtype = dt;
+  try {
+    napi_value ab;
+    NAPI_CALL(napi_create_arraybuffer(env, n * 4, &w->out, &ab));
+    NAPI_CALL(napi_create_reference(env, ab, 1, &w->buffer));
+    if (n > 0) {
+      const size_t bytes = n * dtypeBytes(dt);
+      w->staging = pinnedTake(bytes, &w->stagingSize);
+      cudaCheck(cudaMemcpyAsync(w->staging, src, bytes, cudaMemcpyDeviceToHost, g.stream));
+    }
+  } catch (...) {
+    if (w->staging != nullptr) pinnedGive(w->staging, w->stagingSize);
+    if (w->buffer != nullptr) napi_delete_reference(env, w->buffer);
+    delete w;
+    throw;
+  }
+  return startWait(env, w);
+}
+
+// synchronize() -> Promise<undefined>, settled once everything queued so far has run.
+napi_value Synchronize(napi_env env, napi_callback_info) {
+  requireReady("synchronize");
+  return startWait(env, new Wait());
+}
+
+// ----------------------------------------------------------------------------
+// ops (argument order as in ops.h; see the TS wrapper for shapes)
+
+napi_value Embedding(napi_env env, napi_callback_info info) {  // (out, ids, table, T, V, rowBytes)
+  Args a(env, info, 6, "embedding");
+  requireReady("embedding");
+  gatherRows(a.ptr(0), a.ptr(2), a.iptr(1), a.i32(3), a.i32(4), a.size(5), g.stream);
+  return undefinedValue(env);
+}
+
+napi_value ScatterRows(napi_env env, napi_callback_info info) {  // (pool, rows, slots, T, numSlots, rowBytes)
+  Args a(env, info, 6, "scatterRows");
+  requireReady("scatterRows");
+  scatterRows(a.ptr(0), a.ptr(1), a.iptr(2), a.i32(3), a.i32(4), a.size(5), g.stream);
+  return undefinedValue(env);
+}
+
+napi_value Rmsnorm(napi_env env, napi_callback_info info) {  // (y, sum, x, residual, w, eps, R, C, dt)
+  Args a(env, info, 9, "rmsnorm");
+  requireReady("rmsnorm");
+  rmsnorm(a.ptr(0), a.ptr(1), a.ptr(2), a.ptr(3), a.ptr(4), a.f32(5), a.i32(6), a.i32(7), a.i32(8), g.stream);
+  return undefinedValue(env);
+}
+
+napi_value Linear(napi_env env, napi_callback_info info) {  // (out, outDt, x, w, xwDt, bias, biasDt, T, K, N)
+  Args a(env, info, 10, "linear");
+  requireReady("linear");
+  linear(a.ptr(0), a.i32(1), a.ptr(2), a.ptr(3), a.i32(4), a.ptr(5), a.i32(6), a.i32(7), a.i32(8), a.i32(9),
+         g.stream);
+  return undefinedValue(env);
+}
+
+napi_value Rope(napi_env env, napi_callback_info info) {  // (q, k, positions, invFreq, freqDt, T, H, Hkv, D, dt)
+  Args a(env, info, 10, "rope");
+  requireReady("rope");
+  rope(a.ptr(0), a.ptr(1), a.iptr(2), a.ptr(3), a.i32(4), a.i32(5), a.i32(6), a.i32(7), a.i32(8), a.i32(9), g.stream);
+  return undefinedValue(env);
+}
+
+// (out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, dt)
+napi_value Attention(napi_env env, napi_callback_info info) {
+  Args a(env, info, 17, "attention");
+  requireReady("attention");
+  attention(a.ptr(0), a.ptr(1), a.ptr(2), a.ptr(3), a.iptr(4), a.iptr(5), a.iptr(6), a.i32(7), a.i32(8), a.i32(9),
+            a.i32(10), a.i32(11), a.i32(12), a.i32(13), a.i32(14), a.f32(15), a.i32(16), g.stream);
+  return undefinedValue(env);
+}
+
+napi_value AttentionHeadDimSupported(napi_env env, napi_callback_info info) {
+  Args a(env, info, 1, "attentionHeadDimSupported");
+  napi_value v;
+  NAPI_CALL(napi_get_boolean(env, attentionHeadDimSupported(a.i32(0)), &v));
+  return v;
+}
+
+napi_value Swiglu(napi_env env, napi_callback_info info) {  // (out, gate, up, n, dt)
+  Args a(env, info, 5, "swiglu");
+  requireReady("swiglu");
+  swiglu(a.ptr(0), a.ptr(1), a.ptr(2), a.size(3), a.i32(4), g.stream);
+  return undefinedValue(env);
+}
+
+napi_value Add(napi_env env, napi_callback_info info) {  // (out, a, b, n, dt)
+  Args a(env, info, 5, "add");
+  requireReady("add");
+  add(a.ptr(0), a.ptr(1), a.ptr(2), a.size(3), a.i32(4), g.stream);
+  return undefinedValue(env);
+}
+
+napi_value Cast(napi_env env, napi_callback_info info) {  // (out, outDt, x, xDt, n)
+  Args a(env, info, 5, "cast");
+  requireReady("cast");
+  cast(a.ptr(0), a.i32(1), a.ptr(2), a.i32(3), a.size(4), g.stream);
+  return undefinedValue(env);
+}
+
+napi_value LogSoftmax(napi_env env, napi_callback_info info) {  // (out f32, x, S, V, dt)
+  Args a(env, info, 5, "logSoftmax");
+  requireReady("logSoftmax");
+  logSoftmax(static_cast<float*>(a.ptr(0)), a.ptr(1), a.i32(2), a.i32(3), a.i32(4), g.stream);
+  return undefinedValue(env);
+}
+
+napi_value GreedySample(napi_env env, napi_callback_info info) {  // (ids i32 [S], logprobs f32 [S], logits, S, V, dt)
+  Args a(env, info, 6, "greedySample");
+  requireReady("greedySample");
+  greedySample(static_cast<int*>(a.ptr(0)), static_cast<float*>(a.ptr(1)), a.ptr(2), a.i32(3), a.i32(4), a.i32(5),
+               g.stream);
+  return undefinedValue(env);
+}
+
+}  // namespace
+}  // namespace tandem
+
+NAPI_MODULE_INIT() {
+  using namespace tandem;
+  const napi_property_descriptor props[] = {
+#define FN(name, impl) {name, nullptr, guarded<impl>, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
+      FN("probe", Probe),
+      FN("init", Init),
+      FN("malloc", Malloc),
+      FN("free", Free),
+      FN("emptyCache", EmptyCache),
+      FN("memStats", MemStats),
+      FN("zero", Zero),
+      FN("copy", Copy),
+      FN("upload", Upload),
+      FN("download", Download),
+      FN("synchronize", Synchronize),
+      FN("embedding", Embedding),
+      FN("scatterRows", ScatterRows),
+      FN("rmsnorm", Rmsnorm),
+      FN("linear", Linear),
+      FN("rope", Rope),
+      FN("attention", Attention),
+      FN("attentionHeadDimSupported", AttentionHeadDimSupported),
+      FN("swiglu", Swiglu),
+      FN("add", Add),
+      FN("cast", Cast),
+      FN("logSoftmax", LogSoftmax),
+      FN("greedySample", GreedySample),
+#undef FN
+  };
+  if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return nullptr;
+  return exports;
+}

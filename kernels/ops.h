@@ -1,0 +1,67 @@
+/*
+Host launchers of every kernel, callable from plain C++ (binding.cpp). Each enqueues its work on
+`stream` and returns at once; each throws tandem::Error on a CUDA or cuBLAS failure, naming
+file:line. Pointers are device pointers; dtype arguments are tandem::DType codes. Shapes are
+row-major and follow src/backend/backend.ts (T tokens, H/Hkv heads, D head dim, C hidden, ...).
+*/
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+
+namespace tandem {
+
+// Storage dtypes, as the TS wrapper numbers them.
+enum DType : int { kF32 = 0, kBF16 = 1, kI32 = 2 };
+
+inline size_t dtypeBytes(int dt) { return dt == kBF16 ? 2 : 4; }
+
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// gather.cu: out[r] = src[idx[r]] for rows of rowBytes bytes; an index outside [0, rows)
+// gives a zero row (the TS wrapper rejects those beforehand when it knows the indices).
+void gatherRows(void* out, const void* src, const int* idx, int R, int rows, size_t rowBytes, cudaStream_t stream);
+// gather.cu: pool[slots[t]] = rows[t] for T rows of rowBytes bytes; slots outside [0, numSlots) are skipped.
+void scatterRows(void* pool, const void* rows, const int* slots, int T, int numSlots, size_t rowBytes, cudaStream_t stream);
+
+// rmsnorm.cu: x, residual, sum, y are (R, C); w is (C). With residual (non-null), sum = x + residual
+// (rounded to dt) is normalised and stored; without, sum is not written.
+void rmsnorm(void* y, void* sum, const void* x, const void* residual, const void* w, float eps, int R, int C, int dt,
+             cudaStream_t stream);
+
+// elementwise.cu: n elements each.
+void swiglu(void* out, const void* gate, const void* up, size_t n, int dt, cudaStream_t stream);
+void add(void* out, const void* a, const void* b, size_t n, int dt, cudaStream_t stream);
+void cast(void* out, int outDt, const void* x, int xDt, size_t n, cudaStream_t stream);
+
+// rope.cu: q (T, H, D) and k (T, Hkv, D) rotated in place; positions (T) i32; invFreq (D/2) of freqDt.
+void rope(void* q, void* k, const int* positions, const void* invFreq, int freqDt, int T, int H, int Hkv, int D, int dt,
+          cudaStream_t stream);
+
+// attention.cu: out and q are (T, H, D); kPool, vPool one layer's (numBlocks, blockSize, Hkv, D);
+// cuSeqlensQ (S+1), contextLens (S), blockTables (S, maxBlocks) i32, as AttnMeta describes.
+// D must be one of attentionHeadDimSupported's.
+bool attentionHeadDimSupported(int D);
+void attention(void* out, const void* q, const void* kPool, const void* vPool, const int* cuSeqlensQ,
+               const int* contextLens, const int* blockTables, int T, int S, int H, int Hkv, int D, int blockSize,
+               int maxBlocks, int numBlocks, float scale, int dt, cudaStream_t stream);
+
+// softmax.cu: out (S, V) f32 = log_softmax(x (S, V)).
+void logSoftmax(float* out, const void* x, int S, int V, int dt, cudaStream_t stream);
+// softmax.cu: per row of logits (S, V): ids[s] = argmax (lowest id on ties), logprobs[s] = its log-softmax.
+void greedySample(int* ids, float* logprobs, const void* logits, int S, int V, int dt, cudaStream_t stream);
+
+// linear.cu: out (T, N) = x (T, K) @ w (N, K)^T + bias (N), fp32 accumulation.
+// x and w share xwDt; out has outDt; bias (may be null) has biasDt.
+void linearInit();
+void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T, int K,
+            int N, cudaStream_t stream);
+// Bytes of device memory the linear layer keeps for itself (cuBLASLt workspace).
+size_t linearWorkspaceBytes();
+
+}  // namespace tandem

@@ -1,0 +1,64 @@
+/*
+Rotary position embedding in place, NeoX / Qwen half-rotation layout.
+  q is (T, H, D), k is (T, Hkv, D) of dtype T (f32 or bf16); positions is (T) i32;
+  invFreq is (D/2), f32 or bf16.
+For pair j < D/2 of every head of token t, with a = positions[t] * invFreq[j] rounded to f32
+(as transformers forms inv_freq @ position_ids in f32):
+  x[j]       = x[j] * cos(a) - x[j + D/2] * sin(a)
+  x[j + D/2] = x[j + D/2] * cos(a) + x[j] * sin(a)
+cos and sin are taken in double precision of the f32 angle and rounded to f32 (positions reach
+tens of thousands of radians, where single-precision range reduction would lose digits).
+
+One thread per (token, pair): it computes the angle once and rotates that pair in every q and k
+head of the token; consecutive threads touch consecutive elements of a head.
+*/
+#include "common.cuh"
+
+namespace tandem {
+
+// ----------------------------------------------------------------------------
+// CUDA kernels
+
+template <typename T>
+__device__ __forceinline__ void rotatePair(T* x, int half, float c, float s) {
+  const float a = toF(x[0]);
+  const float b = toF(x[half]);
+  x[0] = fromF<T>(a * c - b * s);
+  x[half] = fromF<T>(b * c + a * s);
+}
+
+template <typename T>
+__global__ void ropeKernel(T* q, T* k, const int* positions, const void* invFreq, int freqDt, int T_, int H, int Hkv,
+                           int D) {
+  const int half = D / 2;
+  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= static_cast<long long>(T_) * half) return;
+  const int t = static_cast<int>(i / half);
+  const int j = static_cast<int>(i % half);
+  const float angle = __fmul_rn(static_cast<float>(positions[t]), loadAny(invFreq, freqDt, j));
+  double sd, cd;
+  sincos(static_cast<double>(angle), &sd, &cd);
+  const float c = static_cast<float>(cd);
+  const float s = static_cast<float>(sd);
+  T* qt = q + static_cast<size_t>(t) * H * D + j;
+  for (int h = 0; h < H; h++) rotatePair(qt + static_cast<size_t>(h) * D, half, c, s);
+  T* kt = k + static_cast<size_t>(t) * Hkv * D + j;
+  for (int h = 0; h < Hkv; h++) rotatePair(kt + static_cast<size_t>(h) * D, half, c, s);
+}
+
+// ----------------------------------------------------------------------------
+// kernel launchers
+
+void rope(void* q, void* k, const int* positions, const void* invFreq, int freqDt, int T, int H, int Hkv, int D, int dt,
+          cudaStream_t stream) {
+  const long long pairs = static_cast<long long>(T) * (D / 2);
+  if (pairs == 0) return;
+  const int threads = 128;
+  const unsigned blocks = static_cast<unsigned>(CEIL_DIV(pairs, static_cast<long long>(threads)));
+  DISPATCH_FLOAT(dt, E,
+                 ropeKernel<E><<<blocks, threads, 0, stream>>>(static_cast<E*>(q), static_cast<E*>(k), positions,
+                                                               invFreq, freqDt, T, H, Hkv, D));
+  launchCheck();
+}
+
+}  // namespace tandem
