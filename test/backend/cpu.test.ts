@@ -1,8 +1,10 @@
 /** The conformance suite on the CPU backend, plus what only the CPU backend promises. */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import type { AttnMeta, SamplingParams } from '../../src/backend/backend.ts';
-import { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { after, describe, it } from 'node:test';
+import type { AttnMeta, SamplingParams, Tensor } from '../../src/backend/backend.ts';
+import { CpuBackend, cpuThreadsDefault } from '../../src/backend/cpu/cpu-backend.ts';
 import { SeededRandom } from '../../src/util/random.ts';
 import { runBackendConformance } from './conformance.ts';
 import { runSamplingExtrasConformance } from './conformance-sampling-extras.ts';
@@ -10,6 +12,15 @@ import { sampleRef } from './reference.ts';
 
 // f32 storage and double-precision sums: only output rounding separates it from float64.
 runBackendConformance('cpu', () => new CpuBackend(), { atol: 2e-6, rtol: 2e-6 });
+// The same cases on one thread, and with every linear / attention call shared by 3 threads.
+runBackendConformance('cpu, 1 thread', () => new CpuBackend({ threads: 1 }), { atol: 2e-6, rtol: 2e-6 });
+const sharing: CpuBackend[] = [];
+after(() => sharing.forEach((be) => be.dispose()));
+runBackendConformance('cpu, 3 threads sharing every op', () => {
+  const be = new CpuBackend({ threads: 3, shareAll: true });
+  sharing.push(be);
+  return be;
+}, { atol: 2e-6, rtol: 2e-6 });
 
 describe('cpu backend specifics', () => {
   const i32 = (be: CpuBackend, xs: number[], shape?: number[]) => be.upload(Int32Array.from(xs), shape ?? [xs.length], 'i32', 'scratch');
@@ -114,6 +125,153 @@ describe('cpu backend specifics', () => {
         if (!ref.ambiguous) assert.equal(got.ids[0], ref.id, JSON.stringify(params));
       }
     }
+  });
+});
+
+describe('cpu backend threads', () => {
+  const rand = (n: number, seed: number, std = 1): Float32Array => new SeededRandom(seed).normals(n, std);
+
+  /** Run `op` on each backend until the multi-threaded ones' workers have taken part; return the outputs. */
+  const onAll = async (backends: CpuBackend[], op: (be: CpuBackend) => Tensor): Promise<Float32Array[]> => {
+    const outs: Float32Array[] = [];
+    for (const be of backends) {
+      const before = be.workerTasks;
+      const start = performance.now();
+      let out: Float32Array | undefined;
+      // Workers join by claiming tasks as they wake, and small calls stay on the main thread for
+      // a while after a worker was late (a busy machine): repeat until a worker has taken part
+      // (every run must agree), for up to 20 s.
+      while (out === undefined || (be.threads > 1 && be.workerTasks === before && performance.now() - start < 20_000)) {
+        const y = (await be.download(op(be))) as Float32Array;
+        if (out !== undefined) assert.deepEqual(y, out, 'the same call twice on one backend');
+        out = y;
+        be.resetScratch();
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      if (be.threads > 1) assert.ok(be.workerTasks > before, `threads: ${be.threads}: no worker took a task`);
+      outs.push(out!);
+    }
+    return outs;
+  };
+
+  const sameBits = (outs: Float32Array[], what: string): void => {
+    for (let i = 1; i < outs.length; i++) {
+      const a = new Uint32Array(outs[0].buffer);
+      const b = new Uint32Array(outs[i].buffer);
+      const bad = a.findIndex((v, j) => v !== b[j]);
+      assert.equal(bad, -1, `${what}: element ${bad} differs between 1 and ${[1, 2, 3][i]} threads (${outs[0][bad]} vs ${outs[i][bad]})`);
+    }
+  };
+
+  it('gives bitwise identical linear and attention outputs with 1, 2 and 3 threads', async () => {
+    const backends = [1, 2, 3].map((threads) => new CpuBackend({ threads }));
+    try {
+      assert.deepEqual(await Promise.all(backends.map((be) => be.startThreads())), [0, 1, 2], 'workers serving');
+      // Prefill-like (rows and columns left over past the 4 x 3 tiles), decode-like, narrow.
+      for (const [T, K, N] of [[70, 256, 203], [1, 256, 2048], [32, 700, 130]]) {
+        const x = rand(T * K, T);
+        const w = rand(N * K, N, 0.05);
+        const b = rand(N, 7, 0.1);
+        const weights = new Map(backends.map((be) => [be, [be.upload(w, [N, K]), be.upload(b, [N])]]));
+        const outs = await onAll(backends, (be) => {
+          const [wt, bt] = weights.get(be)!;
+          return be.linear(be.upload(x, [T, K], 'f32', 'scratch'), wt, bt);
+        });
+        sameBits(outs, `linear ${T}x${K}x${N}`);
+      }
+
+      // Attention: a packed prefill (one sequence after a cached prefix) and a decode batch, GQA 4 and 3,
+      // head dims 32 and 20, shuffled blocks of 16.
+      for (const [H, Hkv, D] of [[8, 2, 32], [6, 2, 20]]) {
+        const seqs = [{ ctx: 130, qlen: 130 }, { ctx: 90, qlen: 41 }, ...Array.from({ length: 12 }, (_, i) => ({ ctx: 40 + 23 * i, qlen: 1 }))];
+        const blockSize = 16;
+        const perSeq = Math.max(...seqs.map((s) => Math.ceil(s.ctx / blockSize)));
+        const numBlocks = seqs.length * perSeq;
+        const order = Array.from({ length: numBlocks }, (_, i) => (i * 37) % numBlocks); // 37 is coprime with numBlocks
+        const S = seqs.length;
+        const tables = new Int32Array(S * perSeq).fill(-1);
+        const slots: number[] = [];
+        seqs.forEach((s, i) => {
+          for (let p = 0; p < s.ctx; p++) {
+            const block = order[i * perSeq + Math.floor(p / blockSize)];
+            tables[i * perSeq + Math.floor(p / blockSize)] = block;
+            slots.push(block * blockSize + (p % blockSize));
+          }
+        });
+        const cu = [0];
+        for (const s of seqs) cu.push(cu[cu.length - 1] + s.qlen);
+        const T = cu[S];
+        const kData = rand(slots.length * Hkv * D, 11, 1.5);
+        const vData = rand(slots.length * Hkv * D, 12);
+        const qData = rand(T * H * D, 13, 1.5);
+        const caches = new Map<CpuBackend, ReturnType<CpuBackend['allocKvCache']>>();
+        for (const be of backends) {
+          const cache = be.allocKvCache({ numLayers: 1, numBlocks, blockSize, numKvHeads: Hkv, headDim: D, dtype: 'f32' });
+          const shape = [slots.length, Hkv, D];
+          be.writeKv(cache, 0, be.upload(kData, shape, 'f32', 'scratch'), be.upload(vData, shape, 'f32', 'scratch'), be.upload(Int32Array.from(slots), [slots.length], 'i32', 'scratch'));
+          be.resetScratch();
+          caches.set(be, cache);
+        }
+        const outs = await onAll(backends, (be) => {
+          const meta: AttnMeta = {
+            cuSeqlensQ: be.upload(Int32Array.from(cu), [S + 1], 'i32', 'scratch'),
+            contextLens: be.upload(Int32Array.from(seqs.map((s) => s.ctx)), [S], 'i32', 'scratch'),
+            blockTables: be.upload(tables, [S, perSeq], 'i32', 'scratch'),
+            maxSeqlenQ: 130,
+            maxContextLen: Math.max(...seqs.map((s) => s.ctx)),
+          };
+          return be.attention(be.upload(qData, [T, H, D], 'f32', 'scratch'), caches.get(be)!, 0, meta, 1 / Math.sqrt(D));
+        });
+        sameBits(outs, `attention H=${H} Hkv=${Hkv} D=${D}`);
+      }
+    } finally {
+      backends.forEach((be) => be.dispose());
+    }
+  });
+
+  it('reads the thread count from TANDEM_CPU_THREADS, and 1 means no workers', async () => {
+    assert.equal(cpuThreadsDefault({ TANDEM_CPU_THREADS: '3' }), 3);
+    assert.ok(cpuThreadsDefault({}) >= 1);
+    assert.throws(() => cpuThreadsDefault({ TANDEM_CPU_THREADS: '0' }), /TANDEM_CPU_THREADS/);
+    assert.throws(() => cpuThreadsDefault({ TANDEM_CPU_THREADS: 'two' }), /TANDEM_CPU_THREADS/);
+    assert.throws(() => new CpuBackend({ threads: 0 }), /threads/);
+    const one = new CpuBackend({ threads: 1, shareAll: true });
+    assert.equal(await one.startThreads(), 0);
+    const w = one.upload(rand(256 * 256, 1), [256, 256]);
+    one.linear(one.upload(rand(64 * 256, 2), [64, 256], 'f32', 'scratch'), w);
+    assert.equal(one.workerTasks, 0);
+  });
+
+  it('keeps working on the calling thread after dispose()', async () => {
+    const be = new CpuBackend({ threads: 2, shareAll: true });
+    await be.startThreads();
+    const w = be.upload(rand(64 * 32, 1), [64, 32]);
+    const x = rand(16 * 32, 2);
+    const first = await be.download(be.linear(be.upload(x, [16, 32], 'f32', 'scratch'), w));
+    be.dispose();
+    be.dispose();
+    const again = await be.download(be.linear(be.upload(x, [16, 32], 'f32', 'scratch'), w));
+    assert.deepEqual(again, first);
+  });
+
+  it('lets the process exit without dispose() while workers idle', () => {
+    const backendUrl = new URL('../../src/backend/cpu/cpu-backend.ts', import.meta.url).href;
+    const code = `
+      const { CpuBackend } = await import(${JSON.stringify(backendUrl)});
+      const be = new CpuBackend({ threads: 2, shareAll: true });
+      await be.startThreads();
+      const w = be.upload(new Float32Array(64 * 64).fill(0.5), [64, 64]);
+      be.linear(be.upload(new Float32Array(64 * 64).fill(1), [64, 64], 'f32', 'scratch'), w);
+      console.log('done');
+    `;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      cwd: fileURLToPath(new URL('../..', import.meta.url)),
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.error, undefined, 'the child did not exit on its own');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /done/);
   });
 });
 

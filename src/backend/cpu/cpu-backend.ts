@@ -6,7 +6,14 @@
  * as plain functions over typed arrays.
  *
  * Float tensors are stored and reported as 'f32' whatever dtype is asked for (bf16 / f16
- * checkpoints are widened on load); 'i32' tensors are Int32Arrays. Single-threaded.
+ * checkpoints are widened on load); 'i32' tensors are Int32Arrays.
+ *
+ * Threads: with more than one thread (option `threads`, else TANDEM_CPU_THREADS, else every
+ * core), big `linear` and `attention` calls are shared with a pool of worker threads (pool.ts),
+ * started on the first such call or once 4 MiB of weights are loaded, whichever comes first;
+ * all tensor storage then lives in SharedArrayBuffers. Results are bit-for-bit the same for
+ * any thread count. Workers never keep the process alive; dispose() stops them early. On a
+ * machine whose cores are busy with other work, TANDEM_CPU_THREADS=1 is the better choice.
  */
 import type {
   AttnMeta,
@@ -20,11 +27,12 @@ import type {
   Tensor,
 } from '../backend.ts';
 import { uniformAt } from '../rng.ts';
-import { attentionForward, checkAttnMeta } from './attention.ts';
+import { AttentionWorkspace, attentionForward, checkAttnMeta } from './attention.ts';
 import { addForward, swigluForward } from './elementwise.ts';
 import { firstOutOfRange, gatherRowsForward } from './gather.ts';
 import { CpuKvCache, writeKvForward } from './kv-cache.ts';
-import { linearForward } from './matmul.ts';
+import { linearForward, linearPlan } from './matmul.ts';
+import { CpuThreadPool, cpuThreadsDefault } from './pool.ts';
 import { addRmsnormForward, rmsnormForward } from './norm.ts';
 import { ropeForward } from './rope.ts';
 import { applyPenalties, checkPenalties, hasPenalties } from './penalties.ts';
@@ -34,23 +42,98 @@ import { logSoftmaxForward, logSumExp } from './softmax.ts';
 import { CpuTensor, ScratchArena, checkShape, cpuDtype, fmtShape, numel } from './tensor.ts';
 import type { CpuDType } from './tensor.ts';
 
+export { cpuThreadsDefault };
+
+export interface CpuBackendOptions {
+  /** Threads, the calling one included (1: no workers). Default: cpuThreadsDefault(). */
+  threads?: number;
+  /** Share every linear / attention call of more than one task, however small (for tests). */
+  shareAll?: boolean;
+}
+
+/**
+ * Smallest calls shared between threads; linear counts multiply-adds (T * K * N), attention
+ * (query row, head, visible key) triples. Both are about 50-80 us of work on one thread.
+ * Measured on an idle 2-core machine with the embedded model: a decode step's gate/up/down
+ * projections (180k MACs) gain from a second thread, its q/o projections (65k) do not;
+ * attention over 1024 keys already gains (39 -> 28 us), so 2048 leaves a margin.
+ */
+export const PARALLEL_MIN_LINEAR_MACS = 1 << 17;
+export const PARALLEL_MIN_ATTENTION_KEYS = 1 << 11;
+/**
+ * Calls below these (under ~1 ms on one thread) are "small": they are shared only while the
+ * workers keep up (see CpuThreadPool.run); when other processes hold the cores, waiting for a
+ * descheduled worker costs small calls more than sharing saves.
+ */
+const SMALL_LINEAR_MACS = 1 << 21;
+const SMALL_ATTENTION_KEYS = 1 << 15;
+/** Persistent bytes from which the workers start without waiting for a big op. */
+const EAGER_START_BYTES = 4 << 20;
+
 type F32Tensor = CpuTensor & { readonly data: Float32Array };
 type I32Tensor = CpuTensor & { readonly data: Int32Array };
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu';
-  private readonly arena = new ScratchArena();
+  /** Threads used for big ops, the calling one included. */
+  readonly threads: number;
+  /** Storage in SharedArrayBuffers (when there are worker threads to share it with). */
+  private readonly shared: boolean;
+  private readonly minLinearMacs: number;
+  private readonly minAttentionKeys: number;
+  private readonly arena: ScratchArena;
+  private pool: CpuThreadPool | null = null;
+  private disposed = false;
   private persistentBytes = 0;
   private readonly caches = new Set<CpuKvCache>();
-  // Op workspaces that outlive a step (grown, never shrunk): attention scores and accumulator,
+  // Op workspaces that outlive a step (grown, never shrunk): attention scores and key offsets,
   // rope's cos/sin row, sampling weights and candidates.
-  private scores = new Float64Array(0);
-  private acc = new Float64Array(0);
+  private readonly attn = new AttentionWorkspace();
   private cos = new Float64Array(0);
   private sin = new Float64Array(0);
   private readonly sampling = new SamplingWorkspace();
   private penalized = new Float32Array(0);
   private penaltyCounts = new Int32Array(0);
+
+  constructor(opts: CpuBackendOptions = {}) {
+    const threads = opts.threads ?? cpuThreadsDefault();
+    if (!Number.isInteger(threads) || threads < 1) throw new Error(`CpuBackend: threads must be an integer >= 1, got ${threads}`);
+    this.threads = threads;
+    this.shared = threads > 1;
+    this.arena = new ScratchArena(this.shared);
+    this.minLinearMacs = opts.shareAll === true ? 0 : PARALLEL_MIN_LINEAR_MACS;
+    this.minAttentionKeys = opts.shareAll === true ? 0 : PARALLEL_MIN_ATTENTION_KEYS;
+  }
+
+  /**
+   * Stop the worker threads now (they would otherwise idle until the process exits, without
+   * keeping it alive). The backend stays usable, on the calling thread only.
+   */
+  dispose(): void {
+    this.disposed = true;
+    this.pool?.dispose();
+    this.pool = null;
+  }
+
+  /**
+   * Start the worker threads now and resolve, with how many are serving, once each is serving
+   * or has failed to start (they otherwise start on the first big op and join in once loaded).
+   * Resolves with 0 at once when single-threaded.
+   */
+  async startThreads(): Promise<number> {
+    return (await this.threadPool()?.ready()) ?? 0;
+  }
+
+  /** Tasks of shared ops that worker threads have run so far (0 when single-threaded). */
+  get workerTasks(): number {
+    return this.pool?.workerTasks ?? 0;
+  }
+
+  /** The worker pool, started on first use; null when single-threaded or disposed. */
+  private threadPool(): CpuThreadPool | null {
+    if (this.pool === null && this.shared && !this.disposed) this.pool = new CpuThreadPool(this.threads - 1);
+    return this.pool;
+  }
 
   // ---- memory ----
 
@@ -81,6 +164,7 @@ export class CpuBackend implements Backend {
     if (c.root !== null) throw new Error(`free: ${fmtShape(c.shape)} is a view; free the tensor it views`);
     c.freed = true;
     this.persistentBytes -= c.data.byteLength;
+    this.pool?.release(c.data.buffer);
   }
 
   resetScratch(): void {
@@ -97,8 +181,8 @@ export class CpuBackend implements Backend {
   memoryUsage(): Record<string, number> {
     let kv = 0;
     for (const c of this.caches) kv += c.bytes;
-    const workspaces = this.scores.byteLength + this.acc.byteLength + this.cos.byteLength + this.sin.byteLength
-      + this.sampling.bytes;
+    const workspaces = this.attn.bytes + this.cos.byteLength + this.sin.byteLength
+      + this.sampling.bytes + (this.pool?.workspaceBytes ?? 0);
     return { weights: this.persistentBytes, kv_cache: kv, scratch: this.arena.bytesHeld + workspaces };
   }
 
@@ -110,7 +194,7 @@ export class CpuBackend implements Backend {
   // ---- KV cache ----
 
   allocKvCache(spec: KvCacheSpec): KvCache {
-    const cache = new CpuKvCache({ ...spec, dtype: 'f32' });
+    const cache = new CpuKvCache({ ...spec, dtype: 'f32' }, this.shared);
     this.caches.add(cache);
     return cache;
   }
@@ -119,6 +203,7 @@ export class CpuBackend implements Backend {
     const c = this.useCache('freeKvCache', cache);
     c.freed = true;
     this.caches.delete(c);
+    for (const layer of [...c.k, ...c.v]) this.pool?.release(layer.buffer);
   }
 
   // ---- forward ops ----
@@ -171,7 +256,10 @@ export class CpuBackend implements Backend {
       b = bt.data;
     }
     const out = this.scratchF32([T, N]);
-    linearForward(out.data, xt.data, wt.data, b, T, K, N);
+    const pool = this.shared && T * K * N >= this.minLinearMacs && linearPlan(T, K, N).tasks > 1 ? this.threadPool() : null;
+    if (pool === null || !pool.linear(out.data, xt.data, wt.data, b, T, K, N, T * K * N < SMALL_LINEAR_MACS)) {
+      linearForward(out.data, xt.data, wt.data, b, T, K, N);
+    }
     return out;
   }
 
@@ -233,11 +321,16 @@ export class CpuBackend implements Backend {
         `attention: meta shapes disagree: cuSeqlensQ ${fmtShape(cu.shape)}, contextLens ${fmtShape(lens.shape)}, blockTables ${fmtShape(tables.shape)} (need [S+1], [S], [S, maxBlocks])`,
       );
     }
-    const maxCtx = checkAttnMeta(cu.data, lens.data, tables.data, { S, T, blockSize, maxBlocks, numBlocks }, meta);
-    if (this.scores.length < maxCtx) this.scores = new Float64Array(maxCtx);
-    if (this.acc.length < D) this.acc = new Float64Array(D);
+    checkAttnMeta(cu.data, lens.data, tables.data, { S, T, blockSize, maxBlocks, numBlocks }, meta);
     const out = this.scratchF32([T, H, D]);
-    attentionForward(out.data, qt.data, c.k[layer], c.v[layer], cu.data, lens.data, tables.data, { S, H, Hkv, D, blockSize, maxBlocks }, scale, this.scores, this.acc);
+    const dims = { S, H, Hkv, D, blockSize, maxBlocks };
+    const k = c.k[layer];
+    const v = c.v[layer];
+    const keys = this.shared ? attentionKeys(cu.data, lens.data, S) * H : 0;
+    const pool = this.shared && keys >= this.minAttentionKeys ? this.threadPool() : null;
+    if (pool === null || !pool.attention(out.data, qt.data, k, v, cu.data, lens.data, tables.data, dims, scale, keys < SMALL_ATTENTION_KEYS)) {
+      attentionForward(out.data, qt.data, k, v, cu.data, lens.data, tables.data, dims, scale, this.attn);
+    }
     return out;
   }
 
@@ -324,8 +417,12 @@ export class CpuBackend implements Backend {
     const n = numel(shape);
     const frozen = Object.freeze([...shape]);
     if (lifetime === 'persistent') {
-      const data = dtype === 'i32' ? new Int32Array(n) : new Float32Array(n);
+      const buf = this.shared ? new SharedArrayBuffer(n * 4) : new ArrayBuffer(n * 4);
+      const data = dtype === 'i32' ? new Int32Array(buf) : new Float32Array(buf);
       this.persistentBytes += data.byteLength;
+      // A model is being loaded: start the workers now, so that they are up (their start takes
+      // a few hundred ms, mostly loading their modules) by the time the first prefill runs.
+      if (this.shared && this.pool === null && this.persistentBytes >= EAGER_START_BYTES) this.threadPool();
       return new CpuTensor(this, frozen, dtype, data, 'persistent', -1, null);
     }
     if (lifetime !== 'scratch') throw new Error(`unknown tensor lifetime '${String(lifetime)}' (use 'persistent' or 'scratch')`);
@@ -379,4 +476,14 @@ export class CpuBackend implements Backend {
   private checkLayer(op: string, layer: number, numLayers: number): void {
     if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) throw new Error(`${op}: layer ${layer} is outside the cache's ${numLayers} layers`);
   }
+}
+
+/** (query row, key) pairs of a batch: the causal keys each query row sees, summed. */
+function attentionKeys(cu: Int32Array, lens: Int32Array, S: number): number {
+  let n = 0;
+  for (let s = 0; s < S; s++) {
+    const qlen = cu[s + 1] - cu[s];
+    n += qlen * (lens[s] - qlen) + (qlen * (qlen + 1)) / 2;
+  }
+  return n;
 }

@@ -13,15 +13,16 @@ export class CpuKvCache implements KvCache {
   readonly v: Float32Array[] = [];
   freed = false;
 
-  constructor(readonly spec: KvCacheSpec) {
+  /** With `shared`, the pools live in SharedArrayBuffers (for worker threads to read). */
+  constructor(readonly spec: KvCacheSpec, shared = false) {
     const { numLayers, numBlocks, blockSize, numKvHeads, headDim } = spec;
     for (const [name, value] of Object.entries({ numLayers, numBlocks, blockSize, numKvHeads, headDim })) {
       if (!Number.isSafeInteger(value) || value < 1) throw new Error(`allocKvCache: ${name} must be a positive integer, got ${value}`);
     }
     const perLayer = numBlocks * blockSize * numKvHeads * headDim;
     for (let l = 0; l < numLayers; l++) {
-      this.k.push(new Float32Array(perLayer));
-      this.v.push(new Float32Array(perLayer));
+      this.k.push(shared ? new Float32Array(new SharedArrayBuffer(perLayer * 4)) : new Float32Array(perLayer));
+      this.v.push(shared ? new Float32Array(new SharedArrayBuffer(perLayer * 4)) : new Float32Array(perLayer));
     }
   }
 

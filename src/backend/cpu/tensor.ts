@@ -66,22 +66,25 @@ export function checkShape(where: string, shape: readonly number[]): void {
  * too small is replaced by a bigger one; the old one only backed tensors of past generations.
  */
 export class ScratchArena {
-  private readonly buffers: ArrayBuffer[] = [];
+  private readonly buffers: (ArrayBuffer | SharedArrayBuffer)[] = [];
   private next = 0;
   /** Bumped by every reset; scratch tensors of older generations are stale. */
   generation = 0;
   /** ArrayBuffers created so far (for tests that check the steady state allocates nothing). */
   allocations = 0;
 
+  /** With `shared`, buffers are SharedArrayBuffers (for worker threads to read and write). */
+  constructor(private readonly shared = false) {}
+
   /** A buffer of at least `bytes` bytes, valid until the next reset. */
-  take(bytes: number): ArrayBuffer {
+  take(bytes: number): ArrayBuffer | SharedArrayBuffer {
     const i = this.next++;
     const have = this.buffers[i];
     if (have !== undefined && have.byteLength >= bytes) return have;
     // Round up so that steps whose sizes wobble a little (one more token) reuse the buffer.
     const grain = bytes <= 4096 ? 256 : 4096;
     const size = Math.max(grain, Math.ceil(bytes / grain) * grain);
-    const buf = new ArrayBuffer(size);
+    const buf = this.shared ? new SharedArrayBuffer(size) : new ArrayBuffer(size);
     this.allocations++;
     this.buffers[i] = buf;
     return buf;
