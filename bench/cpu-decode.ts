@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
-import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
+import { CpuBackend, cpuThreadsDefault } from '../src/backend/cpu/cpu-backend.ts';
 import { generateTokens } from '../src/engine/generate-one.ts';
 import { loadModel } from '../src/model/load.ts';
 import { DEFAULT_MODEL_DIR } from '../src/paths.ts';
@@ -43,7 +43,7 @@ for (let i = 0; i < 5; i++) prefill.push((512 / (await timeRun(512, 1)).prefillM
 
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
 const doc = {
-  card: `${cpu} (${cpus().length} cores; CPU backend, 1 thread)`,
+  card: `${cpu} (${cpus().length} cores; CPU backend, ${cpuThreadsDefault()} thread(s), TANDEM_CPU_THREADS to change)`,
   date: new Date().toISOString().slice(0, 10),
   command: `node --import tsx bench/cpu-decode.ts${values.model ? ` --model ${values.model}` : ''}`,
   model: modelDir,
