@@ -1,7 +1,7 @@
 /** `tandem generate`: stream a completion for one prompt to stdout. */
 import { parseArgs } from 'node:util';
 import { createBackend } from '../backend/index.ts';
-import { generateTokens } from '../engine/generate-one.ts';
+import { Engine } from '../engine/engine.ts';
 import { loadModel } from '../model/load.ts';
 import { DEFAULT_MODEL_DIR } from '../paths.ts';
 import { choiceOption, floatOption, intOption, UsageError } from './args.ts';
@@ -15,6 +15,7 @@ export const GENERATE_USAGE = `tandem generate [--model DIR] --prompt TEXT [opti
   --seed N             seed of the sampler (default 0)
   --greedy             same as --temperature 0
   --ignore-eos         keep going past end-of-sequence tokens
+  (repetition_penalty comes from the model's generation_config.json)
   --stats              print tokens/s to stderr at the end
   --backend cpu|cuda|auto`;
 
@@ -62,20 +63,38 @@ export async function runGenerate(argv: string[]): Promise<void> {
     seed: intOption('seed', values.seed, 0, 0, 2 ** 32 - 1),
   };
   const maxTokens = intOption('max-tokens', values['max-tokens'], 128, 1);
-  const detok = tokenizer.createDetokenizer({ skipSpecialTokens: true });
+  // One request through the serving engine: the same sampling, penalties and stop handling
+  // (end-of-sequence ids, never half a UTF-8 character) as the server.
+  const blockSize = 16;
+  const engine = new Engine(loaded, {
+    blockSize,
+    numBlocks: Math.ceil((promptIds.length + maxTokens) / blockSize) + 1,
+    maxNumSeqs: 1,
+    maxNumBatchedTokens: Math.max(512, blockSize),
+    maxWaiting: 1,
+  });
   const started = performance.now();
   let firstAt = 0;
   let count = 0;
-  for await (const tok of generateTokens(loaded.model, promptIds, {
-    maxTokens,
-    sampling,
-    stopTokenIds: values['ignore-eos'] ? [] : tokenizer.eosTokenIds,
-  })) {
-    if (count === 0) firstAt = performance.now();
-    count++;
-    process.stdout.write(detok.push(tok.id));
+  try {
+    for await (const event of engine.add({
+      requestId: 'generate',
+      promptIds,
+      maxTokens,
+      sampling: { ...sampling, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: generation.repetitionPenalty },
+      stop: { strings: [], tokenIds: [], ignoreEos: values['ignore-eos'] },
+      logprobs: null,
+      priority: 0,
+      skipSpecialTokens: true,
+    })) {
+      if (count === 0 && event.tokenIds.length > 0) firstAt = performance.now();
+      count += event.tokenIds.length;
+      process.stdout.write(event.text);
+    }
+  } finally {
+    await engine.close();
   }
-  process.stdout.write(detok.flush() + '\n');
+  process.stdout.write('\n');
   if (values.stats) {
     const end = performance.now();
     const decodeRate = count > 1 ? ((count - 1) / (end - firstAt)) * 1000 : 0;
