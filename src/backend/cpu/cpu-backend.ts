@@ -15,6 +15,7 @@
  * any thread count. Workers never keep the process alive; dispose() stops them early. On a
  * machine whose cores are busy with other work, TANDEM_CPU_THREADS=1 is the better choice.
  */
+import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape } from '../op-shapes.ts';
 import type {
   AttnMeta,
   Backend,
@@ -225,11 +226,7 @@ export class CpuBackend implements Backend {
     const op = 'rmsnorm';
     const xt = this.f32(op, 'x', x);
     const wt = this.f32(op, 'w', w, 1);
-    if (xt.shape.length < 1) throw new Error(`rmsnorm: x must have at least one dim, got ${fmtShape(xt.shape)}`);
-    const C = xt.shape[xt.shape.length - 1];
-    if (wt.shape[0] !== C) throw new Error(`rmsnorm: w is ${fmtShape(wt.shape)} but x ${fmtShape(xt.shape)} has last dim ${C}`);
-    if (!(eps >= 0) || !Number.isFinite(eps)) throw new Error(`rmsnorm: eps must be a finite number >= 0, got ${eps}`);
-    const R = C === 0 ? 0 : xt.size / C;
+    const { R, C } = rmsnormShape(xt.shape, wt.shape, eps);
     const y = this.scratchF32(xt.shape);
     if (residual === undefined) {
       rmsnormForward(y.data, xt.data, wt.data, eps, R, C);
@@ -246,15 +243,9 @@ export class CpuBackend implements Backend {
     const op = 'linear';
     const xt = this.f32(op, 'x', x, 2);
     const wt = this.f32(op, 'w', w, 2);
-    const [T, K] = xt.shape;
-    const [N, Kw] = wt.shape;
-    if (Kw !== K) throw new Error(`linear: x is ${fmtShape(xt.shape)} and w is ${fmtShape(wt.shape)}: w must be [N, ${K}]`);
-    let b: Float32Array | null = null;
-    if (bias !== undefined) {
-      const bt = this.f32(op, 'bias', bias, 1);
-      if (bt.shape[0] !== N) throw new Error(`linear: bias is ${fmtShape(bt.shape)}, w ${fmtShape(wt.shape)} needs [${N}]`);
-      b = bt.data;
-    }
+    const bt = bias === undefined ? undefined : this.f32(op, 'bias', bias, 1);
+    const { T, K, N } = linearShape(xt.shape, wt.shape, bt?.shape);
+    const b = bt?.data ?? null;
     const out = this.scratchF32([T, N]);
     const pool = this.shared && T * K * N >= this.minLinearMacs && linearPlan(T, K, N).tasks > 1 ? this.threadPool() : null;
     if (pool === null || !pool.linear(out.data, xt.data, wt.data, b, T, K, N, T * K * N < SMALL_LINEAR_MACS)) {
@@ -269,12 +260,7 @@ export class CpuBackend implements Backend {
     const kt = this.f32(op, 'k', k, 3);
     const pt = this.i32(op, 'positions', positions, 1);
     const ft = this.f32(op, 'invFreq', invFreq, 1);
-    const [T, H, D] = qt.shape;
-    const [Tk, Hkv, Dk] = kt.shape;
-    if (Tk !== T || Dk !== D) throw new Error(`rope: q is ${fmtShape(qt.shape)} and k is ${fmtShape(kt.shape)}: they need the same T and D`);
-    if (D % 2 !== 0) throw new Error(`rope: head dim ${D} must be even`);
-    if (pt.shape[0] !== T) throw new Error(`rope: positions is ${fmtShape(pt.shape)}, q ${fmtShape(qt.shape)} needs [${T}]`);
-    if (ft.shape[0] !== D / 2) throw new Error(`rope: invFreq is ${fmtShape(ft.shape)}, head dim ${D} needs [${D / 2}]`);
+    const { T, H, Hkv, D } = ropeShape(qt.shape, kt.shape, pt.shape, ft.shape);
     if (this.cos.length < D / 2) {
       this.cos = new Float64Array(D / 2);
       this.sin = new Float64Array(D / 2);
@@ -288,14 +274,8 @@ export class CpuBackend implements Backend {
     const kt = this.f32(op, 'k', k, 3);
     const vt = this.f32(op, 'v', v, 3);
     const st = this.i32(op, 'slots', slots, 1);
-    const { numLayers, numKvHeads, headDim } = c.spec;
-    this.checkLayer(op, layer, numLayers);
-    const [T, Hkv, D] = kt.shape;
-    if (Hkv !== numKvHeads || D !== headDim) {
-      throw new Error(`writeKv: k is ${fmtShape(kt.shape)}, the cache holds [T, ${numKvHeads}, ${headDim}]`);
-    }
-    this.sameShape(op, 'k', kt, 'v', vt);
-    if (st.shape[0] !== T) throw new Error(`writeKv: slots is ${fmtShape(st.shape)}, k ${fmtShape(kt.shape)} needs [${T}]`);
+    this.checkLayer(op, layer, c.spec.numLayers);
+    const { T, Hkv, D } = writeKvShape(kt.shape, vt.shape, st.shape, c.spec);
     const bad = firstOutOfRange(st.data, T, c.numSlots);
     if (bad >= 0) throw new Error(`writeKv: slot ${st.data[bad]} of token ${bad} is outside the cache's ${c.numSlots} slots`);
     writeKvForward(c.k[layer], c.v[layer], kt.data, vt.data, st.data, T, Hkv * D);
@@ -308,19 +288,9 @@ export class CpuBackend implements Backend {
     const cu = this.i32(op, 'meta.cuSeqlensQ', meta.cuSeqlensQ, 1);
     const lens = this.i32(op, 'meta.contextLens', meta.contextLens, 1);
     const tables = this.i32(op, 'meta.blockTables', meta.blockTables, 2);
-    const { numLayers, numKvHeads: Hkv, headDim, blockSize, numBlocks } = c.spec;
+    const { numLayers, numKvHeads: Hkv, blockSize, numBlocks } = c.spec;
     this.checkLayer(op, layer, numLayers);
-    const [T, H, D] = qt.shape;
-    if (D !== headDim) throw new Error(`attention: q is ${fmtShape(qt.shape)}, the cache's head dim is ${headDim}`);
-    if (H % Hkv !== 0) throw new Error(`attention: q has ${H} heads, not a multiple of the cache's ${Hkv} KV heads`);
-    if (!Number.isFinite(scale)) throw new Error(`attention: scale must be finite, got ${scale}`);
-    const S = lens.shape[0];
-    const maxBlocks = tables.shape[1];
-    if (cu.shape[0] !== S + 1 || tables.shape[0] !== S) {
-      throw new Error(
-        `attention: meta shapes disagree: cuSeqlensQ ${fmtShape(cu.shape)}, contextLens ${fmtShape(lens.shape)}, blockTables ${fmtShape(tables.shape)} (need [S+1], [S], [S, maxBlocks])`,
-      );
-    }
+    const { T, H, D, S, maxBlocks } = attentionShape(qt.shape, c.spec, cu.shape, lens.shape, tables.shape, scale);
     checkAttnMeta(cu.data, lens.data, tables.data, { S, T, blockSize, maxBlocks, numBlocks }, meta);
     const out = this.scratchF32([T, H, D]);
     const dims = { S, H, Hkv, D, blockSize, maxBlocks };
@@ -462,9 +432,7 @@ export class CpuBackend implements Backend {
   }
 
   private sameShape(op: string, an: string, a: CpuTensor, bn: string, b: CpuTensor): void {
-    if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) {
-      throw new Error(`${op}: ${an} is ${fmtShape(a.shape)} but ${bn} is ${fmtShape(b.shape)}; they must match`);
-    }
+    sameShape(op, an, a.shape, bn, b.shape);
   }
 
   private useCache(op: string, cache: KvCache): CpuKvCache {

@@ -19,6 +19,7 @@
  *   const host = await be.download(y);                 // Float32Array
  *   be.resetScratch();
  */
+import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape } from '../op-shapes.ts';
 import type {
   AttnMeta,
   Backend,
@@ -220,12 +221,8 @@ export class CudaBackend implements Backend {
     const op = 'rmsnorm';
     const xt = this.float(op, 'x', x);
     const wt = this.float(op, 'w', w, 1);
-    if (xt.shape.length < 1) throw new Error(`rmsnorm: x must have at least one dim, got ${fmtShape(xt.shape)}`);
-    const C = xt.shape[xt.shape.length - 1];
-    if (wt.shape[0] !== C) throw new Error(`rmsnorm: w is ${fmtShape(wt.shape)} but x ${fmtShape(xt.shape)} has last dim ${C}`);
+    const { R, C } = rmsnormShape(xt.shape, wt.shape, eps);
     this.sameDtype(op, 'x', xt, 'w', wt);
-    if (!(eps >= 0) || !Number.isFinite(eps)) throw new Error(`rmsnorm: eps must be a finite number >= 0, got ${eps}`);
-    const R = C === 0 ? 0 : xt.size / C;
     const y = this.scratch(xt.shape, xt.dtype);
     const dt = DTYPE_CODE[xt.dtype];
     if (residual === undefined) {
@@ -248,15 +245,9 @@ export class CudaBackend implements Backend {
     const op = 'linear';
     const xt = this.float(op, 'x', x, 2);
     const wt = this.float(op, 'w', w, 2);
-    const [T, K] = xt.shape;
-    const [N, Kw] = wt.shape;
-    if (Kw !== K) throw new Error(`linear: x is ${fmtShape(xt.shape)} and w is ${fmtShape(wt.shape)}: w must be [N, ${K}]`);
+    const bt: FloatTensor | null = bias === undefined ? null : this.float(op, 'bias', bias, 1);
+    const { T, K, N } = linearShape(xt.shape, wt.shape, bt?.shape);
     this.sameDtype(op, 'x', xt, 'w', wt);
-    let bt: FloatTensor | null = null;
-    if (bias !== undefined) {
-      bt = this.float(op, 'bias', bias, 1);
-      if (bt.shape[0] !== N) throw new Error(`linear: bias is ${fmtShape(bt.shape)}, w ${fmtShape(wt.shape)} needs [${N}]`);
-    }
     const outDt = outDtype === undefined ? xt.dtype : cudaDtype(outDtype);
     if (outDt === 'i32') throw new Error('linear: outDtype must be a float dtype');
     const out = this.scratch([T, N], outDt);
@@ -273,12 +264,7 @@ export class CudaBackend implements Backend {
     const kt = this.float(op, 'k', k, 3);
     const pt = this.i32(op, 'positions', positions, 1);
     const ft = this.float(op, 'invFreq', invFreq, 1);
-    const [T, H, D] = qt.shape;
-    const [Tk, Hkv, Dk] = kt.shape;
-    if (Tk !== T || Dk !== D) throw new Error(`rope: q is ${fmtShape(qt.shape)} and k is ${fmtShape(kt.shape)}: they need the same T and D`);
-    if (D % 2 !== 0) throw new Error(`rope: head dim ${D} must be even`);
-    if (pt.shape[0] !== T) throw new Error(`rope: positions is ${fmtShape(pt.shape)}, q ${fmtShape(qt.shape)} needs [${T}]`);
-    if (ft.shape[0] !== D / 2) throw new Error(`rope: invFreq is ${fmtShape(ft.shape)}, head dim ${D} needs [${D / 2}]`);
+    const { T, H, Hkv, D } = ropeShape(qt.shape, kt.shape, pt.shape, ft.shape);
     this.sameDtype(op, 'q', qt, 'k', kt);
     this.native.rope(qt.ptr, kt.ptr, pt.ptr, ft.ptr, DTYPE_CODE[ft.dtype], T, H, Hkv, D, DTYPE_CODE[qt.dtype]);
   }
@@ -289,14 +275,8 @@ export class CudaBackend implements Backend {
     const kt = this.float(op, 'k', k, 3);
     const vt = this.float(op, 'v', v, 3);
     const st = this.i32(op, 'slots', slots, 1);
-    const { numLayers, numKvHeads, headDim } = c.spec;
-    this.checkLayer(op, layer, numLayers);
-    const [T, Hkv, D] = kt.shape;
-    if (Hkv !== numKvHeads || D !== headDim) {
-      throw new Error(`writeKv: k is ${fmtShape(kt.shape)}, the cache holds [T, ${numKvHeads}, ${headDim}]`);
-    }
-    this.sameShape(op, 'k', kt, 'v', vt);
-    if (st.shape[0] !== T) throw new Error(`writeKv: slots is ${fmtShape(st.shape)}, k ${fmtShape(kt.shape)} needs [${T}]`);
+    this.checkLayer(op, layer, c.spec.numLayers);
+    const { T, Hkv, D } = writeKvShape(kt.shape, vt.shape, st.shape, c.spec);
     if (kt.dtype !== c.spec.dtype || vt.dtype !== c.spec.dtype) {
       throw new Error(`writeKv: k and v are ${kt.dtype} / ${vt.dtype} but the cache stores ${c.spec.dtype}`);
     }
@@ -314,22 +294,12 @@ export class CudaBackend implements Backend {
     const cu = this.i32(op, 'meta.cuSeqlensQ', meta.cuSeqlensQ, 1);
     const lens = this.i32(op, 'meta.contextLens', meta.contextLens, 1);
     const tables = this.i32(op, 'meta.blockTables', meta.blockTables, 2);
-    const { numLayers, numKvHeads: Hkv, headDim, blockSize, numBlocks } = c.spec;
+    const { numLayers, numKvHeads: Hkv, blockSize, numBlocks } = c.spec;
     this.checkLayer(op, layer, numLayers);
-    const [T, H, D] = qt.shape;
-    if (D !== headDim) throw new Error(`attention: q is ${fmtShape(qt.shape)}, the cache's head dim is ${headDim}`);
-    if (H % Hkv !== 0) throw new Error(`attention: q has ${H} heads, not a multiple of the cache's ${Hkv} KV heads`);
-    if (!Number.isFinite(scale)) throw new Error(`attention: scale must be finite, got ${scale}`);
+    const { T, H, D, S, maxBlocks } = attentionShape(qt.shape, c.spec, cu.shape, lens.shape, tables.shape, scale);
     if (qt.dtype !== c.spec.dtype) throw new Error(`attention: q is ${qt.dtype} but the cache stores ${c.spec.dtype}`);
     if (!this.native.attentionHeadDimSupported(D)) {
       throw new Error(`attention: head dim ${D} is not supported by the CUDA attention kernel (32, 64, 128 or 256)`);
-    }
-    const S = lens.shape[0];
-    const maxBlocks = tables.shape[1];
-    if (cu.shape[0] !== S + 1 || tables.shape[0] !== S) {
-      throw new Error(
-        `attention: meta shapes disagree: cuSeqlensQ ${fmtShape(cu.shape)}, contextLens ${fmtShape(lens.shape)}, blockTables ${fmtShape(tables.shape)} (need [S+1], [S], [S, maxBlocks])`,
-      );
     }
     // Metadata made on the host (the usual case) is checked here; the kernel skips blocks
     // outside the cache either way, so device-made tables cannot read out of bounds.
@@ -461,9 +431,7 @@ export class CudaBackend implements Backend {
   }
 
   private sameShape(op: string, an: string, a: CudaTensor, bn: string, b: CudaTensor): void {
-    if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) {
-      throw new Error(`${op}: ${an} is ${fmtShape(a.shape)} but ${bn} is ${fmtShape(b.shape)}; they must match`);
-    }
+    sameShape(op, an, a.shape, bn, b.shape);
   }
 
   private sameDtype(op: string, an: string, a: CudaTensor, bn: string, b: CudaTensor): void {
