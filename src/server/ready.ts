@@ -1,5 +1,5 @@
 /** Guards at the top of every model route: the engine is up, and `model` names it. */
-import { ApiError } from './errors.ts';
+import { ApiError, invalidParam } from './errors.ts';
 import type { ServerState, ServingEngine } from './state.ts';
 
 /** The engine, or a 503 that says why there is none (loading, failed, shutting down). */
@@ -18,4 +18,20 @@ function unavailable(message: string, code: string): never {
 export function checkModelName(state: ServerState, model: string | null | undefined): void {
   if (model === null || model === undefined || model === state.modelName) return;
   throw new ApiError(404, `The model '${model}' does not exist; this server serves '${state.modelName}' (GET /v1/models).`, 'model', 'model_not_found');
+}
+
+/**
+ * The guards every generation route starts with: a ready engine, the served model's name,
+ * and stream_options only together with stream.
+ */
+export function startGeneration(
+  state: ServerState,
+  req: { model?: string | null; stream?: boolean | null; stream_options?: unknown },
+): ServingEngine {
+  const engine = readyEngine(state);
+  checkModelName(state, req.model);
+  if (req.stream_options != null && !req.stream) {
+    throw invalidParam('stream_options', 'stream_options is only allowed when stream is true.');
+  }
+  return engine;
 }

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env.ts';
 import { ApiError, invalidParam } from '../errors.ts';
-import { checkModelName, readyEngine } from '../ready.ts';
+import { startGeneration } from '../ready.ts';
 import { ERROR_RESPONSES, postJson, type App } from '../routes.ts';
 import { sseResponse } from '../sse.ts';
 import type { ServerState } from '../state.ts';
@@ -48,11 +48,7 @@ export function registerChat(app: App, state: ServerState): void {
 }
 
 async function createChatCompletion(c: Context<AppEnv>, state: ServerState, req: ChatCompletionRequest): Promise<Response> {
-  const engine = readyEngine(state);
-  checkModelName(state, req.model);
-  if (req.stream_options != null && !req.stream) {
-    throw invalidParam('stream_options', 'stream_options is only allowed when stream is true.');
-  }
+  const engine = startGeneration(state, req);
   if ((req.top_logprobs ?? 0) > 0 && !req.logprobs) {
     throw invalidParam('top_logprobs', 'top_logprobs needs logprobs: true.');
   }

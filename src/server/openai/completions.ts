@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env.ts';
 import { ApiError, invalidParam } from '../errors.ts';
-import { checkModelName, readyEngine } from '../ready.ts';
+import { startGeneration } from '../ready.ts';
 import { ERROR_RESPONSES, postJson, type App } from '../routes.ts';
 import { sseResponse } from '../sse.ts';
 import type { ServerState } from '../state.ts';
@@ -41,11 +41,7 @@ export function registerCompletions(app: App, state: ServerState): void {
 }
 
 async function createCompletion(c: Context<AppEnv>, state: ServerState, req: CompletionRequest): Promise<Response> {
-  const engine = readyEngine(state);
-  checkModelName(state, req.model);
-  if (req.stream_options != null && !req.stream) {
-    throw invalidParam('stream_options', 'stream_options is only allowed when stream is true.');
-  }
+  const engine = startGeneration(state, req);
   if (req.suffix != null) throw invalidParam('suffix', 'suffix is not supported by this server; leave it out.', 'unsupported_parameter');
   if (req.best_of != null && req.best_of !== (req.n ?? 1)) {
     throw invalidParam('best_of', 'best_of is not supported beyond n; leave it out or set it equal to n.', 'unsupported_parameter');
