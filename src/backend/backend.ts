@@ -100,6 +100,19 @@ export interface SampleResult {
   top: { ids: Int32Array; logprobs: Float32Array }[];
 }
 
+/** Hyperparameters of one fused AdamW update (torch.optim.AdamW; see src/train/optimizer.ts). */
+export interface AdamWStep {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Optimizer step, counting from 1 (bias correction). */
+  step: number;
+  /** Multiplies every gradient before use: the clipping coefficient (1 when not clipped). */
+  gradScale: number;
+}
+
 export interface Backend {
   readonly name: string;
 
@@ -166,4 +179,64 @@ export interface Backend {
    * whatever else shares the batch and on every backend.
    */
   sample(logits: Tensor, params: readonly SamplingParams[]): Promise<SampleResult>;
+
+  // ---- in-place helpers (any lifetime; used by LoRA and training) ----
+  /**
+   * A view of `shape` starting at element `offset` of t (no copy): a row range of a packed
+   * batch, or one adapter matrix inside a flat parameter buffer. Same lifetime as t.
+   */
+  viewAt(t: Tensor, offset: number, shape: readonly number[]): Tensor;
+  /** dst <- src, equal element counts (shapes may differ). */
+  copy(dst: Tensor, src: Tensor): void;
+  /** t <- 0 */
+  zero(t: Tensor): void;
+  /** y <- y + alpha * x, same element count. */
+  axpy(y: Tensor, x: Tensor, alpha: number): void;
+
+  // ---- backward and training ops (outputs are scratch unless written in place) ----
+  /** Gradient of linear w.r.t. its input: dy [T, N], w [N, K] -> dy @ w : [T, K]. */
+  linearBackwardInput(dy: Tensor, w: Tensor): Tensor;
+  /** Gradient of linear w.r.t. its weight, accumulated: dw [N, K] += alpha * dy^T @ x, dy [T, N], x [T, K]. */
+  linearBackwardWeight(dy: Tensor, x: Tensor, dw: Tensor, alpha: number): void;
+  /** Gradient of y = rmsnorm(x, w, eps) w.r.t. x (w is frozen): dy, x [R, C], w [C] -> dx [R, C]. */
+  rmsnormBackward(dy: Tensor, x: Tensor, w: Tensor, eps: number): Tensor;
+  /** Gradient of rope: rotates dq [T, H, D] and dk [T, Hkv, D] back by the same angles, in place. */
+  ropeBackward(dq: Tensor, dk: Tensor, positions: Tensor, invFreq: Tensor): void;
+  /** Gradient of swiglu: dy, gate, up [.., F] -> dGate, dUp. */
+  swigluBackward(dy: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor };
+  /**
+   * Causal GQA attention inside each packed sequence, without a KV cache (the training forward):
+   * rows [cuSeqlens[s], cuSeqlens[s+1]) form sequence s, row i of it attends to rows 0..i of it.
+   * q [T, H, D], k and v [T, Hkv, D], cuSeqlens [S+1] i32 -> out [T, H, D] and
+   * lse [T, H] f32 = log-sum-exp of each row's scaled scores (kept for the backward).
+   */
+  attentionPacked(q: Tensor, k: Tensor, v: Tensor, cuSeqlens: Tensor, scale: number): { out: Tensor; lse: Tensor };
+  /** Gradient of attentionPacked: dout [T, H, D] plus the forward's inputs and outputs -> dq, dk, dv. */
+  attentionPackedBackward(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    cuSeqlens: Tensor,
+    scale: number,
+  ): { dq: Tensor; dk: Tensor; dv: Tensor };
+  /**
+   * Log-probability of each row's target under softmax(logits / temperature):
+   * logits [R, V], targets [R] i32 -> [R] f32. Callers pass a chunk of rows at a time, so no
+   * [tokens, V] tensor is held for a whole batch.
+   */
+  tokenLogprobs(logits: Tensor, targets: Tensor, temperature: number): Tensor;
+  /**
+   * Gradient of sum_r dlogp[r] * tokenLogprobs(logits, targets, temperature)[r] w.r.t. logits:
+   * (onehot(target) - softmax(logits / temperature)) * dlogp / temperature : [R, V].
+   */
+  tokenLogprobsBackward(logits: Tensor, targets: Tensor, temperature: number, dlogp: Tensor): Tensor;
+  /** Rows of src [R, C] placed at rows idx [R] of a zero [T, C] tensor (the adjoint of gatherRows). */
+  scatterRows(src: Tensor, idx: Tensor, T: number): Tensor;
+  /** Sum of squares of all elements as a [1] f32 tensor (NaN or Inf when any element is). */
+  sumSquares(x: Tensor): Tensor;
+  /** One AdamW update in place of param, m, v (all f32, equal sizes) from grad * h.gradScale. */
+  adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, h: AdamWStep): void;
 }

@@ -29,7 +29,7 @@ import type {
 } from '../backend.ts';
 import { uniformAt } from '../rng.ts';
 import { AttentionWorkspace, attentionForward, checkAttnMeta } from './attention.ts';
-import { addForward, swigluForward } from './elementwise.ts';
+import { addForward, axpyForward, swigluForward } from './elementwise.ts';
 import { firstOutOfRange, gatherRowsForward } from './gather.ts';
 import { CpuKvCache, writeKvForward } from './kv-cache.ts';
 import { linearForward, linearPlan } from './matmul.ts';
@@ -379,6 +379,39 @@ export class CpuBackend implements Backend {
       top.push(k > 0 ? topLogprobs(lt.data, s * V, V, k, logZ) : { ids: new Int32Array(0), logprobs: new Float32Array(0) });
     }
     return { ids, logprobs, top };
+  }
+
+  // ---- in-place helpers ----
+
+  viewAt(t: Tensor, offset: number, shape: readonly number[]): Tensor {
+    const c = this.use('viewAt', 't', t);
+    checkShape('viewAt', shape);
+    const n = numel(shape);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + n > c.size) {
+      throw new Error(`viewAt: ${fmtShape(shape)} (${n} elements) at offset ${offset} does not fit in ${fmtShape(c.shape)} (${c.size} elements)`);
+    }
+    const data = c.data.subarray(offset, offset + n);
+    return new CpuTensor(this, Object.freeze([...shape]), c.dtype, data, c.lifetime, c.generation, c.root ?? c);
+  }
+
+  copy(dst: Tensor, src: Tensor): void {
+    const d = this.use('copy', 'dst', dst);
+    const s = this.use('copy', 'src', src);
+    if (d.dtype !== s.dtype) throw new Error(`copy: dst is ${d.dtype} but src is ${s.dtype}`);
+    if (d.size !== s.size) throw new Error(`copy: dst ${fmtShape(d.shape)} has ${d.size} elements, src ${fmtShape(s.shape)} has ${s.size}`);
+    d.data.set(s.data);
+  }
+
+  zero(t: Tensor): void {
+    this.use('zero', 't', t).data.fill(0);
+  }
+
+  axpy(y: Tensor, x: Tensor, alpha: number): void {
+    const yt = this.f32('axpy', 'y', y);
+    const xt = this.f32('axpy', 'x', x);
+    if (yt.size !== xt.size) throw new Error(`axpy: y ${fmtShape(yt.shape)} has ${yt.size} elements, x ${fmtShape(xt.shape)} has ${xt.size}`);
+    if (!Number.isFinite(alpha)) throw new Error(`axpy: alpha must be finite, got ${alpha}`);
+    axpyForward(yt.data, xt.data, alpha, yt.size);
   }
 
   // ---- helpers ----

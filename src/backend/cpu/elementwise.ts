@@ -2,6 +2,7 @@
  * Elementwise ops: every tensor of one call has the same element count n.
  *   swiglu: gate, up, out are (T, F): out = silu(gate) * up, silu(g) = g / (1 + exp(-g))
  *   add:    a, b, out are any shape:  out = a + b
+ *   axpy:   y, x any shape:            y += alpha * x (in place; sums in double, one rounding)
  */
 
 export function swigluForward(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
@@ -14,4 +15,8 @@ export function swigluForward(out: Float32Array, gate: Float32Array, up: Float32
 
 export function addForward(out: Float32Array, a: Float32Array, b: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+export function axpyForward(y: Float32Array, x: Float32Array, alpha: number, n: number): void {
+  for (let i = 0; i < n; i++) y[i] += alpha * x[i];
 }

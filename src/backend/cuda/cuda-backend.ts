@@ -385,6 +385,25 @@ export class CudaBackend implements Backend {
     };
   }
 
+  // ---- training ops: not on the GPU yet; the CPU backend is the training backend for now ----
+
+  viewAt(): Tensor { return notYet('viewAt'); }
+  copy(): void { notYet('copy'); }
+  zero(): void { notYet('zero'); }
+  axpy(): void { notYet('axpy'); }
+  linearBackwardInput(): Tensor { return notYet('linearBackwardInput'); }
+  linearBackwardWeight(): void { notYet('linearBackwardWeight'); }
+  rmsnormBackward(): Tensor { return notYet('rmsnormBackward'); }
+  ropeBackward(): void { notYet('ropeBackward'); }
+  swigluBackward(): { dGate: Tensor; dUp: Tensor } { return notYet('swigluBackward'); }
+  attentionPacked(): { out: Tensor; lse: Tensor } { return notYet('attentionPacked'); }
+  attentionPackedBackward(): { dq: Tensor; dk: Tensor; dv: Tensor } { return notYet('attentionPackedBackward'); }
+  tokenLogprobs(): Tensor { return notYet('tokenLogprobs'); }
+  tokenLogprobsBackward(): Tensor { return notYet('tokenLogprobsBackward'); }
+  scatterRows(): Tensor { return notYet('scatterRows'); }
+  sumSquares(): Tensor { return notYet('sumSquares'); }
+  adamw(): void { notYet('adamw'); }
+
   // ---- helpers ----
 
   private make(shape: readonly number[], dtype: CudaDType, lifetime: Lifetime, host: Int32Array | null): CudaTensor {
@@ -447,4 +466,8 @@ export class CudaBackend implements Backend {
   private checkLayer(op: string, layer: number, numLayers: number): void {
     if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) throw new Error(`${op}: layer ${layer} is outside the cache's ${numLayers} layers`);
   }
+}
+
+function notYet(op: string): never {
+  throw new Error(`${op}: not implemented on the cuda backend yet`);
 }

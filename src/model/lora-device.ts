@@ -1,0 +1,123 @@
+/**
+ * LoRA adapters on a backend: one flat f32 buffer per adapter, with a view per matrix.
+ *
+ * Layout: layer by layer, and within a layer in LORA_TARGETS order (the targets the spec
+ * names), A [rank, in] then B [out, rank]. One buffer means one upload to publish, one
+ * download to save, and one fused AdamW / one sum of squares over all parameters; gradients
+ * and Adam moments use the same layout, so the same offsets address them.
+ */
+import type { Backend, Tensor } from '../backend/backend.ts';
+import type { ModelConfig } from './config.ts';
+import { LORA_TARGETS, loraShapes, validateLoraSpec } from './lora.ts';
+import type { LoraAdapter, LoraSpec, LoraTarget, LoraWeights } from './lora.ts';
+
+export interface LoraLayoutEntry {
+  layer: number;
+  target: LoraTarget;
+  inFeatures: number;
+  outFeatures: number;
+  /** Element offsets of A [rank, in] and B [out, rank] in the flat buffer. */
+  aOffset: number;
+  bOffset: number;
+}
+
+export interface LoraLayout {
+  rank: number;
+  entries: LoraLayoutEntry[];
+  /** Elements of the flat buffer. */
+  size: number;
+}
+
+export function loraLayout(cfg: ModelConfig, spec: LoraSpec): LoraLayout {
+  validateLoraSpec(spec, cfg);
+  const R = spec.rank;
+  const entries: LoraLayoutEntry[] = [];
+  let off = 0;
+  for (let layer = 0; layer < cfg.numLayers; layer++) {
+    for (const target of LORA_TARGETS) {
+      if (!spec.targets.includes(target)) continue;
+      const { inFeatures, outFeatures } = loraShapes(cfg, target);
+      entries.push({ layer, target, inFeatures, outFeatures, aOffset: off, bOffset: off + R * inFeatures });
+      off += R * (inFeatures + outFeatures);
+    }
+  }
+  return { rank: R, entries, size: off };
+}
+
+/** The adapter's weights as one flat array in `layout` order. */
+export function packLora(adapter: LoraAdapter, layout: LoraLayout): Float32Array {
+  const flat = new Float32Array(layout.size);
+  for (const e of layout.entries) {
+    const w = adapter.layers[e.layer]?.get(e.target);
+    if (w === undefined) throw new Error(`packLora: the adapter has no ${e.target} in layer ${e.layer}`);
+    if (w.a.length !== layout.rank * e.inFeatures || w.b.length !== e.outFeatures * layout.rank) {
+      throw new Error(`packLora: ${e.target} of layer ${e.layer} has A ${w.a.length} / B ${w.b.length} values, the layout wants ${layout.rank * e.inFeatures} / ${e.outFeatures * layout.rank}`);
+    }
+    flat.set(w.a, e.aOffset);
+    flat.set(w.b, e.bOffset);
+  }
+  return flat;
+}
+
+/** The inverse of packLora: host adapter (copies) from a flat array. */
+export function unpackLora(flat: Float32Array, layout: LoraLayout, spec: LoraSpec, scale: number, numLayers: number): LoraAdapter {
+  if (flat.length !== layout.size) throw new Error(`unpackLora: ${flat.length} values, the layout has ${layout.size}`);
+  const layers: Map<LoraTarget, LoraWeights>[] = Array.from({ length: numLayers }, () => new Map());
+  const R = layout.rank;
+  for (const e of layout.entries) {
+    layers[e.layer].set(e.target, {
+      a: flat.slice(e.aOffset, e.aOffset + R * e.inFeatures),
+      b: flat.slice(e.bOffset, e.bOffset + e.outFeatures * R),
+      inFeatures: e.inFeatures,
+      outFeatures: e.outFeatures,
+    });
+  }
+  return { spec: { ...spec, targets: [...spec.targets] }, scale, layers };
+}
+
+/** Views of A and B of every (layer, target) inside a flat tensor of `layout.size` elements. */
+export type LoraViews = Map<LoraTarget, { a: Tensor; b: Tensor }>[];
+
+export function loraViews(be: Backend, flat: Tensor, layout: LoraLayout, numLayers: number): LoraViews {
+  const views: LoraViews = Array.from({ length: numLayers }, () => new Map());
+  const R = layout.rank;
+  for (const e of layout.entries) {
+    views[e.layer].set(e.target, {
+      a: be.viewAt(flat, e.aOffset, [R, e.inFeatures]),
+      b: be.viewAt(flat, e.bOffset, [e.outFeatures, R]),
+    });
+  }
+  return views;
+}
+
+/** An adapter living on a backend: the flat f32 parameter tensor and views of its matrices. */
+export interface DeviceLora {
+  spec: LoraSpec;
+  scale: number;
+  layout: LoraLayout;
+  params: Tensor;
+  views: LoraViews;
+}
+
+/** Upload a host adapter as a persistent flat f32 tensor (free with freeDeviceLora). */
+export function uploadLora(be: Backend, cfg: ModelConfig, adapter: LoraAdapter): DeviceLora {
+  const layout = loraLayout(cfg, adapter.spec);
+  const params = be.upload(packLora(adapter, layout), [layout.size], 'f32');
+  return { spec: adapter.spec, scale: adapter.scale, layout, params, views: loraViews(be, params, layout, cfg.numLayers) };
+}
+
+/** A persistent copy of a device adapter (an immutable published version of a training adapter). */
+export function cloneDeviceLora(be: Backend, cfg: ModelConfig, src: DeviceLora): DeviceLora {
+  const params = be.alloc([src.layout.size], 'f32', 'persistent');
+  be.copy(params, src.params);
+  return { ...src, params, views: loraViews(be, params, src.layout, cfg.numLayers) };
+}
+
+export async function downloadLora(be: Backend, cfg: ModelConfig, dev: DeviceLora): Promise<LoraAdapter> {
+  const flat = (await be.download(dev.params)) as Float32Array;
+  return unpackLora(flat, dev.layout, dev.spec, dev.scale, cfg.numLayers);
+}
+
+export function freeDeviceLora(be: Backend, dev: DeviceLora): void {
+  be.free(dev.params);
+}
