@@ -17,6 +17,8 @@ export interface MetricsSource {
   stats(): EngineStats & { kvBlocksCachedFree?: number };
   /** Backend bytes held, by category (Backend.memoryUsage()). */
   memoryUsage(): Record<string, number>;
+  /** LoRA adapters on the backend, per name (AdapterRegistry.usage()). */
+  adapterUsage?(): { name: string; versions: number; bytes: number }[];
 }
 
 export interface MetricsOptions {
@@ -39,6 +41,8 @@ export class Metrics {
   readonly kvBlocksCachedFree: Gauge;
   readonly kvBlocksTotal: Gauge;
   readonly backendMemory: Gauge<'category'>;
+  readonly adapterVersions: Gauge<'adapter'>;
+  readonly adapterBytes: Gauge<'adapter'>;
   readonly prefixCacheQueries: Counter;
   readonly prefixCacheHits: Counter;
   readonly promptTokens: Counter;
@@ -112,6 +116,31 @@ export class Metrics {
         if (!m) return;
         this.reset();
         for (const [category, bytes] of Object.entries(m)) this.set({ category }, bytes);
+      },
+    });
+    const adapters = () => this.#source?.adapterUsage?.();
+    this.adapterVersions = new Gauge({
+      name: 'tandem_adapter_versions_loaded',
+      help: 'LoRA adapter versions on the backend, per adapter name: the current one plus superseded ones still used by running requests',
+      labelNames: ['adapter'],
+      registers,
+      collect() {
+        const list = adapters();
+        if (!list) return;
+        this.reset();
+        for (const a of list) this.set({ adapter: a.name }, a.versions);
+      },
+    });
+    this.adapterBytes = new Gauge({
+      name: 'tandem_adapter_bytes',
+      help: 'Backend bytes of LoRA adapter weights, per adapter name (all its resident versions; also counted in tandem_backend_memory_bytes)',
+      labelNames: ['adapter'],
+      registers,
+      collect() {
+        const list = adapters();
+        if (!list) return;
+        this.reset();
+        for (const a of list) this.set({ adapter: a.name }, a.bytes);
       },
     });
     this.prefixCacheQueries = new Counter({

@@ -7,6 +7,7 @@ import type { Server } from 'node:http';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createBackend } from '../backend/index.ts';
+import { checkAdapterName } from '../engine/adapters.ts';
 import { Engine } from '../engine/engine.ts';
 import { Metrics } from '../metrics.ts';
 import { loadModelAsync } from '../model/load.ts';
@@ -32,6 +33,7 @@ export const SERVE_USAGE = `tandem serve [--model DIR] [options]
   --max-waiting N               queued requests before 429 (default 1024)
   --max-body-bytes N            larger request bodies get 413 (default 4194304)
   --shutdown-grace-seconds S    on SIGTERM, wait this long for requests in flight (default 30)
+  --lora NAME=DIR               serve the PEFT LoRA adapter in DIR as model NAME (repeatable)
   env: TANDEM_MODEL for --model`;
 
 interface ServeConfig {
@@ -50,6 +52,8 @@ interface ServeConfig {
   maxWaiting: number;
   maxBodyBytes: number;
   graceSeconds: number;
+  /** --lora NAME=DIR, in the order given. */
+  loras: { name: string; dir: string }[];
 }
 
 function parseServeArgs(argv: string[]): ServeConfig {
@@ -61,6 +65,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
       model: str, host: str, port: str, backend: str, 'served-model-name': str, 'api-key': str, 'max-model-len': str,
       'kv-blocks': str, 'kv-cache-tokens': str, 'block-size': str, 'max-num-seqs': str, 'max-num-batched-tokens': str,
       'max-waiting': str, 'max-body-bytes': str, 'shutdown-grace-seconds': str,
+      lora: { type: 'string', multiple: true },
     },
   });
   const env = process.env;
@@ -87,7 +92,28 @@ function parseServeArgs(argv: string[]): ServeConfig {
     maxWaiting: intOption('max-waiting', v['max-waiting'], 1024, 0),
     maxBodyBytes: intOption('max-body-bytes', v['max-body-bytes'], DEFAULT_MAX_BODY_BYTES, 1),
     graceSeconds: floatOption('shutdown-grace-seconds', v['shutdown-grace-seconds'], 30, 0, 86400),
+    loras: parseLoras(v.lora ?? [], servedModelName),
   };
+}
+
+/** `--lora NAME=DIR` options (as vLLM's --lora-modules name=path). */
+function parseLoras(raw: string[], servedModelName: string): { name: string; dir: string }[] {
+  const seen = new Set<string>();
+  return raw.map((item) => {
+    const eq = item.indexOf('=');
+    const name = eq < 0 ? '' : item.slice(0, eq).trim();
+    const dir = eq < 0 ? '' : item.slice(eq + 1).trim();
+    if (name === '' || dir === '') throw new UsageError(`--lora must be NAME=DIR (a PEFT adapter folder), got '${item}'`);
+    try {
+      checkAdapterName(name);
+    } catch (err) {
+      throw new UsageError(`--lora ${item}: ${(err as Error).message}`);
+    }
+    if (name === servedModelName) throw new UsageError(`--lora ${item}: '${name}' is the base model's name (--served-model-name); pick another`);
+    if (seen.has(name)) throw new UsageError(`--lora ${item}: the name '${name}' is given twice`);
+    seen.add(name);
+    return { name, dir };
+  });
 }
 
 export async function runServe(argv: string[]): Promise<void> {
@@ -138,6 +164,10 @@ export async function runServe(argv: string[]): Promise<void> {
       maxModelLen,
       metrics,
     });
+    for (const { name, dir } of cfg.loras) {
+      const v = engine.adapters.loadPeft(name, dir);
+      process.stdout.write(`adapter '${name}' loaded from ${dir}: rank ${v.lora.spec.rank}, ${v.lora.spec.targets.join(', ')} (${v.bytes} bytes) as ${v.id}\n`);
+    }
     if (stopping) return; // SIGTERM arrived while loading: shutdown is already under way
     state.backend = backend.name;
     state.engine = engine;

@@ -7,6 +7,10 @@
  * (output.ts) -> events. Between steps the loop yields to the event loop (setImmediate), so
  * HTTP handlers, aborts and new requests get in between any two steps.
  *
+ * LoRA adapters (adapters.ts): a request may name a loaded adapter; its sequence pins the current
+ * version when added, and each step's batch is grouped by version so that every version is one
+ * contiguous LoRA segment of the forward.
+ *
  * Sampling is reproducible per request: row params carry the request's seed and step = tokens
  * generated so far, and the backend's draw is a pure function of (seed, step), so a request
  * gets the same tokens alone, batched with others, or after preemption and recompute.
@@ -15,10 +19,12 @@ import type { Backend, KvCache, SampleResult } from '../backend/backend.ts';
 import type { LoadedModel } from '../model/load.ts';
 import { packBatch } from '../model/transformer.ts';
 import { Metrics } from '../metrics.ts';
+import { AdapterRegistry, type AdapterVersion } from './adapters.ts';
 import { KvBlockManager } from './kv-cache.ts';
 import { OutputProcessor, TokenTexts, type SampledToken } from './output.ts';
+import { DeviceQueue } from '../backend/device-queue.ts';
 import { RequestStream } from './request-stream.ts';
-import { Scheduler, type StepPlan } from './scheduler.ts';
+import { Scheduler, type ScheduledSeq, type StepPlan } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
 import { EngineError, type EngineStats, type FinishReason, type GenerationRequest, type TokenEvent } from './types.ts';
 
@@ -37,6 +43,11 @@ export interface EngineOptions {
   maxModelLen?: number;
   /** Where the engine reports; default a fresh Metrics of its own (engine.metrics). */
   metrics?: Metrics;
+  /**
+   * Shared with a trainer on the same backend: each step's device work runs as one slice of
+   * it, so steps and training slices take turns (default: a queue of the engine's own).
+   */
+  deviceQueue?: DeviceQueue;
 }
 
 export interface EngineStatsDetail extends EngineStats {
@@ -58,6 +69,10 @@ export class Engine {
   readonly maxModelLen: number;
   readonly options: EngineOptions;
   readonly metrics: Metrics;
+  /** The order of device work on this engine's backend (share it with a trainer). */
+  readonly deviceQueue: DeviceQueue;
+  /** The LoRA adapters requests can name; publish() into it to hot-swap a version. */
+  readonly adapters: AdapterRegistry;
 
   readonly #backend: Backend;
   readonly #cache: KvCache;
@@ -71,6 +86,8 @@ export class Engine {
   #draining = false;
   #closed = false;
   #idleWaiters: (() => void)[] = [];
+  #inStep = false;
+  #unpinAfterStep: AdapterVersion[] = [];
 
   constructor(
     readonly loaded: LoadedModel,
@@ -90,21 +107,29 @@ export class Engine {
     this.options = { ...opts };
     this.maxModelLen = maxModelLen;
     this.#backend = loaded.model.backend;
+    this.deviceQueue = opts.deviceQueue ?? new DeviceQueue(this.#backend);
     this.#blocks = new KvBlockManager(opts.numBlocks, opts.blockSize);
     this.#scheduler = new Scheduler(this.#blocks, opts);
     this.#cache = this.#backend.allocKvCache(loaded.model.kvCacheSpec(opts.numBlocks, opts.blockSize));
     this.#texts = new TokenTexts(loaded.tokenizer);
+    this.adapters = new AdapterRegistry(this.#backend, loaded.config);
     this.metrics = opts.metrics ?? new Metrics();
-    this.metrics.bind({ stats: () => this.stats(), memoryUsage: () => this.#backend.memoryUsage() });
+    this.metrics.bind({
+      stats: () => this.stats(),
+      memoryUsage: () => this.#backend.memoryUsage(),
+      adapterUsage: () => this.adapters.usage(),
+    });
   }
 
   /**
-   * Validate (synchronously: EngineError 'invalid_request', 'context_length_exceeded',
-   * 'out_of_capacity', 'queue_full', 'shutting_down') and queue a request. The returned stream
+   * Validate (synchronously: EngineError 'model_not_found', 'invalid_request',
+   * 'context_length_exceeded', 'out_of_capacity', 'queue_full', 'shutting_down') and queue a
+   * request, pinning its adapter's current version. The returned stream
    * yields its events; leaving the iteration early aborts the request and frees its blocks.
    */
   add(req: GenerationRequest): AsyncIterable<TokenEvent> {
     if (this.#draining || this.#closed) throw new EngineError('shutting_down', 'the server is shutting down and takes no new requests; retry on another instance');
+    const adapter = this.#adapterOf(req);
     this.#validate(req);
     if (this.#scheduler.waiting.length >= this.options.maxWaiting) {
       throw new EngineError('queue_full', `the request queue is full (${this.options.maxWaiting} waiting); retry later`);
@@ -127,6 +152,7 @@ export class Engine {
       },
       req.priority,
       nowSeconds(),
+      adapter,
     );
     const stream = new RequestStream(() => this.abort(req.requestId));
     const output = new OutputProcessor(this.loaded.tokenizer, this.#texts, {
@@ -137,6 +163,7 @@ export class Engine {
       eosTokenIds: this.loaded.tokenizer.eosTokenIds,
     });
     const live: Live = { seq, stream, output, detachSignal: () => {} };
+    if (adapter) this.adapters.pin(adapter); // unpinned by #end, however the request ends
     this.#live.set(req.requestId, live);
     this.#scheduler.add(seq);
     const signal = req.signal;
@@ -186,9 +213,24 @@ export class Engine {
     this.abortAll();
     await this.#whenIdle();
     this.#backend.freeKvCache(this.#cache);
+    this.adapters.unloadAll();
   }
 
   // ---- validation ----
+
+  /** The current version of the request's adapter (null: base model). */
+  #adapterOf(req: GenerationRequest): AdapterVersion | null {
+    const name = req.adapter;
+    if (name === undefined || name === null) return null;
+    const v = typeof name === 'string' ? this.adapters.get(name) : undefined;
+    if (v) return v;
+    const loaded = this.adapters.list().map((a) => `'${a.name}'`);
+    throw new EngineError(
+      'model_not_found',
+      `The model '${String(name)}' does not exist: no adapter of that name is loaded (loaded: ${loaded.length > 0 ? loaded.join(', ') : 'none'}).`,
+      'model',
+    );
+  }
 
   #validate(req: GenerationRequest): void {
     const bad = (message: string, param: string | null): never => {
@@ -259,11 +301,15 @@ export class Engine {
   async #loop(): Promise<void> {
     try {
       while (this.#scheduler.hasWork()) {
+        this.#inStep = true;
         try {
           await this.#step();
         } catch (err) {
           // #step handles its own failures; this is the last line against a hung request.
           for (const live of [...this.#live.values()]) this.#fail(live, err);
+        } finally {
+          this.#inStep = false;
+          for (const v of this.#unpinAfterStep.splice(0)) this.adapters.unpin(v);
         }
         if (this.#scheduler.hasWork()) await new Promise<void>((resolve) => setImmediate(resolve));
       }
@@ -284,6 +330,7 @@ export class Engine {
       return;
     }
     this.#recordAdmissions(plan);
+    plan.scheduled = groupByAdapter(plan.scheduled);
     if (plan.scheduled.length === 0) {
       // add() rejects requests that can never fit, so an empty plan with work left is a bug.
       const head = this.#scheduler.waiting[0] ?? this.#scheduler.running[0];
@@ -294,12 +341,11 @@ export class Engine {
     const sampleAt = plan.scheduled.flatMap((s, i) => (s.sample ? [i] : []));
     let result: SampleResult | null = null;
     try {
-      result = await this.#forwardAndSample(plan, sampleAt);
+      result = await this.deviceQueue.run(() => this.#forwardAndSample(plan, sampleAt));
     } catch (err) {
+      // (the device queue reset the scratch arena when the slice ended)
       this.#failPlan(plan, err);
       return;
-    } finally {
-      this.#backend.resetScratch();
     }
     try {
       this.#scheduler.completeStep(plan);
@@ -329,6 +375,7 @@ export class Engine {
         newTokens: seq.tokens.slice(seq.numComputed, seq.numComputed + numTokens),
         numCached: seq.numComputed,
         blockTable: seq.blockTable,
+        lora: seq.adapter?.lora ?? null,
       })),
       this.#blocks.blockSize,
     );
@@ -399,6 +446,12 @@ export class Engine {
     this.#scheduler.remove(live.seq);
     this.#live.delete(live.seq.requestId);
     live.detachSignal();
+    const adapter = live.seq.adapter;
+    if (adapter === null) return;
+    // A step in flight may still read the version's weights on the device (an abort during
+    // its await): let go only once the step is over, so a retired version is never freed early.
+    if (this.#inStep) this.#unpinAfterStep.push(adapter);
+    else this.adapters.unpin(adapter);
   }
 
   #whenIdle(): Promise<void> {
@@ -416,6 +469,16 @@ export class Engine {
     this.#idleWaiters = [];
     for (const w of waiters) w();
   }
+}
+
+/**
+ * The batch with the sequences of each adapter version side by side, base-model rows first: a
+ * stable sort, so the scheduler's order holds within each group (which sequences run was
+ * decided by the scheduler; the order inside a batch changes no output).
+ */
+function groupByAdapter(scheduled: ScheduledSeq[]): ScheduledSeq[] {
+  const key = (s: ScheduledSeq): string => s.seq.adapter?.id ?? '';
+  return [...scheduled].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }
 
 function positiveInt(name: string, value: number): void {

@@ -14,11 +14,19 @@
  */
 import { createHash } from 'node:crypto';
 
-/**
- * The parent hash of a sequence's first block. When LoRA adapters serve, the chain must start
- * from the adapter version's own root instead: the same tokens give other K/V under another adapter.
- */
+/** The parent hash of a base-model sequence's first block. */
 export const ROOT_HASH = '';
+
+/**
+ * The parent hash of the first block of a sequence served by adapter version `adapterId`
+ * (ROOT_HASH for the base model): the same tokens give other K/V under another adapter or
+ * another version of it, so their chains must never meet. A hash, so it cannot be confused
+ * with the root of a chain that starts from the empty string.
+ */
+export function chainRoot(adapterId: string | null): string {
+  if (adapterId === null) return ROOT_HASH;
+  return createHash('sha256').update(`lora-adapter:${adapterId}`).digest('hex').slice(0, 32);
+}
 
 /**
  * sha256 over the parent's hash and the block's ids, cut to 128 bits: collisions are out of
@@ -46,6 +54,9 @@ export class BlockHashChain {
   readonly #hashes: string[] = [];
   #blockSize = 0;
 
+  /** `root`: the first block's parent (chainRoot of the sequence's adapter version). */
+  constructor(readonly root: string = ROOT_HASH) {}
+
   at(tokens: readonly number[], index: number, blockSize: number): string {
     if (blockSize !== this.#blockSize) {
       this.#hashes.length = 0;
@@ -55,7 +66,7 @@ export class BlockHashChain {
       throw new Error(`block ${index} of ${blockSize} tokens is not full: the sequence has ${tokens.length} tokens`);
     }
     for (let i = this.#hashes.length; i <= index; i++) {
-      const parent = i === 0 ? ROOT_HASH : this.#hashes[i - 1];
+      const parent = i === 0 ? this.root : this.#hashes[i - 1];
       this.#hashes.push(hashBlock(parent, tokens.slice(i * blockSize, (i + 1) * blockSize)));
     }
     return this.#hashes[index];

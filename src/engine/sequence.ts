@@ -9,7 +9,8 @@
  * which it recomputes without emitting again.
  */
 import type { SamplingParams } from '../backend/backend.ts';
-import { BlockHashChain, type HashedTokens } from './kv-cache.ts';
+import type { AdapterVersion } from './adapters.ts';
+import { BlockHashChain, chainRoot, type HashedTokens } from './kv-cache.ts';
 
 export type SequenceStatus = 'waiting' | 'running' | 'finished';
 
@@ -34,7 +35,7 @@ export class Sequence implements HashedTokens {
   numPreemptions = 0;
   /** Global tiebreak among equal priorities: the order add() saw the requests in. */
   readonly arrivalOrder = nextArrivalOrder++;
-  readonly #hashes = new BlockHashChain();
+  readonly #hashes: BlockHashChain;
 
   // Timestamps in seconds (performance.now() / 1000), for metrics.
   readonly arrivalTime: number;
@@ -50,7 +51,10 @@ export class Sequence implements HashedTokens {
     readonly sampling: Omit<SamplingParams, 'step' | 'outputTokens' | 'promptTokens'>,
     readonly priority: number,
     now: number,
+    /** The adapter version pinned for this sequence's whole life (recomputes too); null: base model. */
+    readonly adapter: AdapterVersion | null = null,
   ) {
+    this.#hashes = new BlockHashChain(chainRoot(adapter?.id ?? null));
     this.tokens = [...promptIds];
     this.promptLength = promptIds.length;
     this.arrivalTime = now;

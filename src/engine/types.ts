@@ -37,6 +37,11 @@ export interface GenerationRequest {
   logprobs: number | null;
   /** Lower runs sooner: user requests 0, background rollouts higher. */
   priority: number;
+  /**
+   * Name of a loaded LoRA adapter (engine.adapters) to generate with; absent or null: the base
+   * model. The request uses the version current when add() is called, to its end.
+   */
+  adapter?: string | null;
   /** Skip special tokens when detokenizing (OpenAI default true). */
   skipSpecialTokens: boolean;
   /** Aborts the request when it fires (client disconnect). */
@@ -69,7 +74,14 @@ export interface TokenEvent {
   usage?: { promptTokens: number; completionTokens: number; cachedPromptTokens: number };
 }
 
-export type EngineErrorCode = 'context_length_exceeded' | 'queue_full' | 'invalid_request' | 'shutting_down' | 'out_of_capacity';
+export type EngineErrorCode =
+  | 'context_length_exceeded'
+  | 'queue_full'
+  | 'invalid_request'
+  | 'shutting_down'
+  | 'out_of_capacity'
+  /** The request names an adapter that is not loaded. */
+  | 'model_not_found';
 
 /** An error the caller caused or can act on; the server maps it to a 4xx. */
 export class EngineError extends Error {

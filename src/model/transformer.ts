@@ -9,6 +9,9 @@
  */
 import type { AttnMeta, Backend, KvCache, KvCacheSpec, Tensor } from '../backend/backend.ts';
 import type { ModelConfig } from './config.ts';
+import type { LoraTarget } from './lora.ts';
+import { loraForwardSegments, type LoraSegment } from './lora-apply.ts';
+import type { DeviceLora } from './lora-device.ts';
 import type { ModelWeights } from './weights.ts';
 
 /** Host-side description of one forward pass over a packed batch. */
@@ -28,6 +31,11 @@ export interface ForwardBatch {
   slots: Int32Array;
   /** Rows of the batch whose logits are returned, in this order: [R]. */
   logitRows: Int32Array;
+  /**
+   * LoRA adapters by row range: each segment's adapter is added to every projection it targets,
+   * on its rows only. Rows outside every segment use the base weights alone.
+   */
+  lora?: LoraSegment<DeviceLora>[];
 }
 
 /** What a sequence contributes to a batch: its new tokens and its cache layout. */
@@ -40,9 +48,14 @@ export interface SequenceSlice {
   blockTable: readonly number[];
   /** Return logits for every new token (parity checks, scoring) instead of only the last. */
   allLogits?: boolean;
+  /** The adapter this sequence runs with; absent or null: the base model. */
+  lora?: DeviceLora | null;
 }
 
-/** Lay out a list of sequences as one packed ForwardBatch for a cache of `blockSize`. */
+/**
+ * Lay out a list of sequences as one packed ForwardBatch for a cache of `blockSize`. Neighbours
+ * with the same adapter share one LoRA segment, so list sequences grouped by adapter.
+ */
 export function packBatch(seqs: readonly SequenceSlice[], blockSize: number): ForwardBatch {
   if (seqs.length === 0) throw new Error('packBatch: empty batch');
   let total = 0;
@@ -64,9 +77,15 @@ export function packBatch(seqs: readonly SequenceSlice[], blockSize: number): Fo
   const contextLens = new Int32Array(seqs.length);
   const blockTables = new Int32Array(seqs.length * maxBlocks).fill(-1);
   const logitRows: number[] = [];
+  const lora: LoraSegment<DeviceLora>[] = [];
   let row = 0;
   seqs.forEach((s, i) => {
     cuSeqlensQ[i] = row;
+    if (s.lora) {
+      const last = lora[lora.length - 1];
+      if (last !== undefined && last.lora === s.lora && last.end === row) last.end = row + s.newTokens.length;
+      else lora.push({ start: row, end: row + s.newTokens.length, lora: s.lora });
+    }
     contextLens[i] = s.numCached + s.newTokens.length;
     const needed = Math.ceil(contextLens[i] / blockSize);
     for (let b = 0; b < needed; b++) blockTables[i * maxBlocks + b] = s.blockTable[b];
@@ -88,6 +107,7 @@ export function packBatch(seqs: readonly SequenceSlice[], blockSize: number): Fo
     maxBlocksPerSeq: maxBlocks,
     slots,
     logitRows: Int32Array.from(logitRows),
+    ...(lora.length > 0 ? { lora } : {}),
   };
 }
 
@@ -137,6 +157,20 @@ export class Transformer {
       maxContextLen: Math.max(...batch.contextLens),
     };
 
+    const segments = batch.lora ?? [];
+    checkSegments(segments, T);
+    /** A projection: the base linear (bias included), then each segment's LoRA on its rows. */
+    const project = (x: Tensor, weight: Tensor, bias: Tensor | undefined, layer: number, target: LoraTarget): Tensor => {
+      const y = be.linear(x, weight, bias);
+      if (segments.length > 0) {
+        loraForwardSegments(be, y, x, segments, (lora) => {
+          const m = lora.views[layer]?.get(target);
+          return m && { a: m.a, b: m.b, scale: lora.scale };
+        });
+      }
+      return y;
+    };
+
     // Pre-norm blocks with the residual add fused into the next norm: `pending` is the output
     // of the last sub-block, not yet added to the residual stream.
     let pending = be.embedding(tokens, w.embed);
@@ -145,9 +179,9 @@ export class Transformer {
       const L = w.layers[l];
       const n1 = be.rmsnorm(pending, L.inputNorm, c.rmsNormEps, residual);
       residual = n1.sum;
-      let q = be.view(be.linear(n1.y, L.q, L.qBias), [T, H, D]);
-      let k = be.view(be.linear(n1.y, L.k, L.kBias), [T, Hkv, D]);
-      const v = be.view(be.linear(n1.y, L.v, L.vBias), [T, Hkv, D]);
+      let q = be.view(project(n1.y, L.q, L.qBias, l, 'q_proj'), [T, H, D]);
+      let k = be.view(project(n1.y, L.k, L.kBias, l, 'k_proj'), [T, Hkv, D]);
+      const v = be.view(project(n1.y, L.v, L.vBias, l, 'v_proj'), [T, Hkv, D]);
       if (L.qNorm && L.kNorm) {
         q = be.view(be.rmsnorm(be.view(q, [T * H, D]), L.qNorm, c.rmsNormEps).y, [T, H, D]);
         k = be.view(be.rmsnorm(be.view(k, [T * Hkv, D]), L.kNorm, c.rmsNormEps).y, [T, Hkv, D]);
@@ -155,17 +189,30 @@ export class Transformer {
       be.rope(q, k, positions, this.invFreq);
       be.writeKv(cache, l, k, v, slots);
       const attn = be.attention(q, cache, l, meta, this.scale);
-      const o = be.linear(be.view(attn, [T, H * D]), L.o, L.oBias);
+      const o = project(be.view(attn, [T, H * D]), L.o, L.oBias, l, 'o_proj');
 
       const n2 = be.rmsnorm(o, L.postNorm, c.rmsNormEps, residual);
       residual = n2.sum;
-      const gate = be.linear(n2.y, L.gate, L.gateBias);
-      const up = be.linear(n2.y, L.up, L.upBias);
-      pending = be.linear(be.swiglu(gate, up), L.down, L.downBias);
+      const gate = project(n2.y, L.gate, L.gateBias, l, 'gate_proj');
+      const up = project(n2.y, L.up, L.upBias, l, 'up_proj');
+      pending = project(be.swiglu(gate, up), L.down, L.downBias, l, 'down_proj');
     }
     const final = be.rmsnorm(pending, w.finalNorm, c.rmsNormEps, residual).y;
     const rows = be.gatherRows(final, be.upload(batch.logitRows, [batch.logitRows.length], 'i32', 'scratch'));
     return be.linear(rows, w.lmHead);
+  }
+}
+
+/** Two adapters on one row would add both; a row range past the batch is a packing bug. */
+function checkSegments(segments: readonly LoraSegment<DeviceLora>[], T: number): void {
+  const sorted = [...segments].sort((a, b) => a.start - b.start);
+  let end = 0;
+  for (const s of sorted) {
+    if (!(Number.isInteger(s.start) && Number.isInteger(s.end) && s.start >= 0 && s.start <= s.end && s.end <= T)) {
+      throw new Error(`forward: LoRA segment [${s.start}, ${s.end}) is not a row range of the batch's ${T} rows`);
+    }
+    if (s.start < end) throw new Error(`forward: LoRA segments overlap at row ${s.start}; each row takes at most one adapter`);
+    end = s.end;
   }
 }
 

@@ -49,6 +49,8 @@ const ENGINE_STATUS: Record<EngineErrorCode, ContentfulStatusCode> = {
   out_of_capacity: 400,
   queue_full: 429,
   shutting_down: 503,
+  // As OpenAI answers a request for a model it does not have.
+  model_not_found: 404,
 };
 
 export function fromEngineError(err: EngineError, defaultParam: string | null = null): ApiError {

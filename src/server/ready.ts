@@ -1,4 +1,4 @@
-/** Guards at the top of every model route: the engine is up, and `model` names it. */
+/** Guards at the top of every model route: the engine is up, and `model` names something it serves. */
 import { ApiError, invalidParam } from './errors.ts';
 import type { ServerState, ServingEngine } from './state.ts';
 
@@ -14,24 +14,45 @@ function unavailable(message: string, code: string): never {
   throw new ApiError(503, message, null, code);
 }
 
-/** A request's `model` must be the served name; absent or null means the served model (as vLLM). */
-export function checkModelName(state: ServerState, model: string | null | undefined): void {
-  if (model === null || model === undefined || model === state.modelName) return;
-  throw new ApiError(404, `The model '${model}' does not exist; this server serves '${state.modelName}' (GET /v1/models).`, 'model', 'model_not_found');
+/** What a request's `model` resolved to. */
+export interface ServedModel {
+  /** The name responses carry as `model` (the base model's, or the adapter's). */
+  name: string;
+  /** The adapter to generate with; null for the base model. */
+  adapter: string | null;
+  /** `system_fingerprint`: the base's, plus `+<name>@v<n>` for the adapter version in use. */
+  fingerprint: string;
 }
 
 /**
- * The guards every generation route starts with: a ready engine, the served model's name,
- * and stream_options only together with stream.
+ * A request's `model`: the served name (absent or null means it, as vLLM), or the name of a
+ * loaded adapter (the base model's name wins over an adapter of the same name); else 404.
+ * The adapter's version is read here: add the request to the engine without an `await` in
+ * between, so that the version named in the fingerprint is the one the engine pins.
+ */
+export function resolveModel(state: ServerState, model: string | null | undefined): ServedModel {
+  if (model === null || model === undefined || model === state.modelName) {
+    return { name: state.modelName, adapter: null, fingerprint: state.fingerprint };
+  }
+  const adapters = state.engine?.adapters;
+  const version = adapters?.get(model);
+  if (version) return { name: model, adapter: model, fingerprint: `${state.fingerprint}+${version.id}` };
+  const served = [state.modelName, ...(adapters?.list().map((a) => a.name) ?? [])].map((n) => `'${n}'`).join(', ');
+  throw new ApiError(404, `The model '${model}' does not exist; this server serves ${served} (GET /v1/models).`, 'model', 'model_not_found');
+}
+
+/**
+ * The guards every generation route starts with: a ready engine, a served model name, and
+ * stream_options only together with stream.
  */
 export function startGeneration(
   state: ServerState,
   req: { model?: string | null; stream?: boolean | null; stream_options?: unknown },
-): ServingEngine {
+): { engine: ServingEngine; served: ServedModel } {
   const engine = readyEngine(state);
-  checkModelName(state, req.model);
+  const served = resolveModel(state, req.model);
   if (req.stream_options != null && !req.stream) {
     throw invalidParam('stream_options', 'stream_options is only allowed when stream is true.');
   }
-  return engine;
+  return { engine, served };
 }

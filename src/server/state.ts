@@ -9,10 +9,23 @@ import type { EngineStats, GenerationRequest, TokenEvent } from '../engine/types
 
 export type ServerStatus = 'loading' | 'ready' | 'failed' | 'stopping';
 
+/** A loaded LoRA adapter's current version, as the API shows it (engine/adapters.ts). */
+export interface ServedAdapter {
+  readonly name: string;
+  /** `${name}@v${version}`. */
+  readonly id: string;
+  /** The PEFT folder it was loaded from; null when the trainer published it. */
+  readonly source: string | null;
+  /** Unix seconds. */
+  readonly created: number;
+}
+
 /** The part of the engine (src/engine/engine.ts) the server uses; tests may pass a stand-in. */
 export interface ServingEngine {
   readonly loaded: { readonly dir: string; readonly config: ModelConfig; readonly generation: GenerationDefaults; readonly tokenizer: TextTokenizer };
   readonly maxModelLen: number;
+  /** The adapters requests may name as `model`. */
+  readonly adapters: { get(name: string): ServedAdapter | undefined; list(): readonly ServedAdapter[] };
   /** Throws EngineError synchronously; leaving the iteration early aborts the request. */
   add(req: GenerationRequest): AsyncIterable<TokenEvent>;
   abort(requestId: string): void;
@@ -27,7 +40,7 @@ export interface ServerState {
   modelName: string;
   backend: string;
   engine: ServingEngine | null;
-  /** `system_fingerprint` of responses; the trainer will put the adapter version here. */
+  /** `system_fingerprint` of base-model responses; an adapter's add `+<name>@v<n>`. */
   fingerprint: string;
   error?: string;
   /** Generation requests whose response has not finished yet. */

@@ -3,7 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
+import type { ModelConfig } from '../../src/model/config.ts';
 import { loadModel, type LoadedModel } from '../../src/model/load.ts';
+import { LORA_TARGETS, initLoraAdapter, type LoraAdapter, type LoraSpec } from '../../src/model/lora.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { Engine, type EngineOptions } from '../../src/engine/engine.ts';
 import type { GenerationRequest, TokenEvent } from '../../src/engine/types.ts';
@@ -75,4 +77,17 @@ export async function collect(stream: AsyncIterable<TokenEvent>): Promise<Collec
 export function randomPrompt(length: number, seed: number, vocab = 256): number[] {
   const rng = new SeededRandom(seed);
   return Array.from({ length }, () => Math.floor(rng.uniform() * vocab));
+}
+
+/**
+ * A LoRA adapter as if trained: peft's init for A, and B drawn too (a fresh adapter has B = 0,
+ * which would change nothing). With std 0.2 the branch moves each projection by about half the
+ * base output's size, so outputs differ clearly from the base model's.
+ */
+export function trainedAdapter(cfg: ModelConfig, seed: number, spec: Partial<LoraSpec> = {}, std = 0.2): LoraAdapter {
+  const full: LoraSpec = { rank: 4, alpha: 8, targets: [...LORA_TARGETS], useRslora: false, ...spec };
+  const adapter = initLoraAdapter(cfg, full, seed);
+  const rng = new SeededRandom(seed + 7919);
+  for (const layer of adapter.layers) for (const w of layer.values()) w.b.set(rng.normals(w.b.length, std));
+  return adapter;
 }

@@ -48,7 +48,7 @@ export function registerChat(app: App, state: ServerState): void {
 }
 
 async function createChatCompletion(c: Context<AppEnv>, state: ServerState, req: ChatCompletionRequest): Promise<Response> {
-  const engine = startGeneration(state, req);
+  const { engine, served } = startGeneration(state, req);
   if ((req.top_logprobs ?? 0) > 0 && !req.logprobs) {
     throw invalidParam('top_logprobs', 'top_logprobs needs logprobs: true.');
   }
@@ -59,13 +59,13 @@ async function createChatCompletion(c: Context<AppEnv>, state: ServerState, req:
   const meta: Meta = {
     id: `chatcmpl-${randomUUID().replaceAll('-', '')}`,
     created: Math.floor(Date.now() / 1000),
-    model: state.modelName,
-    system_fingerprint: state.fingerprint,
+    model: served.name,
+    system_fingerprint: served.fingerprint,
   };
   const life = beginRequest(c, state);
   let set: ChoiceSet;
   try {
-    const requests = Array.from({ length: plan.n }, (_, i) => choiceRequest(engine, plan, `${meta.id}-${i}`, prompt.ids, i, life.signal));
+    const requests = Array.from({ length: plan.n }, (_, i) => choiceRequest(engine, plan, `${meta.id}-${i}`, prompt.ids, i, life.signal, served.adapter));
     const maxTokensParam = req.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
     set = new ChoiceSet(engine, requests, (param) => (param === 'prompt' ? 'messages' : param === 'max_tokens' ? maxTokensParam : param));
   } catch (err) {

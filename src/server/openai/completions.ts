@@ -41,7 +41,7 @@ export function registerCompletions(app: App, state: ServerState): void {
 }
 
 async function createCompletion(c: Context<AppEnv>, state: ServerState, req: CompletionRequest): Promise<Response> {
-  const engine = startGeneration(state, req);
+  const { engine, served } = startGeneration(state, req);
   if (req.suffix != null) throw invalidParam('suffix', 'suffix is not supported by this server; leave it out.', 'unsupported_parameter');
   if (req.best_of != null && req.best_of !== (req.n ?? 1)) {
     throw invalidParam('best_of', 'best_of is not supported beyond n; leave it out or set it equal to n.', 'unsupported_parameter');
@@ -55,14 +55,14 @@ async function createCompletion(c: Context<AppEnv>, state: ServerState, req: Com
   const meta: Meta = {
     id: `cmpl-${randomUUID().replaceAll('-', '')}`,
     created: Math.floor(Date.now() / 1000),
-    model: state.modelName,
-    system_fingerprint: state.fingerprint,
+    model: served.name,
+    system_fingerprint: served.fingerprint,
   };
   const life = beginRequest(c, state);
   let set: ChoiceSet;
   try {
     const requests = prompts.flatMap((p, pi) =>
-      Array.from({ length: plan.n }, (_, i) => choiceRequest(engine, plan, `${meta.id}-${pi * plan.n + i}`, p.ids, i, life.signal)),
+      Array.from({ length: plan.n }, (_, i) => choiceRequest(engine, plan, `${meta.id}-${pi * plan.n + i}`, p.ids, i, life.signal, served.adapter)),
     );
     // A list of prompts: name the one the engine refused.
     const manyPrompts = typeof req.prompt !== 'string' && typeof req.prompt[0] !== 'number';

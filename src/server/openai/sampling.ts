@@ -82,6 +82,7 @@ export function choiceRequest(
   promptIds: number[],
   index: number,
   signal: AbortSignal,
+  adapter: string | null = null,
 ): GenerationRequest {
   const seed = plan.sampling.seed;
   return {
@@ -94,6 +95,7 @@ export function choiceRequest(
     priority: 0,
     skipSpecialTokens: plan.skipSpecialTokens,
     signal,
+    adapter,
   };
 }
 

@@ -1,6 +1,6 @@
 /** vLLM's POST /tokenize and POST /detokenize. */
 import { ERROR_RESPONSES, postJson, type App } from '../routes.ts';
-import { checkModelName, readyEngine } from '../ready.ts';
+import { readyEngine, resolveModel } from '../ready.ts';
 import type { ServerState } from '../state.ts';
 import { checkTokenIds, renderChat } from './prompt.ts';
 import { DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse } from './schemas/tokenize.ts';
@@ -19,7 +19,7 @@ export function registerTokenize(app: App, state: ServerState): void {
     TokenizeRequest,
     (c, req) => {
       const engine = readyEngine(state);
-      checkModelName(state, req.model);
+      resolveModel(state, req.model);
       const tokenizer = engine.loaded.tokenizer;
       let tokens: number[];
       if (req.messages != null) {
@@ -47,7 +47,7 @@ export function registerTokenize(app: App, state: ServerState): void {
     DetokenizeRequest,
     (c, req) => {
       const engine = readyEngine(state);
-      checkModelName(state, req.model);
+      resolveModel(state, req.model);
       checkTokenIds(engine, req.tokens, 'tokens');
       return c.json({ prompt: engine.loaded.tokenizer.decode(req.tokens) });
     },

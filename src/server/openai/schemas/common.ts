@@ -25,7 +25,10 @@ export const StreamOptions = z
   .openapi('StreamOptions');
 
 export const samplingFields = {
-  model: z.string().nullish().describe('The served model name (GET /v1/models); omitted means the served model.'),
+  model: z
+    .string()
+    .nullish()
+    .describe('The served model name, or the name of a loaded LoRA adapter (GET /v1/models); omitted means the base model.'),
   max_tokens: z.int().min(1).nullish().describe('Tokens to generate at most. Default: the rest of the context.'),
   temperature: z.number().min(0).max(2).nullish().describe("0 is greedy. Default: the model's generation_config.json, else 1."),
   top_p: z.number().gt(0).max(1).nullish().describe('Nucleus sampling. Default from generation_config.json, else 1.'),

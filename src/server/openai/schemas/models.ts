@@ -1,4 +1,4 @@
-/** /v1/models: the served model, with vLLM's extra fields (root, parent, max_model_len, permission). */
+/** /v1/models: the base model and its LoRA adapters, with vLLM's extra fields (root, parent, max_model_len, permission). */
 import { z } from '@hono/zod-openapi';
 
 export const ModelCard = z
@@ -7,8 +7,10 @@ export const ModelCard = z
     object: z.literal('model'),
     created: z.int(),
     owned_by: z.string(),
-    root: z.string().describe('The model folder the weights came from.'),
-    parent: z.string().nullable(),
+    root: z
+      .string()
+      .describe("The folder the weights came from: the model's, or a LoRA adapter's PEFT folder (or, for an adapter published in-process, its current version such as `math@v3`)."),
+    parent: z.string().nullable().describe('For a LoRA adapter, the base model it applies to; null for the base model.'),
     max_model_len: z.int(),
     permission: z.array(
       z.object({
