@@ -152,7 +152,15 @@ function worstRelErr(ours: ArrayLike<number>, theirs: readonly (number | null)[]
   return worst;
 }
 
-function compare(dir: string): boolean {
+interface ResultLine {
+  name: string;
+  value: number;
+  unit: string;
+  peer: string;
+}
+
+function compare(dir: string, out: { file: string; card: string } | null): boolean {
+  const lines: ResultLine[] = [];
   const cases = JSON.parse(readFileSync(join(dir, 'grpo-cases.json'), 'utf8')) as { loss_cases: LossCase[]; advantage_cases: AdvantageCase[] };
   const results = JSON.parse(readFileSync(join(dir, 'grpo-results.json'), 'utf8')) as Results;
   console.log(`TRL peer: torch ${results.torch_version}`);
@@ -160,6 +168,7 @@ function compare(dir: string): boolean {
   const report = (name: string, parts: Record<string, number>): void => {
     const worst = Math.max(...Object.values(parts));
     worstOverall = Math.max(worstOverall, worst);
+    lines.push({ name: `${name}: max relative error`, value: worst, unit: 'relative', peer: `TRL GRPOTrainer loss (torch ${results.torch_version})` });
     const detail = Object.entries(parts).map(([k, v]) => `${k} ${v.toExponential(1)}`).join(', ');
     console.log(`${worst <= TOLERANCE ? 'ok  ' : 'FAIL'} ${name}: max rel err ${worst.toExponential(2)} (${detail})`);
   };
@@ -224,19 +233,31 @@ function compare(dir: string): boolean {
     });
   });
   const pass = worstOverall <= TOLERANCE;
+  if (out) {
+    const doc = {
+      card: out.card,
+      date: new Date().toISOString().slice(0, 10),
+      command: `node --import tsx bench/peer/grpo-cases.ts write DIR && python3 bench/peer/trl_grpo_loss.py DIR && node --import tsx bench/peer/grpo-cases.ts compare DIR --out ${out.file}`,
+      results: [{ name: 'worst relative error over all cases', value: worstOverall, unit: 'relative', peer: 'TRL 1.10.0.dev0 (f2cd577) compute_loss / advantages' }, ...lines],
+    };
+    writeFileSync(out.file, JSON.stringify(doc, null, 2) + '\n');
+  }
   console.log(`${pass ? 'PASS' : 'FAIL'}: worst relative error ${worstOverall.toExponential(2)} over ${cases.loss_cases.length} loss and ${cases.advantage_cases.length} advantage cases (tolerance ${TOLERANCE})`);
   return pass;
 }
 
-const [mode, dir] = process.argv.slice(2);
+const [mode, dir, ...rest] = process.argv.slice(2);
+const outAt = rest.indexOf('--out');
+const cardAt = rest.indexOf('--card');
 if (mode === 'write' && dir) {
   mkdirSync(dir, { recursive: true });
   const cases = { loss_cases: makeLossCases(), advantage_cases: makeAdvantageCases() };
   writeFileSync(join(dir, 'grpo-cases.json'), JSON.stringify(cases));
   console.log(`wrote ${join(dir, 'grpo-cases.json')}: ${cases.loss_cases.length} loss cases, ${cases.advantage_cases.length} advantage cases`);
 } else if (mode === 'compare' && dir) {
-  process.exit(compare(dir) ? 0 : 1);
+  const out = outAt >= 0 ? { file: rest[outAt + 1], card: cardAt >= 0 ? rest[cardAt + 1] : 'unknown' } : null;
+  process.exit(compare(dir, out) ? 0 : 1);
 } else {
-  console.error('usage: grpo-cases.ts write DIR | compare DIR');
+  console.error('usage: grpo-cases.ts write DIR | compare DIR [--out FILE --card NAME]');
   process.exit(2);
 }
