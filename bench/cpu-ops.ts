@@ -1,8 +1,9 @@
 /**
  * CPU backend op speed at the embedded model's shapes (models/tandem-small: hidden 256, 8 query
  * heads / 2 KV heads of 32, MLP 704, vocab 2048): `linear` and `attention` for a 512-token
- * prefill, a batch-1 decode step and a 32-sequence decode step (contexts of 256), each with
- * 1 thread and with N threads (N = TANDEM_CPU_THREADS, else os.availableParallelism()).
+ * prefill, a batch-1 decode step and a 32-sequence decode step (contexts of 256), and linear's
+ * two backward products (dx = dy w, dw += dy^T x) beside the forward of the same shape, each
+ * with 1 thread and with N threads (N = TANDEM_CPU_THREADS, else os.availableParallelism()).
  *
  * Usage: node --import tsx bench/cpu-ops.ts [--threads N] [--filter TEXT] [--ms MS]
  * Prints one line per case: median time per call and GFLOP/s (multiply-adds count 2).
@@ -53,6 +54,33 @@ function linearCase(label: string, T: number, K: number, N: number): Case {
     },
   };
 }
+
+/** linearBackwardInput (dx = dy @ w) or linearBackwardWeight (dw += dy^T @ x) of a [T, K] x [N, K] linear. */
+function linearBackwardCase(kind: 'dx' | 'dw', label: string, T: number, K: number, N: number): Case {
+  return {
+    name: `linear ${kind} ${label} T=${T} K=${K} N=${N}`,
+    flops: 2 * T * K * N,
+    setup(be) {
+      const w = be.upload(rand(N * K, 1, 0.05), [N, K], 'f32');
+      const dw = be.alloc([N, K], 'f32', 'persistent');
+      const xData = rand(T * K, 3);
+      const dyData = rand(T * N, 4);
+      return () => {
+        const dy = be.upload(dyData, [T, N], 'f32', 'scratch');
+        if (kind === 'dx') be.linearBackwardInput(dy, w);
+        else be.linearBackwardWeight(dy, be.upload(xData, [T, K], 'f32', 'scratch'), dw, 1e-3);
+        be.resetScratch();
+      };
+    },
+  };
+}
+
+/** A linear's forward and both backward products, one shape. */
+const linearTraining = (label: string, T: number, K: number, N: number): Case[] => [
+  linearCase(label, T, K, N),
+  linearBackwardCase('dx', label, T, K, N),
+  linearBackwardCase('dw', label, T, K, N),
+];
 
 /** S sequences, each with `qlen` new tokens at the end of a context of `ctx`. */
 function attentionCase(label: string, S: number, qlen: number, ctx: number): Case {
@@ -109,6 +137,9 @@ const cases: Case[] = [
   attentionCase('decode', 1, 1, 256),
   ...linears(32, 'decode x32'),
   attentionCase('decode x32', 32, 1, 256),
+  ...linearTraining('train', 256, 256, 1024),
+  ...linearTraining('train gate/up', 512, C, F),
+  ...linearTraining('train down', 512, F, C),
 ].filter((c) => values.filter === undefined || c.name.includes(values.filter));
 
 /**

@@ -1,12 +1,14 @@
-/** The `tandem` command: serve | generate | logits | make-model. */
+/** The `tandem` command: serve | train | generate | logits | make-model. */
 import { UsageError } from './cli/args.ts';
 import { GENERATE_USAGE, runGenerate } from './cli/generate.ts';
 import { LOGITS_USAGE, runLogits } from './cli/logits.ts';
 import { MAKE_MODEL_USAGE, runMakeModel } from './cli/make-model.ts';
 import { runServe, SERVE_USAGE } from './cli/serve.ts';
+import { runTrain, TRAIN_USAGE } from './cli/train.ts';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: string }> = {
   serve: { run: runServe, usage: SERVE_USAGE },
+  train: { run: runTrain, usage: TRAIN_USAGE },
   generate: { run: runGenerate, usage: GENERATE_USAGE },
   logits: { run: runLogits, usage: LOGITS_USAGE },
   'make-model': { run: runMakeModel, usage: MAKE_MODEL_USAGE },

@@ -233,7 +233,7 @@ export interface Backend {
    * (onehot(target) - softmax(logits / temperature)) * dlogp / temperature : [R, V].
    */
   tokenLogprobsBackward(logits: Tensor, targets: Tensor, temperature: number, dlogp: Tensor): Tensor;
-  /** Rows of src [R, C] placed at rows idx [R] of a zero [T, C] tensor (the adjoint of gatherRows). */
+  /** Rows of src [R, C] added into rows idx [R] of a zero [T, C] tensor (the adjoint of gatherRows: repeated indices sum). */
   scatterRows(src: Tensor, idx: Tensor, T: number): Tensor;
   /** Sum of squares of all elements as a [1] f32 tensor (NaN or Inf when any element is). */
   sumSquares(x: Tensor): Tensor;

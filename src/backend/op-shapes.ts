@@ -5,8 +5,8 @@
  * and returns the dimensions the op works with. Dtype, lifetime and content checks (token ids,
  * slots) stay with each backend, since they depend on how it stores tensors.
  */
-import type { KvCacheSpec } from './backend.ts';
-import { fmtShape } from './cpu/tensor.ts';
+import type { AdamWStep, KvCacheSpec } from './backend.ts';
+import { fmtShape, numel } from './cpu/tensor.ts';
 
 type Shape = readonly number[];
 
@@ -20,23 +20,30 @@ export function linearShape(x: Shape, w: Shape, bias?: Shape): { T: number; K: n
 }
 
 /** x [..., C], w [C]; returns rows R and width C. */
-export function rmsnormShape(x: Shape, w: Shape, eps: number): { R: number; C: number } {
-  if (x.length < 1) throw new Error(`rmsnorm: x must have at least one dim, got ${fmtShape(x)}`);
+export function rmsnormShape(x: Shape, w: Shape, eps: number, op: 'rmsnorm' | 'rmsnormBackward' = 'rmsnorm'): { R: number; C: number } {
+  if (x.length < 1) throw new Error(`${op}: x must have at least one dim, got ${fmtShape(x)}`);
   const C = x[x.length - 1];
-  if (w[0] !== C) throw new Error(`rmsnorm: w is ${fmtShape(w)} but x ${fmtShape(x)} has last dim ${C}`);
-  if (!(eps >= 0) || !Number.isFinite(eps)) throw new Error(`rmsnorm: eps must be a finite number >= 0, got ${eps}`);
+  if (w[0] !== C) throw new Error(`${op}: w is ${fmtShape(w)} but x ${fmtShape(x)} has last dim ${C}`);
+  if (!(eps >= 0) || !Number.isFinite(eps)) throw new Error(`${op}: eps must be a finite number >= 0, got ${eps}`);
   const size = x.reduce((a, b) => a * b, 1);
   return { R: C === 0 ? 0 : size / C, C };
 }
 
-/** q [T, H, D], k [T, Hkv, D], positions [T], invFreq [D/2] */
-export function ropeShape(q: Shape, k: Shape, positions: Shape, invFreq: Shape): { T: number; H: number; Hkv: number; D: number } {
+/** q [T, H, D], k [T, Hkv, D], positions [T], invFreq [D/2] (or dq, dk for ropeBackward) */
+export function ropeShape(
+  q: Shape,
+  k: Shape,
+  positions: Shape,
+  invFreq: Shape,
+  op: 'rope' | 'ropeBackward' = 'rope',
+): { T: number; H: number; Hkv: number; D: number } {
   const [T, H, D] = q;
   const [Tk, Hkv, Dk] = k;
-  if (Tk !== T || Dk !== D) throw new Error(`rope: q is ${fmtShape(q)} and k is ${fmtShape(k)}: they need the same T and D`);
-  if (D % 2 !== 0) throw new Error(`rope: head dim ${D} must be even`);
-  if (positions[0] !== T) throw new Error(`rope: positions is ${fmtShape(positions)}, q ${fmtShape(q)} needs [${T}]`);
-  if (invFreq[0] !== D / 2) throw new Error(`rope: invFreq is ${fmtShape(invFreq)}, head dim ${D} needs [${D / 2}]`);
+  const [qn, kn] = op === 'rope' ? ['q', 'k'] : ['dq', 'dk'];
+  if (Tk !== T || Dk !== D) throw new Error(`${op}: ${qn} is ${fmtShape(q)} and ${kn} is ${fmtShape(k)}: they need the same T and D`);
+  if (D % 2 !== 0) throw new Error(`${op}: head dim ${D} must be even`);
+  if (positions[0] !== T) throw new Error(`${op}: positions is ${fmtShape(positions)}, ${qn} ${fmtShape(q)} needs [${T}]`);
+  if (invFreq[0] !== D / 2) throw new Error(`${op}: invFreq is ${fmtShape(invFreq)}, head dim ${D} needs [${D / 2}]`);
   return { T, H, Hkv, D };
 }
 
@@ -72,6 +79,133 @@ export function attentionShape(
     );
   }
   return { T, H, D, S, maxBlocks };
+}
+
+// ---- backward and training ops ----
+
+/** dy [T, N], w [N, K] -> dx [T, K] */
+export function linearBackwardInputShape(dy: Shape, w: Shape): { T: number; K: number; N: number } {
+  const [T, N] = dy;
+  const [Nw, K] = w;
+  if (Nw !== N) throw new Error(`linearBackwardInput: dy is ${fmtShape(dy)} and w is ${fmtShape(w)}: w must be [${N}, K]`);
+  return { T, K, N };
+}
+
+/** dy [T, N], x [T, K], dw [N, K] += alpha * dy^T x */
+export function linearBackwardWeightShape(dy: Shape, x: Shape, dw: Shape, alpha: number): { T: number; K: number; N: number } {
+  const [T, N] = dy;
+  const [Tx, K] = x;
+  if (Tx !== T) throw new Error(`linearBackwardWeight: dy is ${fmtShape(dy)} and x is ${fmtShape(x)}: they need the same T`);
+  if (dw[0] !== N || dw[1] !== K) throw new Error(`linearBackwardWeight: dw is ${fmtShape(dw)}, dy ${fmtShape(dy)} and x ${fmtShape(x)} need [${N}, ${K}]`);
+  if (!Number.isFinite(alpha)) throw new Error(`linearBackwardWeight: alpha must be finite, got ${alpha}`);
+  return { T, K, N };
+}
+
+/** dy, x [..., C], w [C] */
+export function rmsnormBackwardShape(dy: Shape, x: Shape, w: Shape, eps: number): { R: number; C: number } {
+  sameShape('rmsnormBackward', 'dy', dy, 'x', x);
+  return rmsnormShape(x, w, eps, 'rmsnormBackward');
+}
+
+/** dy, gate, up: one shape */
+export function swigluBackwardShape(dy: Shape, gate: Shape, up: Shape): void {
+  sameShape('swigluBackward', 'gate', gate, 'up', up);
+  sameShape('swigluBackward', 'dy', dy, 'gate', gate);
+}
+
+export interface PackedAttentionShape {
+  T: number;
+  H: number;
+  Hkv: number;
+  D: number;
+  S: number;
+}
+
+/** q [T, H, D], k and v [T, Hkv, D], cuSeqlens [S+1] */
+export function attentionPackedShape(
+  q: Shape,
+  k: Shape,
+  v: Shape,
+  cuSeqlens: Shape,
+  scale: number,
+  op: 'attentionPacked' | 'attentionPackedBackward' = 'attentionPacked',
+): PackedAttentionShape {
+  const [T, H, D] = q;
+  const [Tk, Hkv, Dk] = k;
+  if (Tk !== T || Dk !== D) throw new Error(`${op}: q is ${fmtShape(q)} and k is ${fmtShape(k)}: they need the same T and D`);
+  sameShape(op, 'k', k, 'v', v);
+  if (!(Hkv >= 1) || H % Hkv !== 0) throw new Error(`${op}: q has ${H} heads, not a multiple of k's ${Hkv} KV heads`);
+  if (!(cuSeqlens[0] >= 1)) throw new Error(`${op}: cuSeqlens is ${fmtShape(cuSeqlens)}, it needs [S+1] entries (at least [0])`);
+  if (!Number.isFinite(scale)) throw new Error(`${op}: scale must be finite, got ${scale}`);
+  return { T, H, Hkv, D, S: cuSeqlens[0] - 1 };
+}
+
+/** attentionPacked's shapes plus dout and out [T, H, D], lse [T, H] */
+export function attentionPackedBackwardShape(
+  dout: Shape,
+  q: Shape,
+  k: Shape,
+  v: Shape,
+  out: Shape,
+  lse: Shape,
+  cuSeqlens: Shape,
+  scale: number,
+): PackedAttentionShape {
+  const op = 'attentionPackedBackward';
+  const dims = attentionPackedShape(q, k, v, cuSeqlens, scale, op);
+  sameShape(op, 'dout', dout, 'q', q);
+  sameShape(op, 'out', out, 'q', q);
+  sameShape(op, 'lse', lse, '[T, H] of q', [dims.T, dims.H]);
+  return dims;
+}
+
+/** logits [R, V], targets [R], temperature > 0 */
+export function tokenLogprobsShape(
+  logits: Shape,
+  targets: Shape,
+  temperature: number,
+  op: 'tokenLogprobs' | 'tokenLogprobsBackward' = 'tokenLogprobs',
+): { R: number; V: number } {
+  const [R, V] = logits;
+  if (targets[0] !== R) throw new Error(`${op}: targets is ${fmtShape(targets)}, logits ${fmtShape(logits)} needs [${R}]`);
+  if (!(V >= 1)) throw new Error(`${op}: logits ${fmtShape(logits)} has an empty vocabulary`);
+  if (!(temperature > 0) || !Number.isFinite(temperature)) throw new Error(`${op}: temperature must be a finite number > 0, got ${temperature}`);
+  return { R, V };
+}
+
+/** tokenLogprobs' shapes plus dlogp [R] */
+export function tokenLogprobsBackwardShape(logits: Shape, targets: Shape, temperature: number, dlogp: Shape): { R: number; V: number } {
+  const dims = tokenLogprobsShape(logits, targets, temperature, 'tokenLogprobsBackward');
+  if (dlogp[0] !== dims.R) throw new Error(`tokenLogprobsBackward: dlogp is ${fmtShape(dlogp)}, logits ${fmtShape(logits)} needs [${dims.R}]`);
+  return dims;
+}
+
+/** src [R, C], idx [R] -> [T, C] */
+export function scatterRowsShape(src: Shape, idx: Shape, T: number): { R: number; C: number } {
+  const [R, C] = src;
+  if (idx[0] !== R) throw new Error(`scatterRows: idx is ${fmtShape(idx)}, src ${fmtShape(src)} needs [${R}]`);
+  if (!Number.isSafeInteger(T) || T < 0) throw new Error(`scatterRows: T must be an integer >= 0, got ${T}`);
+  return { R, C };
+}
+
+/** param, grad, m, v of equal element counts, and AdamW's hyperparameters (torch's ranges). */
+export function adamwShape(param: Shape, grad: Shape, m: Shape, v: Shape, h: AdamWStep): number {
+  const n = numel(param);
+  for (const [name, shape] of [['grad', grad], ['m', m], ['v', v]] as const) {
+    if (numel(shape) !== n) throw new Error(`adamw: ${name} ${fmtShape(shape)} has ${numel(shape)} elements, param ${fmtShape(param)} has ${n}; they must match`);
+  }
+  const need = (field: keyof AdamWStep, ok: boolean, what: string): void => {
+    if (!ok) throw new Error(`adamw: ${field} must be ${what}, got ${h[field]}`);
+  };
+  const finite = (x: number): boolean => Number.isFinite(x);
+  need('lr', finite(h.lr) && h.lr >= 0, 'a finite number >= 0');
+  need('beta1', h.beta1 >= 0 && h.beta1 < 1, 'in [0, 1)');
+  need('beta2', h.beta2 >= 0 && h.beta2 < 1, 'in [0, 1)');
+  need('eps', finite(h.eps) && h.eps >= 0, 'a finite number >= 0');
+  need('weightDecay', finite(h.weightDecay) && h.weightDecay >= 0, 'a finite number >= 0');
+  need('step', Number.isSafeInteger(h.step) && h.step >= 1, 'an integer >= 1 (steps count from 1)');
+  need('gradScale', finite(h.gradScale) && h.gradScale >= 0, 'a finite number >= 0');
+  return n;
 }
 
 export function sameShape(op: string, aName: string, a: Shape, bName: string, b: Shape): void {

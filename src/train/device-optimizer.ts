@@ -97,6 +97,12 @@ export class DeviceOptimizer {
     return { gradNorm, applied: true };
   }
 
+  /** False when any weight is NaN or infinite (such an adapter is never published). */
+  async weightsFinite(): Promise<boolean> {
+    const sq = (await this.be.download(this.be.sumSquares(this.lora.params)))[0];
+    return Number.isFinite(sq);
+  }
+
   /** The current weights as a host adapter (for checkpoints and PEFT export). */
   adapter(): Promise<LoraAdapter> {
     return downloadLora(this.be, this.cfg, this.lora);

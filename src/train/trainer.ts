@@ -27,7 +27,7 @@ import { DeviceOptimizer } from './device-optimizer.ts';
 import { EpochIterator } from './data.ts';
 import type { DataPosition, Example } from './data.ts';
 import { accumulateGrpo, generate, promptsPerGeneration } from './grpo-step.ts';
-import type { Generation, GrpoParams } from './grpo-step.ts';
+import type { GrpoParams } from './grpo-step.ts';
 import { checkRewardNames, rewardSpecs } from './job-config.ts';
 import type { GrpoJobConfig, JobConfig, SftJobConfig } from './job-config.ts';
 import { loadJobData } from './job-data.ts';
@@ -83,8 +83,14 @@ export class TrainingJob {
   #done: Promise<void> | null = null;
   #stop = false;
   #paused: { promise: Promise<void>; resume: () => void } | null = null;
+  /** save_steps came up mid-generation: save at the generation's end. */
+  #saveDue = false;
   /** The adapter name rollouts sample from: the public one, or the hidden policy copy. */
   #policy: string | null = null;
+  /** Set as soon as the device state exists, so it is freed however the job ends. */
+  #ctx: TrainContext | null = null;
+  /** The step of the newest checkpoint written or resumed from. */
+  #checkpointStep = -1;
 
   constructor(
     readonly config: JobConfig,
@@ -150,9 +156,8 @@ export class TrainingJob {
     this.status = 'running';
     this.startedAt = new Date().toISOString();
     this.deps.metrics?.jobsRunning.inc();
-    let ctx: TrainContext | null = null;
     try {
-      ctx = await this.#loop();
+      await this.#loop();
       this.status = this.#stop ? 'stopped' : 'completed';
     } catch (err) {
       this.status = 'failed';
@@ -161,8 +166,11 @@ export class TrainingJob {
     } finally {
       this.deps.metrics?.jobsRunning.dec();
       this.finishedAt = new Date().toISOString();
-      if (ctx) {
-        const c = ctx;
+      // The hidden rollout copy serves nobody once the job is over.
+      this.deps.engine.adapters.unload(policyName(this.config));
+      const c = this.#ctx;
+      this.#ctx = null;
+      if (c) {
         await this.deps.queue.run(() => {
           c.trainable.free();
           c.optimizer.free();
@@ -171,7 +179,7 @@ export class TrainingJob {
     }
   }
 
-  async #loop(): Promise<TrainContext> {
+  async #loop(): Promise<void> {
     const { loaded, engine, queue } = this.deps;
     const cfg = this.config;
     const examples = await loadJobData(cfg);
@@ -183,6 +191,7 @@ export class TrainingJob {
       this.step = ckpt.step;
       position = ckpt.dataPosition as DataPosition;
       this.resumedFrom = ckpt.dir;
+      this.#checkpointStep = ckpt.step;
       for (const m of ckpt.metrics) this.#remember(m as StepRecord);
       this.skippedSteps = this.history.filter((r) => r.skipped).length;
       this.#log(`job ${this.id}: resuming from ${ckpt.dir} at step ${ckpt.step}`);
@@ -196,34 +205,39 @@ export class TrainingJob {
     const adamw = { lr: o.learning_rate, beta1: o.adam_beta1, beta2: o.adam_beta2, eps: o.adam_epsilon, weightDecay: o.weight_decay };
     const optimizer = await queue.run(() => new DeviceOptimizer(loaded.model.backend, loaded.config, adapter, adamw, ckpt?.optimizer));
     const ctx: TrainContext = { loaded, engine, queue, trainable: new TrainableModel(loaded.model), optimizer };
+    this.#ctx = ctx;
     const data = new EpochIterator(examples, { seed: cfg.seed, shuffle: cfg.data.shuffle, start: position });
     // Serve the starting weights, so rollouts (and users) see the policy from step one.
     await this.#publish(ctx, cfg.publish.adapter);
     if (cfg.kind === 'grpo') await this.#grpoLoop(ctx, cfg, data);
     else await this.#sftLoop(ctx, cfg, data);
-    return ctx;
+    // A stop that came while paused ends the loop between steps, after the last step's own
+    // checkpoint decision: keep the steps done since the last checkpoint.
+    if (this.#stop && this.step > 0 && this.#checkpointStep !== this.step) await this.#checkpoint(ctx, data);
   }
 
   async #grpoLoop(ctx: TrainContext, cfg: GrpoJobConfig, data: EpochIterator<Example>): Promise<void> {
     const p = grpoParams(cfg);
     const prompts = promptsPerGeneration(p);
-    let gen: Generation | null = null;
+    // A generation serves num_iterations optimizer steps (TRL's steps_per_generation x
+    // num_iterations). Stops and checkpoints happen only between generations, so a resumed
+    // job starts a fresh generation exactly where the uninterrupted one would have.
     while (this.step < cfg.max_steps && !(await this.#shouldStop())) {
-      let rolloutSeconds = 0;
-      // A generation serves num_iterations optimizer steps (TRL's steps_per_generation x num_iterations).
-      if (gen === null || this.step % p.numIterations === 0) {
-        const started = performance.now();
-        gen = await generate(ctx, data.take(prompts), p, {
-          step: this.step,
-          policy: this.#policy ?? cfg.publish.adapter,
-          rewards: this.deps.rewards,
-          requestPrefix: `train-${this.id}`,
-        });
-        rolloutSeconds = (performance.now() - started) / 1000;
+      const started = performance.now();
+      const gen = await generate(ctx, data.take(prompts), p, {
+        step: this.step,
+        policy: this.#policy ?? cfg.publish.adapter,
+        rewards: this.deps.rewards,
+        requestPrefix: `train-${this.id}`,
+      });
+      let rolloutSeconds = (performance.now() - started) / 1000;
+      for (let it = 0; it < p.numIterations && this.step < cfg.max_steps; it++) {
+        const trainStarted = performance.now();
+        const r = await accumulateGrpo(ctx, gen, p);
+        const boundary = it === p.numIterations - 1 || this.step + 1 === cfg.max_steps;
+        await this.#finishStep(ctx, r.finite ? r.loss : NaN, { ...gen.metrics, ...r.metrics }, data, rolloutSeconds, trainStarted, boundary);
+        rolloutSeconds = 0;
       }
-      const trainStarted = performance.now();
-      const r = await accumulateGrpo(ctx, gen, p);
-      await this.#finishStep(ctx, r.finite ? r.loss : NaN, { ...gen.metrics, ...r.metrics }, gen, data, rolloutSeconds, trainStarted);
     }
   }
 
@@ -234,7 +248,7 @@ export class TrainingJob {
       const trainStarted = performance.now();
       const batch: SftSequence[] = prepareSftDataset(data.take(perStep), tok, { maxLength: cfg.max_length }).sequences;
       const r = batch.length === 0 ? { loss: NaN, finite: false, tokens: 0 } : await accumulateSft(ctx, batch, cfg.per_device_train_batch_size);
-      await this.#finishStep(ctx, r.finite ? r.loss : NaN, { tokens: r.tokens }, null, data, 0, trainStarted);
+      await this.#finishStep(ctx, r.finite ? r.loss : NaN, { tokens: r.tokens }, data, 0, trainStarted, true);
     }
   }
 
@@ -243,10 +257,11 @@ export class TrainingJob {
     ctx: TrainContext,
     loss: number,
     values: Record<string, number>,
-    gen: Generation | null,
     data: EpochIterator<Example>,
     rolloutSeconds: number,
     trainStarted: number,
+    /** The data consumed so far is exactly what the steps so far used (a checkpoint may be written). */
+    boundary: boolean,
   ): Promise<void> {
     const cfg = this.config;
     const o = cfg.optimizer;
@@ -293,13 +308,20 @@ export class TrainingJob {
       trainSeconds,
     });
     if (this.step % cfg.logging_steps === 0 || this.step === cfg.max_steps || this.step === 1) this.#log(this.#progressLine(record));
-    const last = this.step === cfg.max_steps;
-    if (this.step % cfg.save_steps === 0 || last || this.#stop) await this.#checkpoint(ctx, data);
-    void gen;
+    if (this.step % cfg.save_steps === 0) this.#saveDue = true;
+    if (boundary && (this.#saveDue || this.step === cfg.max_steps || this.#stop)) {
+      await this.#checkpoint(ctx, data);
+      this.#saveDue = false;
+    }
   }
 
   async #publish(ctx: TrainContext, name: string, hidden = false): Promise<void> {
     const { engine, queue, loaded } = this.deps;
+    if (!(await queue.run(() => ctx.optimizer.weightsFinite()))) {
+      // Finite gradients and learning rate keep weights finite, so this is an overflow: stop
+      // rather than train on (or serve) garbage. The last checkpoint is the last good state.
+      throw new Error(`the adapter's weights are not finite after step ${this.step}; nothing was published (last checkpoint: ${this.lastCheckpoint ?? 'none'})`);
+    }
     const copy = await queue.run(() => cloneDeviceLora(loaded.model.backend, loaded.config, ctx.optimizer.lora));
     const v = engine.adapters.publish(name, copy, { hidden });
     if (hidden) this.#policy = name;
@@ -327,6 +349,7 @@ export class TrainingJob {
       },
       { totalLimit: this.config.save_total_limit, onWarning: (m) => this.#log(m) },
     );
+    this.#checkpointStep = this.step;
   }
 
   async #shouldStop(): Promise<boolean> {

@@ -28,40 +28,16 @@ import {
   swigluRef,
 } from './reference.ts';
 import type { DenseSequence } from './reference.ts';
+import { expectClose } from './expect-close.ts';
+import type { Tolerance } from './expect-close.ts';
+import { runTrainingConformance } from './conformance-training.ts';
 
-export interface Tolerance {
-  atol: number;
-  rtol: number;
-}
+export { expectClose };
+export type { Tolerance };
 
 export interface ConformanceOptions {
   /** dtype float inputs (weights, activations) are uploaded as; default 'f32'. */
   floatDtype?: DType;
-}
-
-/** Assert |got - ref| <= atol + rtol * |ref| everywhere; on failure report the worst element. */
-export function expectClose(what: string, got: ArrayLike<number>, ref: ArrayLike<number>, tol: Tolerance): void {
-  assert.equal(got.length, ref.length, `${what}: got ${got.length} elements, expected ${ref.length}`);
-  let worst = -1;
-  let worstExcess = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const g = got[i];
-    const r = ref[i];
-    let excess = 0;
-    if (g !== r && !(Number.isNaN(g) && Number.isNaN(r))) {
-      excess = Math.abs(g - r) - (tol.atol + tol.rtol * Math.abs(r));
-      if (Number.isNaN(excess)) excess = Infinity; // a NaN or an infinity on one side only
-    }
-    if (excess > worstExcess) {
-      worst = i;
-      worstExcess = excess;
-    }
-  }
-  if (worst >= 0) {
-    assert.fail(
-      `${what}: element ${worst} of ${ref.length} is ${got[worst]}, reference ${ref[worst]} (|diff| ${Math.abs(got[worst] - ref[worst])}, allowed ${tol.atol} + ${tol.rtol} * |ref|)`,
-    );
-  }
 }
 
 /** Fisher-Yates with a seeded generator. */
@@ -694,5 +670,8 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
         await assert.rejects(be().sample(upF(randn(8, 1), [8]), [params({})]), /sample/);
       });
     });
+
+    // Backward and training ops (conformance-training.ts), with the same backend and tolerance.
+    runTrainingConformance(be, tol, floatDtype);
   });
 }

@@ -229,6 +229,31 @@ describe('cpu backend threads', () => {
     }
   });
 
+  it('gives bitwise identical linear backward products (dx and accumulated dw) with 1, 2 and 3 threads', async () => {
+    const backends = [1, 2, 3].map((threads) => new CpuBackend({ threads }));
+    try {
+      await Promise.all(backends.map((be) => be.startThreads()));
+      // Leftover rows and columns past the tiles, reductions over several depth blocks, T = 1.
+      for (const [T, K, N] of [[70, 256, 203], [300, 100, 130], [1, 256, 2048]]) {
+        const dy = rand(T * N, T + 1);
+        const x = rand(T * K, T + 2);
+        const w = rand(N * K, N, 0.05);
+        const dw0 = rand(N * K, 5, 0.1);
+        const weights = new Map(backends.map((be) => [be, be.upload(w, [N, K])]));
+        const dx = await onAll(backends, (be) => be.linearBackwardInput(be.upload(dy, [T, N], 'f32', 'scratch'), weights.get(be)!));
+        sameBits(dx, `linearBackwardInput ${T}x${K}x${N}`);
+        const dw = await onAll(backends, (be) => {
+          const acc = be.upload(dw0, [N, K], 'f32', 'scratch');
+          be.linearBackwardWeight(be.upload(dy, [T, N], 'f32', 'scratch'), be.upload(x, [T, K], 'f32', 'scratch'), acc, 0.3);
+          return acc;
+        });
+        sameBits(dw, `linearBackwardWeight ${T}x${K}x${N}`);
+      }
+    } finally {
+      backends.forEach((be) => be.dispose());
+    }
+  });
+
   it('reads the thread count from TANDEM_CPU_THREADS, and 1 means no workers', async () => {
     assert.equal(cpuThreadsDefault({ TANDEM_CPU_THREADS: '3' }), 3);
     assert.ok(cpuThreadsDefault({}) >= 1);

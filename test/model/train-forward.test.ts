@@ -192,12 +192,13 @@ describe('training forward and backward (LoRA)', () => {
             const err = Math.abs(g[i] - fd) / Math.max(1e-3, Math.abs(fd));
             worst = Math.max(worst, err);
             checked++;
-            assert.ok(err < 2e-2, `${e.target} layer ${e.layer} param ${i - offset}: backward ${g[i]} vs finite difference ${fd}`);
+            assert.ok(err < 1e-3, `${e.target} layer ${e.layer} param ${i - offset}: backward ${g[i]} vs finite difference ${fd}`);
           }
         }
       }
       assert.equal(checked, dev.layout.entries.length * 4);
-      assert.ok(worst < 2e-2);
+      console.log(`${name}: worst relative error ${worst.toExponential(2)} over ${checked} parameters`);
+      assert.ok(worst < 1e-3);
       trainable.free();
       backend.free(grads);
       backend.free(dev.params);

@@ -3,20 +3,23 @@
  *
  * This file owns memory (persistent tensors, the scratch arena, KV caches) and checks every
  * op's arguments; the arithmetic lives in one file per op family (matmul.ts, norm.ts, ...),
- * as plain functions over typed arrays.
+ * as plain functions over typed arrays. The backward and training ops are checked and run by
+ * training-ops.ts, which this class delegates to.
  *
  * Float tensors are stored and reported as 'f32' whatever dtype is asked for (bf16 / f16
  * checkpoints are widened on load); 'i32' tensors are Int32Arrays.
  *
  * Threads: with more than one thread (option `threads`, else TANDEM_CPU_THREADS, else every
- * core), big `linear` and `attention` calls are shared with a pool of worker threads (pool.ts),
- * started on the first such call or once 4 MiB of weights are loaded, whichever comes first;
- * all tensor storage then lives in SharedArrayBuffers. Results are bit-for-bit the same for
- * any thread count. Workers never keep the process alive; dispose() stops them early. On a
- * machine whose cores are busy with other work, TANDEM_CPU_THREADS=1 is the better choice.
+ * core), big `linear` (forward and backward) and `attention` calls are shared with a pool of
+ * worker threads (pool.ts), started on the first such call or once 4 MiB of weights are loaded,
+ * whichever comes first; all tensor storage then lives in SharedArrayBuffers. Results are
+ * bit-for-bit the same for any thread count. Workers never keep the process alive; dispose()
+ * stops them early. On a machine whose cores are busy with other work, TANDEM_CPU_THREADS=1 is
+ * the better choice.
  */
 import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape } from '../op-shapes.ts';
 import type {
+  AdamWStep,
   AttnMeta,
   Backend,
   DType,
@@ -41,7 +44,8 @@ import { SamplingWorkspace, argmax, checkSamplingParams, sampleFiltered } from '
 import { topLogprobs } from './top-logprobs.ts';
 import { logSoftmaxForward, logSumExp } from './softmax.ts';
 import { CpuTensor, ScratchArena, checkShape, cpuDtype, fmtShape, numel } from './tensor.ts';
-import type { CpuDType } from './tensor.ts';
+import { CpuTrainingOps } from './training-ops.ts';
+import type { CpuDType, F32Tensor, I32Tensor } from './tensor.ts';
 
 export { cpuThreadsDefault };
 
@@ -71,9 +75,6 @@ const SMALL_ATTENTION_KEYS = 1 << 15;
 /** Persistent bytes from which the workers start without waiting for a big op. */
 const EAGER_START_BYTES = 4 << 20;
 
-type F32Tensor = CpuTensor & { readonly data: Float32Array };
-type I32Tensor = CpuTensor & { readonly data: Int32Array };
-
 export class CpuBackend implements Backend {
   readonly name = 'cpu';
   /** Threads used for big ops, the calling one included. */
@@ -95,6 +96,15 @@ export class CpuBackend implements Backend {
   private readonly sampling = new SamplingWorkspace();
   private penalized = new Float32Array(0);
   private penaltyCounts = new Int32Array(0);
+  private readonly training = new CpuTrainingOps({
+    f32: (op, name, t, rank) => this.f32(op, name, t, rank),
+    i32: (op, name, t, rank) => this.i32(op, name, t, rank),
+    scratchF32: (shape) => this.scratchF32(shape),
+    linearPool: (macs) => {
+      const pool = this.shared && macs >= this.minLinearMacs ? this.threadPool() : null;
+      return pool === null ? null : { pool, small: macs < SMALL_LINEAR_MACS };
+    },
+  });
 
   constructor(opts: CpuBackendOptions = {}) {
     const threads = opts.threads ?? cpuThreadsDefault();
@@ -183,7 +193,7 @@ export class CpuBackend implements Backend {
     let kv = 0;
     for (const c of this.caches) kv += c.bytes;
     const workspaces = this.attn.bytes + this.cos.byteLength + this.sin.byteLength
-      + this.sampling.bytes + (this.pool?.workspaceBytes ?? 0);
+      + this.sampling.bytes + this.training.workspaceBytes + (this.pool?.workspaceBytes ?? 0);
     return { weights: this.persistentBytes, kv_cache: kv, scratch: this.arena.bytesHeld + workspaces };
   }
 
@@ -412,6 +422,65 @@ export class CpuBackend implements Backend {
     if (yt.size !== xt.size) throw new Error(`axpy: y ${fmtShape(yt.shape)} has ${yt.size} elements, x ${fmtShape(xt.shape)} has ${xt.size}`);
     if (!Number.isFinite(alpha)) throw new Error(`axpy: alpha must be finite, got ${alpha}`);
     axpyForward(yt.data, xt.data, alpha, yt.size);
+  }
+
+  // ---- backward and training ops (checked and run by training-ops.ts) ----
+
+  linearBackwardInput(dy: Tensor, w: Tensor): Tensor {
+    return this.training.linearBackwardInput(dy, w);
+  }
+
+  linearBackwardWeight(dy: Tensor, x: Tensor, dw: Tensor, alpha: number): void {
+    this.training.linearBackwardWeight(dy, x, dw, alpha);
+  }
+
+  rmsnormBackward(dy: Tensor, x: Tensor, w: Tensor, eps: number): Tensor {
+    return this.training.rmsnormBackward(dy, x, w, eps);
+  }
+
+  ropeBackward(dq: Tensor, dk: Tensor, positions: Tensor, invFreq: Tensor): void {
+    this.training.ropeBackward(dq, dk, positions, invFreq);
+  }
+
+  swigluBackward(dy: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor } {
+    return this.training.swigluBackward(dy, gate, up);
+  }
+
+  attentionPacked(q: Tensor, k: Tensor, v: Tensor, cuSeqlens: Tensor, scale: number): { out: Tensor; lse: Tensor } {
+    return this.training.attentionPacked(q, k, v, cuSeqlens, scale);
+  }
+
+  attentionPackedBackward(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    cuSeqlens: Tensor,
+    scale: number,
+  ): { dq: Tensor; dk: Tensor; dv: Tensor } {
+    return this.training.attentionPackedBackward(dout, q, k, v, out, lse, cuSeqlens, scale);
+  }
+
+  tokenLogprobs(logits: Tensor, targets: Tensor, temperature: number): Tensor {
+    return this.training.tokenLogprobs(logits, targets, temperature);
+  }
+
+  tokenLogprobsBackward(logits: Tensor, targets: Tensor, temperature: number, dlogp: Tensor): Tensor {
+    return this.training.tokenLogprobsBackward(logits, targets, temperature, dlogp);
+  }
+
+  scatterRows(src: Tensor, idx: Tensor, T: number): Tensor {
+    return this.training.scatterRows(src, idx, T);
+  }
+
+  sumSquares(x: Tensor): Tensor {
+    return this.training.sumSquares(x);
+  }
+
+  adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, h: AdamWStep): void {
+    this.training.adamw(param, grad, m, v, h);
   }
 
   // ---- helpers ----

@@ -18,6 +18,7 @@
  * of 12, so only the last T % 4 rows and N % 3 columns fall outside the tiles.)
  *
  * Sums run in double precision (JavaScript numbers) and round once to f32 on store.
+ * The backward's two products (dx and dw) are in matmul-backward.ts.
  */
 
 export interface LinearPlan {

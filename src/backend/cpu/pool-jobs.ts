@@ -10,11 +10,15 @@
  *   linear:    out, x, w, bias (id -1: none) triples, then T, K, N;
  *   attention: out, q, kPool, vPool (f32), cuSeqlensQ, contextLens, blockTables (i32) triples,
  *              then S, H, Hkv, D, blockSize, maxBlocks; the scale is f64[0].
+ *   linear backward (input: dx = dy w; weight: dw += alpha dy^T x): out, dy, w or x triples,
+ *              then T, K, N; alpha is f64[0].
  */
 import { AttentionWorkspace, attentionPlan, attentionTasks } from './attention.ts';
 import type { AttentionDims } from './attention.ts';
 import { linearPlan, linearTasks } from './matmul.ts';
 import type { LinearPlan } from './matmul.ts';
+import { linearBackwardPlan, linearBackwardTasks } from './matmul-backward.ts';
+import type { LinearBackwardKind } from './matmul-backward.ts';
 
 // Control slots. Slots that change within a job sit 64 bytes apart from those that pollers read
 // (SEQ, OPEN), so that claiming tasks does not keep pulling the line away from them.
@@ -48,6 +52,8 @@ export const CTRL_F64 = 4;
 
 export const OP_LINEAR = 1;
 export const OP_ATTENTION = 2;
+export const OP_LINEAR_DX = 3;
+export const OP_LINEAR_DW = 4;
 
 /** The SharedArrayBuffer registered under an id. */
 export type BufferOf = (id: number) => SharedArrayBuffer;
@@ -65,6 +71,9 @@ export class JobRunner {
   private K = 0;
   private N = 0;
   private plan: LinearPlan = { rowBlock: 4, colBlock: 4, rowBlocks: 0, tasks: 0 };
+  // linear backward (out, x = dy, w = w or x, T, K, N and plan above)
+  private backKind: LinearBackwardKind = 'input';
+  private alpha = 1;
   // attention
   private q: Float32Array = new Float32Array(0);
   private kPool: Float32Array = new Float32Array(0);
@@ -83,6 +92,9 @@ export class JobRunner {
     const op = ctrl[OP];
     if (op === OP_LINEAR) {
       this.setLinear(f32(a), f32(a + 3), f32(a + 6), ctrl[a + 9] < 0 ? null : f32(a + 9), ctrl[a + 12], ctrl[a + 13], ctrl[a + 14]);
+    } else if (op === OP_LINEAR_DX || op === OP_LINEAR_DW) {
+      const kind = op === OP_LINEAR_DX ? 'input' : 'weight';
+      this.setLinearBackward(kind, f32(a), f32(a + 3), f32(a + 6), ctrl[a + 9], ctrl[a + 10], ctrl[a + 11], f64[0]);
     } else if (op === OP_ATTENTION) {
       const d = a + 21;
       const dims = { S: ctrl[d], H: ctrl[d + 1], Hkv: ctrl[d + 2], D: ctrl[d + 3], blockSize: ctrl[d + 4], maxBlocks: ctrl[d + 5] };
@@ -102,6 +114,21 @@ export class JobRunner {
     this.K = K;
     this.N = N;
     this.plan = linearPlan(T, K, N);
+    return this.plan.tasks;
+  }
+
+  /** dx = dy @ w ('input', b = w) or dw += alpha * dy^T @ x ('weight', b = x). */
+  setLinearBackward(kind: LinearBackwardKind, out: Float32Array, dy: Float32Array, b: Float32Array, T: number, K: number, N: number, alpha: number): number {
+    this.op = kind === 'input' ? OP_LINEAR_DX : OP_LINEAR_DW;
+    this.backKind = kind;
+    this.out = out;
+    this.x = dy;
+    this.w = b;
+    this.T = T;
+    this.K = K;
+    this.N = N;
+    this.alpha = alpha;
+    this.plan = linearBackwardPlan(kind, T, K, N);
     return this.plan.tasks;
   }
 
@@ -136,6 +163,8 @@ export class JobRunner {
   runTask(t: number): void {
     if (this.op === OP_LINEAR) {
       linearTasks(this.out, this.x, this.w, this.bias, this.T, this.K, this.N, this.plan, t, t + 1);
+    } else if (this.op === OP_LINEAR_DX || this.op === OP_LINEAR_DW) {
+      linearBackwardTasks(this.backKind, this.out, this.x, this.w, this.T, this.K, this.N, this.alpha, this.plan, t, t + 1);
     } else {
       attentionTasks(this.out, this.q, this.kPool, this.vPool, this.cu, this.lens, this.tables, this.dims, this.scale, this.attnWs, t, t + 1);
     }

@@ -1,13 +1,14 @@
 /**
- * A small pool of worker threads that share big `linear` and `attention` calls with the main
- * thread, through SharedArrayBuffers and Atomics (no messages per call).
+ * A small pool of worker threads that share big `linear` (forward and backward) and `attention`
+ * calls with the main thread, through SharedArrayBuffers and Atomics (no messages per call).
  *
- * A call is cut into tasks (matmul.ts and attention.ts number them; a task computes a fixed set
- * of output elements with fixed code). The main thread writes the job into the control block,
- * bumps SEQ and wakes the workers, then claims tasks from a shared counter like any worker, and
- * waits (Atomics.wait) until every task is done and every worker has left the job. Claiming is
- * dynamic, so a worker that is descheduled, slow to start or never started only means the
- * other threads run more tasks; results are bit-for-bit the same whoever runs which task.
+ * A call is cut into tasks (matmul.ts, matmul-backward.ts and attention.ts number them; a task
+ * computes a fixed set of output elements with fixed code). The main thread writes the job into
+ * the control block, bumps SEQ and wakes the workers, then claims tasks from a shared counter
+ * like any worker, and waits (Atomics.wait) until every task is done and every worker has left
+ * the job. Claiming is dynamic, so a worker that is descheduled, slow to start or never started
+ * only means the other threads run more tasks; results are bit-for-bit the same whoever runs
+ * which task.
  *
  * Buffers: workers see tensors through SharedArrayBuffers that the main thread posts to them
  * once (on a MessagePort they drain synchronously before each job), under a numeric id. When a
@@ -20,7 +21,8 @@ import { availableParallelism } from 'node:os';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import type { AttentionDims } from './attention.ts';
-import { ACTIVE, ARGS, CTRL_F64, CTRL_INTS, DONE, ERROR, FAILED, JobRunner, NEXT, OP, OPEN, OP_ATTENTION, OP_LINEAR, QUIT, READY, SEQ, TOTAL, WORKER_TASKS, claimTasks } from './pool-jobs.ts';
+import type { LinearBackwardKind } from './matmul-backward.ts';
+import { ACTIVE, ARGS, CTRL_F64, CTRL_INTS, DONE, ERROR, FAILED, JobRunner, NEXT, OP, OPEN, OP_ATTENTION, OP_LINEAR, OP_LINEAR_DW, OP_LINEAR_DX, QUIT, READY, SEQ, TOTAL, WORKER_TASKS, claimTasks } from './pool-jobs.ts';
 
 /** Threads (main included) a CpuBackend uses by default: TANDEM_CPU_THREADS, else every core. */
 export function cpuThreadsDefault(env: NodeJS.ProcessEnv = process.env): number {
@@ -172,6 +174,25 @@ export class CpuThreadPool {
     c[ARGS + 14] = N;
     c[OP] = OP_LINEAR;
     this.run(this.runner.setLinear(out, x, w, bias, T, K, N), small);
+    return true;
+  }
+
+  /**
+   * dx = dy @ w ('input', b = w) or dw += alpha * dy^T @ x ('weight', b = x) on all threads
+   * (see matmul-backward.ts); false (nothing done) when an array is not shared.
+   */
+  linearBackward(kind: LinearBackwardKind, out: Float32Array, dy: Float32Array, b: Float32Array, T: number, K: number, N: number, alpha: number, small: boolean): boolean {
+    if (this.dead() || (small && this.congested()) || !shared(out) || !shared(dy) || !shared(b)) return false;
+    const c = this.ctrl;
+    this.put(ARGS, out);
+    this.put(ARGS + 3, dy);
+    this.put(ARGS + 6, b);
+    c[ARGS + 9] = T;
+    c[ARGS + 10] = K;
+    c[ARGS + 11] = N;
+    this.f64[0] = alpha;
+    c[OP] = kind === 'input' ? OP_LINEAR_DX : OP_LINEAR_DW;
+    this.run(this.runner.setLinearBackward(kind, out, dy, b, T, K, N, alpha), small);
     return true;
   }
 

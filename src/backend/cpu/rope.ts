@@ -9,6 +9,9 @@
  * i.e. transformers' q * cos + rotate_half(q) * sin. The angle is rounded to f32 before cos/sin,
  * as transformers forms `inv_freq @ position_ids` in f32: at position 30,000 that rounding moves
  * the angle by up to ~1e-3 rad, far more than any later rounding, so matching it matters.
+ *
+ * ropeBackward: the gradient of a rotation is the transposed rotation, i.e. by -angle with the
+ * same (f32) cos and sin; it runs in place on dq (T, H, D) and dk (T, Hkv, D) like the forward.
  */
 
 export function ropeForward(
@@ -23,6 +26,38 @@ export function ropeForward(
   Hkv: number,
   D: number,
 ): void {
+  rotate(q, k, positions, invFreq, cos, sin, T, H, Hkv, D, 1);
+}
+
+export function ropeBackward(
+  dq: Float32Array,
+  dk: Float32Array,
+  positions: Int32Array,
+  invFreq: Float32Array,
+  cos: Float64Array,
+  sin: Float64Array,
+  T: number,
+  H: number,
+  Hkv: number,
+  D: number,
+): void {
+  rotate(dq, dk, positions, invFreq, cos, sin, T, H, Hkv, D, -1);
+}
+
+/** Rotate every head by `sign` times its angles (sign -1 negates sin exactly: the transpose). */
+function rotate(
+  q: Float32Array,
+  k: Float32Array,
+  positions: Int32Array,
+  invFreq: Float32Array,
+  cos: Float64Array,
+  sin: Float64Array,
+  T: number,
+  H: number,
+  Hkv: number,
+  D: number,
+  sign: 1 | -1,
+): void {
   const half = D >> 1;
   for (let t = 0; t < T; t++) {
     const pos = positions[t];
@@ -30,7 +65,7 @@ export function ropeForward(
       const angle = Math.fround(Math.fround(pos) * invFreq[j]);
       // cos/sin of the f32 angle, rounded to f32 like torch's f32 cos/sin.
       cos[j] = Math.fround(Math.cos(angle));
-      sin[j] = Math.fround(Math.sin(angle));
+      sin[j] = sign * Math.fround(Math.sin(angle));
     }
     rotateHeads(q, t * H * D, H, D, cos, sin);
     rotateHeads(k, t * Hkv * D, Hkv, D, cos, sin);

@@ -38,6 +38,10 @@ export class CpuTensor implements Tensor {
   }
 }
 
+/** A tensor already checked to be f32 / i32 (see CpuBackend's argument checks). */
+export type F32Tensor = CpuTensor & { readonly data: Float32Array };
+export type I32Tensor = CpuTensor & { readonly data: Int32Array };
+
 /** Float dtypes are all stored as f32 on the CPU. */
 export function cpuDtype(dtype: DType): CpuDType {
   return dtype === 'i32' ? 'i32' : 'f32';
