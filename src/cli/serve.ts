@@ -10,12 +10,15 @@ import { createBackend } from '../backend/index.ts';
 import { checkAdapterName } from '../engine/adapters.ts';
 import { Engine } from '../engine/engine.ts';
 import { Metrics } from '../metrics.ts';
+import { TrainingMetrics } from '../metrics-training.ts';
 import { loadModelAsync } from '../model/load.ts';
 import { DEFAULT_MODEL_DIR } from '../paths.ts';
-import { createApp, DEFAULT_MAX_BODY_BYTES } from '../server/app.ts';
+import { createApp, DEFAULT_MAX_BODY_BYTES, type AdminOptions } from '../server/app.ts';
 import { shutdown } from '../server/shutdown.ts';
 import { createServerState } from '../server/state.ts';
 import { VERSION } from '../server/version.ts';
+import { JobManager } from '../train/job-manager.ts';
+import { createRewardRegistry } from '../train/reward-registry.ts';
 import { choiceOption, floatOption, intOption, UsageError } from './args.ts';
 
 export const SERVE_USAGE = `tandem serve [--model DIR] [options]
@@ -24,6 +27,9 @@ export const SERVE_USAGE = `tandem serve [--model DIR] [options]
   --backend cpu|cuda|auto       (default auto)
   --served-model-name NAME      the model's name in the API (default: the folder's name; env TANDEM_SERVED_MODEL_NAME)
   --api-key KEY                 require Authorization: Bearer KEY on the API (env TANDEM_API_KEY)
+  --admin-token TOKEN           require Authorization: Bearer TOKEN on /admin/* (env TANDEM_ADMIN_TOKEN);
+                                without it /admin/* answers only clients on this machine (loopback)
+  --jobs-dir DIR                training job records (default ./runs/jobs; env TANDEM_JOBS_DIR)
   --max-model-len N             context per request (default: the model's max_position_embeddings)
   --kv-cache-tokens N           KV cache size in tokens (default 32768, at least --max-model-len)
   --kv-blocks N                 ... or in blocks (overrides --kv-cache-tokens)
@@ -43,6 +49,8 @@ interface ServeConfig {
   backend: 'cpu' | 'cuda' | 'auto';
   servedModelName: string;
   apiKey: string | null;
+  adminToken: string | null;
+  jobsDir: string;
   maxModelLen: number | undefined;
   kvBlocks: number | undefined;
   kvCacheTokens: number;
@@ -64,7 +72,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
     options: {
       model: str, host: str, port: str, backend: str, 'served-model-name': str, 'api-key': str, 'max-model-len': str,
       'kv-blocks': str, 'kv-cache-tokens': str, 'block-size': str, 'max-num-seqs': str, 'max-num-batched-tokens': str,
-      'max-waiting': str, 'max-body-bytes': str, 'shutdown-grace-seconds': str,
+      'max-waiting': str, 'max-body-bytes': str, 'shutdown-grace-seconds': str, 'admin-token': str, 'jobs-dir': str,
       lora: { type: 'string', multiple: true },
     },
   });
@@ -74,6 +82,10 @@ function parseServeArgs(argv: string[]): ServeConfig {
   if (servedModelName.trim() === '') throw new UsageError('--served-model-name must not be empty');
   const apiKey = v['api-key'] ?? env.TANDEM_API_KEY ?? null;
   if (apiKey !== null && apiKey.trim() === '') throw new UsageError('--api-key must not be empty');
+  const adminToken = v['admin-token'] ?? env.TANDEM_ADMIN_TOKEN ?? null;
+  if (adminToken !== null && adminToken.trim() === '') throw new UsageError('--admin-token must not be empty');
+  const jobsDir = v['jobs-dir'] ?? env.TANDEM_JOBS_DIR ?? 'runs/jobs';
+  if (jobsDir.trim() === '') throw new UsageError('--jobs-dir must not be empty');
   const optionalInt = (name: string, raw: string | undefined, min: number): number | undefined =>
     raw === undefined ? undefined : intOption(name, raw, 0, min);
   return {
@@ -83,6 +95,8 @@ function parseServeArgs(argv: string[]): ServeConfig {
     backend: choiceOption('backend', v.backend, ['cpu', 'cuda', 'auto'] as const, 'auto'),
     servedModelName,
     apiKey,
+    adminToken,
+    jobsDir,
     maxModelLen: optionalInt('max-model-len', v['max-model-len'], 1),
     kvBlocks: optionalInt('kv-blocks', v['kv-blocks'], 1),
     kvCacheTokens: intOption('kv-cache-tokens', v['kv-cache-tokens'], 32768, 1),
@@ -120,7 +134,9 @@ export async function runServe(argv: string[]): Promise<void> {
   const cfg = parseServeArgs(argv);
   const state = createServerState({ modelName: cfg.servedModelName, backend: cfg.backend, fingerprint: `tandem-${VERSION}` });
   const metrics = new Metrics();
-  const app = createApp(state, { apiKey: cfg.apiKey, maxBodyBytes: cfg.maxBodyBytes, metrics });
+  // The admin services appear once the engine exists; until then /admin/* answers 503.
+  const admin: AdminOptions = { token: cfg.adminToken, services: null };
+  const app = createApp(state, { apiKey: cfg.apiKey, maxBodyBytes: cfg.maxBodyBytes, metrics, admin });
   const server = serve({ fetch: app.fetch, hostname: cfg.host, port: cfg.port }, (info) => {
     process.stdout.write(`tandem listening on http://${cfg.host}:${info.port} (loading ${cfg.modelDir})\n`);
   }) as Server;
@@ -130,7 +146,8 @@ export async function runServe(argv: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     process.stdout.write(`${signal}: shutting down (grace ${cfg.graceSeconds} s)\n`);
-    shutdown(state, server, cfg.graceSeconds * 1000, (line) => process.stdout.write(line + '\n')).then(
+    const stopJobs = (graceMs: number): Promise<void> => admin.services?.jobs.shutdown(graceMs) ?? Promise.resolve();
+    shutdown(state, server, cfg.graceSeconds * 1000, (line) => process.stdout.write(line + '\n'), { stopJobs }).then(
       () => process.exit(0),
       (err: unknown) => {
         process.stderr.write(`shutdown failed: ${err instanceof Error ? err.message : String(err)}\n`);
@@ -169,6 +186,16 @@ export async function runServe(argv: string[]): Promise<void> {
       process.stdout.write(`adapter '${name}' loaded from ${dir}: rank ${v.lora.spec.rank}, ${v.lora.spec.targets.join(', ')} (${v.bytes} bytes) as ${v.id}\n`);
     }
     if (stopping) return; // SIGTERM arrived while loading: shutdown is already under way
+    const log = (line: string): void => void process.stdout.write(line + '\n');
+    const rewards = createRewardRegistry();
+    const deps = { loaded, engine, queue: engine.deviceQueue, rewards, metrics: new TrainingMetrics(metrics.registry), log };
+    const jobs = new JobManager(deps, { dir: cfg.jobsDir, reservedNames: [cfg.servedModelName] });
+    admin.services = { jobs, engine, rewards };
+    const listed = jobs.list();
+    if (listed.length > 0) {
+      const interrupted = listed.filter((j) => j.status === 'interrupted').map((j) => j.id);
+      log(`training jobs: ${listed.length} record(s) in ${jobs.dir}${interrupted.length > 0 ? `; interrupted (POST /admin/jobs/{id}/resume): ${interrupted.join(', ')}` : ''}`);
+    }
     state.backend = backend.name;
     state.engine = engine;
     state.status = 'ready';

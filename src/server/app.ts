@@ -6,6 +6,8 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { adminAuth } from './admin-auth.ts';
+import { registerAdmin, type AdminOptions } from './admin/index.ts';
 import { bearerAuth } from './auth.ts';
 import { renderDocs } from './docs.ts';
 import type { AppEnv } from './env.ts';
@@ -20,6 +22,7 @@ import type { App } from './routes.ts';
 import type { ServerState } from './state.ts';
 
 export { createServerState, type ServerState, type ServerStatus, type ServingEngine } from './state.ts';
+export type { AdminOptions, AdminServices } from './admin/index.ts';
 
 export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 
@@ -30,6 +33,11 @@ export interface AppOptions {
   maxBodyBytes?: number;
   /** The Prometheus registry behind GET /metrics (src/metrics.ts's Metrics). */
   metrics?: { contentType: string; metricsText(): Promise<string> } | null;
+  /**
+   * Serve the admin API (/admin/*: training jobs, adapters, rewards). Without it /admin/* is
+   * only described in the OpenAPI document. Its `services` may be filled in after the model loads.
+   */
+  admin?: AdminOptions | null;
 }
 
 export function createApp(state: ServerState, opts: AppOptions = {}): App {
@@ -46,6 +54,8 @@ export function createApp(state: ServerState, opts: AppOptions = {}): App {
     await next();
   });
   if (opts.apiKey) app.use('*', bearerAuth(opts.apiKey));
+  // Always on, whether or not the admin routes are served: the user key never opens /admin.
+  app.use('/admin/*', adminAuth(opts.admin?.token ?? null));
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   app.use(
     '*',
@@ -65,6 +75,7 @@ export function createApp(state: ServerState, opts: AppOptions = {}): App {
   registerCompletions(app, state);
   registerModels(app, state);
   registerTokenize(app, state);
+  registerAdmin(app, state, opts.admin ?? null);
 
   let docsHtml: string | null = null;
   app.get('/openapi.json', (c) => c.json(openApiDocument(app)));

@@ -1,10 +1,12 @@
 /**
  * `--api-key`: every route except the open ones needs `Authorization: Bearer <key>`. As in
  * vLLM, health, metrics and version stay open (load balancers and Prometheus have no key);
- * so do the API reference pages, which describe the API but reveal nothing served.
+ * so do the API reference pages, which describe the API but reveal nothing served. /admin/*
+ * has its own rule (admin-auth.ts): the user key neither opens nor is needed there.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
+import { isAdminPath } from './admin-auth.ts';
 import type { AppEnv } from './env.ts';
 import { ApiError } from './errors.ts';
 
@@ -16,7 +18,7 @@ export function bearerAuth(apiKey: string): MiddlewareHandler<AppEnv> {
   // Comparing fixed-length digests keeps the check constant-time whatever the key's length.
   const expected = digest(apiKey);
   return async (c, next) => {
-    if (OPEN_PATHS.has(c.req.path)) return next();
+    if (OPEN_PATHS.has(c.req.path) || isAdminPath(c.req.path)) return next();
     const header = c.req.header('authorization');
     const match = header?.match(/^Bearer\s+(.+)$/i);
     if (!match) {

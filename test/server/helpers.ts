@@ -12,10 +12,14 @@ import OpenAI from 'openai';
 import { createBackend } from '../../src/backend/index.ts';
 import { Engine, type EngineOptions } from '../../src/engine/engine.ts';
 import { Metrics } from '../../src/metrics.ts';
+import { TrainingMetrics } from '../../src/metrics-training.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { createApp, type AppOptions } from '../../src/server/app.ts';
 import { createServerState, type ServerState } from '../../src/server/state.ts';
+import type { AdminServices } from '../../src/server/admin/index.ts';
+import { JobManager } from '../../src/train/job-manager.ts';
+import { createRewardRegistry, type RewardRegistry } from '../../src/train/reward-registry.ts';
 
 export const MODEL_NAME = 'tiny';
 
@@ -25,7 +29,9 @@ export interface TestServer {
   state: ServerState;
   engine: Engine;
   metrics: Metrics;
-  /** Stop listening, free the engine, delete the model folder. */
+  /** The admin API's job manager, adapters and rewards (with `admin` options). */
+  admin: AdminServices | null;
+  /** Stop listening, stop training jobs, free the engine. */
   close(): Promise<void>;
 }
 
@@ -41,8 +47,16 @@ function tinyModel(): string {
   return modelDir;
 }
 
+/** The admin API: a JobManager over `jobsDir` (a fresh temp dir by default) sharing the engine's device queue. */
+export interface TestAdminOptions {
+  token?: string | null;
+  rewards?: RewardRegistry;
+  jobsDir?: string;
+  log?: (line: string) => void;
+}
+
 export async function startServer(
-  opts: { app?: AppOptions; engine?: Partial<EngineOptions>; apiKey?: string; ready?: boolean } = {},
+  opts: { app?: AppOptions; engine?: Partial<EngineOptions>; apiKey?: string; ready?: boolean; admin?: TestAdminOptions } = {},
 ): Promise<TestServer> {
   const loaded = loadModel(tinyModel(), createBackend('cpu'));
   const metrics = new Metrics({ processMetrics: false });
@@ -60,7 +74,17 @@ export async function startServer(
     state.engine = engine;
     state.status = 'ready';
   }
-  const app = createApp(state, { metrics, apiKey: opts.apiKey ?? null, ...opts.app });
+  let admin: AdminServices | null = null;
+  let jobsRoot: string | null = null;
+  if (opts.admin) {
+    const rewards = opts.admin.rewards ?? createRewardRegistry();
+    jobsRoot = opts.admin.jobsDir === undefined ? mkdtempSync(join(tmpdir(), 'tandem-jobs-')) : null;
+    const deps = { loaded, engine, queue: engine.deviceQueue, rewards, metrics: new TrainingMetrics(metrics.registry), log: opts.admin.log };
+    const jobs = new JobManager(deps, { dir: opts.admin.jobsDir ?? jobsRoot!, reservedNames: [MODEL_NAME], persistIntervalMs: 200 });
+    admin = { jobs, engine, rewards };
+  }
+  const adminOptions = opts.admin ? { token: opts.admin.token ?? null, services: admin } : null;
+  const app = createApp(state, { metrics, apiKey: opts.apiKey ?? null, admin: adminOptions, ...opts.app });
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s as Server)) as Server;
   });
@@ -72,12 +96,15 @@ export async function startServer(
     state,
     engine,
     metrics,
+    admin,
     close: async () => {
+      await admin?.jobs.shutdown(30_000);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
       });
       await engine.close();
+      if (jobsRoot) rmSync(jobsRoot, { recursive: true, force: true });
     },
   };
 }
