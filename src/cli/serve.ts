@@ -18,6 +18,7 @@ import { shutdown } from '../server/shutdown.ts';
 import { createServerState } from '../server/state.ts';
 import { VERSION } from '../server/version.ts';
 import { JobManager } from '../train/job-manager.ts';
+import { registerRewardModule } from '../train/reward-module.ts';
 import { createRewardRegistry } from '../train/reward-registry.ts';
 import { choiceOption, floatOption, intOption, UsageError } from './args.ts';
 
@@ -40,6 +41,7 @@ export const SERVE_USAGE = `tandem serve [--model DIR] [options]
   --max-body-bytes N            larger request bodies get 413 (default 4194304)
   --shutdown-grace-seconds S    on SIGTERM, wait this long for requests in flight (default 30)
   --lora NAME=DIR               serve the PEFT LoRA adapter in DIR as model NAME (repeatable)
+  --rewards FILE                a JS/TS module whose exported functions become training rewards (repeatable)
   env: TANDEM_MODEL for --model`;
 
 interface ServeConfig {
@@ -62,6 +64,8 @@ interface ServeConfig {
   graceSeconds: number;
   /** --lora NAME=DIR, in the order given. */
   loras: { name: string; dir: string }[];
+  /** --rewards FILE: reward modules for training jobs. */
+  rewardModules: string[];
 }
 
 function parseServeArgs(argv: string[]): ServeConfig {
@@ -74,6 +78,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
       'kv-blocks': str, 'kv-cache-tokens': str, 'block-size': str, 'max-num-seqs': str, 'max-num-batched-tokens': str,
       'max-waiting': str, 'max-body-bytes': str, 'shutdown-grace-seconds': str, 'admin-token': str, 'jobs-dir': str,
       lora: { type: 'string', multiple: true },
+      rewards: { type: 'string', multiple: true },
     },
   });
   const env = process.env;
@@ -107,6 +112,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
     maxBodyBytes: intOption('max-body-bytes', v['max-body-bytes'], DEFAULT_MAX_BODY_BYTES, 1),
     graceSeconds: floatOption('shutdown-grace-seconds', v['shutdown-grace-seconds'], 30, 0, 86400),
     loras: parseLoras(v.lora ?? [], servedModelName),
+    rewardModules: v.rewards ?? [],
   };
 }
 
@@ -188,6 +194,10 @@ export async function runServe(argv: string[]): Promise<void> {
     if (stopping) return; // SIGTERM arrived while loading: shutdown is already under way
     const log = (line: string): void => void process.stdout.write(line + '\n');
     const rewards = createRewardRegistry();
+    for (const file of cfg.rewardModules) {
+      const names = await registerRewardModule(rewards, file);
+      process.stdout.write(`rewards from ${file}: ${names.join(', ')}\n`);
+    }
     const deps = { loaded, engine, queue: engine.deviceQueue, rewards, metrics: new TrainingMetrics(metrics.registry), log };
     const jobs = new JobManager(deps, { dir: cfg.jobsDir, reservedNames: [cfg.servedModelName] });
     admin.services = { jobs, engine, rewards };
