@@ -1,5 +1,6 @@
 /*
-The Node-API binding: device memory, copies, and one function per kernel launcher (ops.h).
+The Node-API binding's core: device memory, copies, downloads, and the module's init. The
+launchers of the kernels (ops.h) live in binding-*.cpp, one file per family (binding.h).
 
 upload() copies through pinned staging buffers (reused once an event says their last copy is
 done), so it never waits for the GPU; only uploads over 16 MiB (weights, at load time) copy from
@@ -28,35 +29,10 @@ and resolves on the main thread. The event loop never waits for the GPU.
 #include <unordered_map>
 #include <vector>
 
-#include "ops.h"
+#include "binding.h"
 
 namespace tandem {
 namespace {
-
-// ----------------------------------------------------------------------------
-// errors
-
-const char* baseName(const char* path) {
-  const char* slash = std::strrchr(path, '/');
-  return slash ? slash + 1 : path;
-}
-
-std::string where(const char* file, int line) { return std::string(baseName(file)) + ":" + std::to_string(line); }
-
-void cudaCheckImpl(cudaError_t err, const char* call, const char* file, int line) {
-  if (err != cudaSuccess) {
-    throw Error(where(file, line) + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ") in " + call);
-  }
-}
-#define cudaCheck(call) ::tandem::cudaCheckImpl((call), #call, __FILE__, __LINE__)
-
-// A failed N-API call: usually a JS exception is already pending (a bad argument type).
-struct NapiFailure {};
-
-#define NAPI_CALL(call)                  \
-  do {                                   \
-    if ((call) != napi_ok) throw NapiFailure{}; \
-  } while (0)
 
 // ----------------------------------------------------------------------------
 // state
@@ -89,10 +65,6 @@ struct State {
   std::vector<cudaEvent_t> events;
   std::vector<Staging> staging;
 } g;
-
-void requireReady(const char* fn) {
-  if (!g.ready) throw Error(std::string(fn) + ": call init() first");
-}
 
 size_t roundDevice(size_t bytes) { return bytes == 0 ? 512 : (bytes + 511) / 512 * 512; }
 
@@ -216,84 +188,15 @@ Staging* stagingFor(size_t bytes) {
   return &g.staging.back();
 }
 
-// ----------------------------------------------------------------------------
-// argument helpers
+}  // namespace
 
-class Args {
- public:
-  Args(napi_env env, napi_callback_info info, size_t expected, const char* fn) : env_(env), fn_(fn) {
-    size_t argc = kMax;
-    NAPI_CALL(napi_get_cb_info(env, info, &argc, argv_, nullptr, nullptr));
-    if (argc < expected) {
-      throw Error(std::string(fn) + ": expected " + std::to_string(expected) + " arguments, got " +
-                  std::to_string(argc));
-    }
-  }
-
-  napi_value operator[](size_t i) const { return argv_[i]; }
-
-  double num(size_t i) const {
-    double v = 0;
-    if (napi_get_value_double(env_, argv_[i], &v) != napi_ok) {
-      throw Error(std::string(fn_) + ": argument " + std::to_string(i) + " must be a number");
-    }
-    return v;
-  }
-
-  int i32(size_t i) const { return static_cast<int>(num(i)); }
-  float f32(size_t i) const { return static_cast<float>(num(i)); }
-
-  size_t size(size_t i) const {
-    const double v = num(i);
-    if (!(v >= 0) || v > 9007199254740991.0) throw Error(std::string(fn_) + ": argument " + std::to_string(i) + " must be a size");
-    return static_cast<size_t>(v);
-  }
-
-  // A device pointer; 0 means none.
-  void* ptr(size_t i) const { return reinterpret_cast<void*>(static_cast<uintptr_t>(size(i))); }
-  const int* iptr(size_t i) const { return static_cast<const int*>(ptr(i)); }
-
- private:
-  static constexpr size_t kMax = 24;
-  napi_env env_;
-  const char* fn_;
-  napi_value argv_[kMax] = {};
-};
-
-napi_value undefinedValue(napi_env env) {
-  napi_value v;
-  NAPI_CALL(napi_get_undefined(env, &v));
-  return v;
+void requireReady(const char* fn) {
+  if (!g.ready) throw Error(std::string(fn) + ": call init() first");
 }
 
-napi_value numberValue(napi_env env, double d) {
-  napi_value v;
-  NAPI_CALL(napi_create_double(env, d, &v));
-  return v;
-}
+cudaStream_t bindingStream() { return g.stream; }
 
-napi_value ptrValue(napi_env env, void* p) { return numberValue(env, static_cast<double>(reinterpret_cast<uintptr_t>(p))); }
-
-void setNumber(napi_env env, napi_value obj, const char* key, double d) {
-  NAPI_CALL(napi_set_named_property(env, obj, key, numberValue(env, d)));
-}
-
-// Every exported function runs through this: C++ exceptions become JS errors.
-template <napi_value (*F)(napi_env, napi_callback_info)>
-napi_value guarded(napi_env env, napi_callback_info info) {
-  try {
-    return F(env, info);
-  } catch (const NapiFailure&) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_error(env, nullptr, "tandem_cuda: a Node-API call failed");
-  } catch (const std::exception& e) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_error(env, nullptr, e.what());
-  }
-  return nullptr;
-}
+namespace {
 
 // ----------------------------------------------------------------------------
 // device and memory
@@ -572,129 +475,29 @@ napi_value Synchronize(napi_env env, napi_callback_info) {
   return startWait(env, new Wait());
 }
 
-// ----------------------------------------------------------------------------
-// ops (argument order as in ops.h; see the TS wrapper for shapes)
-
-napi_value Embedding(napi_env env, napi_callback_info info) {  // (out, ids, table, T, V, rowBytes)
-  Args a(env, info, 6, "embedding");
-  requireReady("embedding");
-  gatherRows(a.ptr(0), a.ptr(2), a.iptr(1), a.i32(3), a.i32(4), a.size(5), g.stream);
-  return undefinedValue(env);
-}
-
-napi_value ScatterRows(napi_env env, napi_callback_info info) {  // (pool, rows, slots, T, numSlots, rowBytes)
-  Args a(env, info, 6, "scatterRows");
-  requireReady("scatterRows");
-  scatterRows(a.ptr(0), a.ptr(1), a.iptr(2), a.i32(3), a.i32(4), a.size(5), g.stream);
-  return undefinedValue(env);
-}
-
-napi_value Rmsnorm(napi_env env, napi_callback_info info) {  // (y, sum, x, residual, w, eps, R, C, dt)
-  Args a(env, info, 9, "rmsnorm");
-  requireReady("rmsnorm");
-  rmsnorm(a.ptr(0), a.ptr(1), a.ptr(2), a.ptr(3), a.ptr(4), a.f32(5), a.i32(6), a.i32(7), a.i32(8), g.stream);
-  return undefinedValue(env);
-}
-
-napi_value Linear(napi_env env, napi_callback_info info) {  // (out, outDt, x, w, xwDt, bias, biasDt, T, K, N)
-  Args a(env, info, 10, "linear");
-  requireReady("linear");
-  linear(a.ptr(0), a.i32(1), a.ptr(2), a.ptr(3), a.i32(4), a.ptr(5), a.i32(6), a.i32(7), a.i32(8), a.i32(9),
-         g.stream);
-  return undefinedValue(env);
-}
-
-napi_value Rope(napi_env env, napi_callback_info info) {  // (q, k, positions, invFreq, freqDt, T, H, Hkv, D, dt)
-  Args a(env, info, 10, "rope");
-  requireReady("rope");
-  rope(a.ptr(0), a.ptr(1), a.iptr(2), a.ptr(3), a.i32(4), a.i32(5), a.i32(6), a.i32(7), a.i32(8), a.i32(9), g.stream);
-  return undefinedValue(env);
-}
-
-// (out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, dt)
-napi_value Attention(napi_env env, napi_callback_info info) {
-  Args a(env, info, 17, "attention");
-  requireReady("attention");
-  attention(a.ptr(0), a.ptr(1), a.ptr(2), a.ptr(3), a.iptr(4), a.iptr(5), a.iptr(6), a.i32(7), a.i32(8), a.i32(9),
-            a.i32(10), a.i32(11), a.i32(12), a.i32(13), a.i32(14), a.f32(15), a.i32(16), g.stream);
-  return undefinedValue(env);
-}
-
-napi_value AttentionHeadDimSupported(napi_env env, napi_callback_info info) {
-  Args a(env, info, 1, "attentionHeadDimSupported");
-  napi_value v;
-  NAPI_CALL(napi_get_boolean(env, attentionHeadDimSupported(a.i32(0)), &v));
-  return v;
-}
-
-napi_value Swiglu(napi_env env, napi_callback_info info) {  // (out, gate, up, n, dt)
-  Args a(env, info, 5, "swiglu");
-  requireReady("swiglu");
-  swiglu(a.ptr(0), a.ptr(1), a.ptr(2), a.size(3), a.i32(4), g.stream);
-  return undefinedValue(env);
-}
-
-napi_value Add(napi_env env, napi_callback_info info) {  // (out, a, b, n, dt)
-  Args a(env, info, 5, "add");
-  requireReady("add");
-  add(a.ptr(0), a.ptr(1), a.ptr(2), a.size(3), a.i32(4), g.stream);
-  return undefinedValue(env);
-}
-
-napi_value Cast(napi_env env, napi_callback_info info) {  // (out, outDt, x, xDt, n)
-  Args a(env, info, 5, "cast");
-  requireReady("cast");
-  cast(a.ptr(0), a.i32(1), a.ptr(2), a.i32(3), a.size(4), g.stream);
-  return undefinedValue(env);
-}
-
-napi_value LogSoftmax(napi_env env, napi_callback_info info) {  // (out f32, x, S, V, dt)
-  Args a(env, info, 5, "logSoftmax");
-  requireReady("logSoftmax");
-  logSoftmax(static_cast<float*>(a.ptr(0)), a.ptr(1), a.i32(2), a.i32(3), a.i32(4), g.stream);
-  return undefinedValue(env);
-}
-
-napi_value GreedySample(napi_env env, napi_callback_info info) {  // (ids i32 [S], logprobs f32 [S], logits, S, V, dt)
-  Args a(env, info, 6, "greedySample");
-  requireReady("greedySample");
-  greedySample(static_cast<int*>(a.ptr(0)), static_cast<float*>(a.ptr(1)), a.ptr(2), a.i32(3), a.i32(4), a.i32(5),
-               g.stream);
-  return undefinedValue(env);
-}
-
 }  // namespace
 }  // namespace tandem
 
 NAPI_MODULE_INIT() {
   using namespace tandem;
   const napi_property_descriptor props[] = {
-#define FN(name, impl) {name, nullptr, guarded<impl>, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
-      FN("probe", Probe),
-      FN("init", Init),
-      FN("malloc", Malloc),
-      FN("free", Free),
-      FN("emptyCache", EmptyCache),
-      FN("memStats", MemStats),
-      FN("zero", Zero),
-      FN("copy", Copy),
-      FN("upload", Upload),
-      FN("download", Download),
-      FN("synchronize", Synchronize),
-      FN("embedding", Embedding),
-      FN("scatterRows", ScatterRows),
-      FN("rmsnorm", Rmsnorm),
-      FN("linear", Linear),
-      FN("rope", Rope),
-      FN("attention", Attention),
-      FN("attentionHeadDimSupported", AttentionHeadDimSupported),
-      FN("swiglu", Swiglu),
-      FN("add", Add),
-      FN("cast", Cast),
-      FN("logSoftmax", LogSoftmax),
-      FN("greedySample", GreedySample),
-#undef FN
+      TANDEM_FN("probe", Probe),
+      TANDEM_FN("init", Init),
+      TANDEM_FN("malloc", Malloc),
+      TANDEM_FN("free", Free),
+      TANDEM_FN("emptyCache", EmptyCache),
+      TANDEM_FN("memStats", MemStats),
+      TANDEM_FN("zero", Zero),
+      TANDEM_FN("copy", Copy),
+      TANDEM_FN("upload", Upload),
+      TANDEM_FN("download", Download),
+      TANDEM_FN("synchronize", Synchronize),
   };
-  if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return nullptr;
+  try {
+    defineFunctions(env, exports, props, sizeof(props) / sizeof(props[0]));
+    registerForwardOps(env, exports);
+  } catch (...) {
+    return nullptr;
+  }
   return exports;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the CUDA backend's native addon, build/tandem_cuda.node, from kernels/*.cu (nvcc) and
-# kernels/binding.cpp (the Node-API binding), linked against cuBLASLt with the CUDA runtime static.
+# kernels/binding*.cpp (the Node-API binding), linked against cuBLASLt with the CUDA runtime static.
 # Plain bash on purpose: the GPU machine has nvcc but no npm or node-gyp.
 #
 #   bash kernels/build.sh                              sm_90 (H100 / H200)
@@ -105,10 +105,14 @@ for src in kernels/*.cu; do
   pids+=($!)
   names+=("$name")
 done
-"$CXX" -std=c++17 -O2 -Wall -fPIC -fvisibility=hidden -DNAPI_VERSION=8 -I"$NAPI_INCLUDE" -I"$CUDA_HOME/include" \
-  -Ikernels -c kernels/binding.cpp -o "$obj/binding.o" >"$obj/binding.log" 2>&1 &
-pids+=($!)
-names+=(binding)
+# The Node-API binding: binding.cpp (memory, copies, init) and one binding-*.cpp per op family.
+for src in kernels/*.cpp; do
+  name=$(basename "$src" .cpp)
+  "$CXX" -std=c++17 -O2 -Wall -fPIC -fvisibility=hidden -DNAPI_VERSION=8 -I"$NAPI_INCLUDE" -I"$CUDA_HOME/include" \
+    -Ikernels -c "$src" -o "$obj/$name.o" >"$obj/$name.log" 2>&1 &
+  pids+=($!)
+  names+=("$name")
+done
 failed=0
 for i in "${!pids[@]}"; do
   if ! wait "${pids[$i]}"; then

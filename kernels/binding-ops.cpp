@@ -1,0 +1,121 @@
+/*
+Node-API launchers of the forward kernels (ops.h): each reads its arguments, checks init, and
+queues the kernel on the shared stream. Registered by registerForwardOps().
+*/
+#include "binding.h"
+
+namespace tandem {
+namespace {
+
+// ----------------------------------------------------------------------------
+// ops (argument order as in ops.h; see the TS wrapper for shapes)
+
+napi_value Embedding(napi_env env, napi_callback_info info) {  // (out, ids, table, T, V, rowBytes)
+  Args a(env, info, 6, "embedding");
+  requireReady("embedding");
+  gatherRows(a.ptr(0), a.ptr(2), a.iptr(1), a.i32(3), a.i32(4), a.size(5), bindingStream());
+  return undefinedValue(env);
+}
+
+napi_value ScatterRows(napi_env env, napi_callback_info info) {  // (pool, rows, slots, T, numSlots, rowBytes)
+  Args a(env, info, 6, "scatterRows");
+  requireReady("scatterRows");
+  scatterRows(a.ptr(0), a.ptr(1), a.iptr(2), a.i32(3), a.i32(4), a.size(5), bindingStream());
+  return undefinedValue(env);
+}
+
+napi_value Rmsnorm(napi_env env, napi_callback_info info) {  // (y, sum, x, residual, w, eps, R, C, dt)
+  Args a(env, info, 9, "rmsnorm");
+  requireReady("rmsnorm");
+  rmsnorm(a.ptr(0), a.ptr(1), a.ptr(2), a.ptr(3), a.ptr(4), a.f32(5), a.i32(6), a.i32(7), a.i32(8), bindingStream());
+  return undefinedValue(env);
+}
+
+napi_value Linear(napi_env env, napi_callback_info info) {  // (out, outDt, x, w, xwDt, bias, biasDt, T, K, N)
+  Args a(env, info, 10, "linear");
+  requireReady("linear");
+  linear(a.ptr(0), a.i32(1), a.ptr(2), a.ptr(3), a.i32(4), a.ptr(5), a.i32(6), a.i32(7), a.i32(8), a.i32(9),
+         bindingStream());
+  return undefinedValue(env);
+}
+
+napi_value Rope(napi_env env, napi_callback_info info) {  // (q, k, positions, invFreq, freqDt, T, H, Hkv, D, dt)
+  Args a(env, info, 10, "rope");
+  requireReady("rope");
+  rope(a.ptr(0), a.ptr(1), a.iptr(2), a.ptr(3), a.i32(4), a.i32(5), a.i32(6), a.i32(7), a.i32(8), a.i32(9), bindingStream());
+  return undefinedValue(env);
+}
+
+// (out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, dt)
+napi_value Attention(napi_env env, napi_callback_info info) {
+  Args a(env, info, 17, "attention");
+  requireReady("attention");
+  attention(a.ptr(0), a.ptr(1), a.ptr(2), a.ptr(3), a.iptr(4), a.iptr(5), a.iptr(6), a.i32(7), a.i32(8), a.i32(9),
+            a.i32(10), a.i32(11), a.i32(12), a.i32(13), a.i32(14), a.f32(15), a.i32(16), bindingStream());
+  return undefinedValue(env);
+}
+
+napi_value AttentionHeadDimSupported(napi_env env, napi_callback_info info) {
+  Args a(env, info, 1, "attentionHeadDimSupported");
+  napi_value v;
+  NAPI_CALL(napi_get_boolean(env, attentionHeadDimSupported(a.i32(0)), &v));
+  return v;
+}
+
+napi_value Swiglu(napi_env env, napi_callback_info info) {  // (out, gate, up, n, dt)
+  Args a(env, info, 5, "swiglu");
+  requireReady("swiglu");
+  swiglu(a.ptr(0), a.ptr(1), a.ptr(2), a.size(3), a.i32(4), bindingStream());
+  return undefinedValue(env);
+}
+
+napi_value Add(napi_env env, napi_callback_info info) {  // (out, a, b, n, dt)
+  Args a(env, info, 5, "add");
+  requireReady("add");
+  add(a.ptr(0), a.ptr(1), a.ptr(2), a.size(3), a.i32(4), bindingStream());
+  return undefinedValue(env);
+}
+
+napi_value Cast(napi_env env, napi_callback_info info) {  // (out, outDt, x, xDt, n)
+  Args a(env, info, 5, "cast");
+  requireReady("cast");
+  cast(a.ptr(0), a.i32(1), a.ptr(2), a.i32(3), a.size(4), bindingStream());
+  return undefinedValue(env);
+}
+
+napi_value LogSoftmax(napi_env env, napi_callback_info info) {  // (out f32, x, S, V, dt)
+  Args a(env, info, 5, "logSoftmax");
+  requireReady("logSoftmax");
+  logSoftmax(static_cast<float*>(a.ptr(0)), a.ptr(1), a.i32(2), a.i32(3), a.i32(4), bindingStream());
+  return undefinedValue(env);
+}
+
+napi_value GreedySample(napi_env env, napi_callback_info info) {  // (ids i32 [S], logprobs f32 [S], logits, S, V, dt)
+  Args a(env, info, 6, "greedySample");
+  requireReady("greedySample");
+  greedySample(static_cast<int*>(a.ptr(0)), static_cast<float*>(a.ptr(1)), a.ptr(2), a.i32(3), a.i32(4), a.i32(5),
+               bindingStream());
+  return undefinedValue(env);
+}
+
+}  // namespace
+
+void registerForwardOps(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      TANDEM_FN("embedding", Embedding),
+      TANDEM_FN("scatterRows", ScatterRows),
+      TANDEM_FN("rmsnorm", Rmsnorm),
+      TANDEM_FN("linear", Linear),
+      TANDEM_FN("rope", Rope),
+      TANDEM_FN("attention", Attention),
+      TANDEM_FN("attentionHeadDimSupported", AttentionHeadDimSupported),
+      TANDEM_FN("swiglu", Swiglu),
+      TANDEM_FN("add", Add),
+      TANDEM_FN("cast", Cast),
+      TANDEM_FN("logSoftmax", LogSoftmax),
+      TANDEM_FN("greedySample", GreedySample),
+  };
+  defineFunctions(env, exports, props, sizeof(props) / sizeof(props[0]));
+}
+
+}  // namespace tandem
