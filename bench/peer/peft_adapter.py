@@ -17,7 +17,7 @@ transformers, peft).
     values, so the Tandem side compares against peft's model rather than the file it reads.
     Prints DIR.
 
-TODO: compare logits with the adapter applied (peft vs Tandem) once Tandem's LoRA forward exists.
+Logits with the adapter applied (both directions) and LoRA gradients vs peft: bench/peer/peft_grads.py.
 """
 import argparse
 import json
