@@ -24,6 +24,7 @@ import { KvBlockManager } from './kv-cache.ts';
 import { OutputProcessor, TokenTexts, type SampledToken } from './output.ts';
 import { DeviceQueue } from '../backend/device-queue.ts';
 import { RequestStream } from './request-stream.ts';
+import { validateRequest } from './validate.ts';
 import { Scheduler, type ScheduledSeq, type StepPlan } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
 import { EngineError, type EngineStats, type FinishReason, type GenerationRequest, type TokenEvent } from './types.ts';
@@ -130,7 +131,7 @@ export class Engine {
   add(req: GenerationRequest): AsyncIterable<TokenEvent> {
     if (this.#draining || this.#closed) throw new EngineError('shutting_down', 'the server is shutting down and takes no new requests; retry on another instance');
     const adapter = this.#adapterOf(req);
-    this.#validate(req);
+    validateRequest(req, { live: (id) => this.#live.has(id), vocabSize: this.loaded.config.vocabSize, maxModelLen: this.maxModelLen, blocks: this.#blocks });
     if (this.#scheduler.waiting.length >= this.options.maxWaiting) {
       throw new EngineError('queue_full', `the request queue is full (${this.options.maxWaiting} waiting); retry later`);
     }
@@ -230,64 +231,6 @@ export class Engine {
       `The model '${String(name)}' does not exist: no adapter of that name is loaded (loaded: ${loaded.length > 0 ? loaded.join(', ') : 'none'}).`,
       'model',
     );
-  }
-
-  #validate(req: GenerationRequest): void {
-    const bad = (message: string, param: string | null): never => {
-      throw new EngineError('invalid_request', message, param);
-    };
-    if (typeof req.requestId !== 'string' || req.requestId === '') bad('requestId must be a non-empty string', null);
-    if (this.#live.has(req.requestId)) bad(`request id '${req.requestId}' is already in use by a live request`, null);
-    const prompt = req.promptIds;
-    if (prompt.length === 0) bad('the prompt is empty: give at least one token', 'prompt');
-    const vocab = this.loaded.config.vocabSize;
-    for (let i = 0; i < prompt.length; i++) {
-      const id = prompt[i];
-      if (!Number.isInteger(id) || id < 0 || id >= vocab) bad(`prompt token ${i} is ${id}, outside this model's vocabulary [0, ${vocab})`, 'prompt');
-    }
-    if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1) bad(`max_tokens must be an integer >= 1, got ${req.maxTokens}`, 'max_tokens');
-    const s = req.sampling;
-    if (!(Number.isFinite(s.temperature) && s.temperature >= 0)) bad(`temperature must be a finite number >= 0, got ${s.temperature}`, 'temperature');
-    if (!Number.isInteger(s.topK)) bad(`top_k must be an integer (<= 0 turns it off), got ${s.topK}`, 'top_k');
-    if (!(s.topP > 0 && s.topP <= 1)) bad(`top_p must be in (0, 1], got ${s.topP}`, 'top_p');
-    if (!(s.minP >= 0 && s.minP <= 1)) bad(`min_p must be in [0, 1], got ${s.minP}`, 'min_p');
-    if (s.seed !== null && !Number.isSafeInteger(s.seed)) bad(`seed must be an integer, got ${s.seed}`, 'seed');
-    if (!Number.isFinite(s.presencePenalty)) bad(`presence_penalty must be a finite number, got ${s.presencePenalty}`, 'presence_penalty');
-    if (!Number.isFinite(s.frequencyPenalty)) bad(`frequency_penalty must be a finite number, got ${s.frequencyPenalty}`, 'frequency_penalty');
-    if (!(Number.isFinite(s.repetitionPenalty) && s.repetitionPenalty > 0)) bad(`repetition_penalty must be a number > 0, got ${s.repetitionPenalty}`, 'repetition_penalty');
-    if (req.logprobs !== null && !(Number.isInteger(req.logprobs) && req.logprobs >= 0 && req.logprobs <= vocab)) {
-      bad(`logprobs must be null or an integer in [0, ${vocab}], got ${req.logprobs}`, 'logprobs');
-    }
-    if (!Number.isFinite(req.priority)) bad(`priority must be a finite number, got ${req.priority}`, 'priority');
-    for (const id of req.stop.tokenIds) if (!Number.isInteger(id)) bad(`stop token ids must be integers, got ${id}`, 'stop_token_ids');
-
-    const n = prompt.length;
-    const m = req.maxTokens;
-    const ctx = this.maxModelLen;
-    if (n >= ctx) {
-      throw new EngineError(
-        'context_length_exceeded',
-        `prompt is ${fmt(n)} tokens; this model's context is ${fmt(ctx)}, which leaves no room to generate: shorten the prompt`,
-        'prompt',
-      );
-    }
-    if (n + m > ctx) {
-      throw new EngineError(
-        'context_length_exceeded',
-        `prompt (${fmt(n)}) + max_tokens (${fmt(m)}) = ${fmt(n + m)} exceeds the context of ${fmt(ctx)}: lower max_tokens to at most ${fmt(ctx - n)} or shorten the prompt`,
-        'max_tokens',
-      );
-    }
-    const blocks = this.#blocks.blocksFor(n + m);
-    if (blocks > this.#blocks.numBlocks) {
-      const bs = this.#blocks.blockSize;
-      throw new EngineError(
-        'out_of_capacity',
-        `prompt (${fmt(n)}) + max_tokens (${fmt(m)}) = ${fmt(n + m)} tokens need ${fmt(blocks)} KV blocks, but the KV cache holds only ` +
-          `${fmt(this.#blocks.numBlocks)} blocks (${fmt(this.#blocks.numBlocks * bs)} tokens): lower max_tokens or shorten the prompt`,
-        'max_tokens',
-      );
-    }
   }
 
   // ---- the step loop ----
@@ -483,9 +426,4 @@ function groupByAdapter(scheduled: ScheduledSeq[]): ScheduledSeq[] {
 
 function positiveInt(name: string, value: number): void {
   if (!Number.isInteger(value) || value < 1) throw new Error(`engine option ${name} must be an integer >= 1, got ${value}`);
-}
-
-/** 9000 -> "9,000", as in the messages users read. */
-function fmt(n: number): string {
-  return n.toLocaleString('en-US');
 }
