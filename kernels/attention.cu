@@ -6,17 +6,26 @@ Causal grouped-query attention over the paged KV cache (packed prefill and decod
 Sequence s owns query rows [cuSeqlensQ[s], cuSeqlensQ[s+1]), its last qlen tokens: row i sits at
 position ctx - qlen + i and attends to cache positions [0, that position]. Position p lives in
 block blockTables[s, p / blockSize] at offset p % blockSize. Query head h reads KV head
-h / (H / Hkv).
+h / (H / Hkv). Blocks outside [0, numBlocks) are skipped (their keys count as absent).
 
-First version: one block of WARPS (8) warps per (query row, head). A warp owns runs of UNROLL
-consecutive keys (strided by the block), lane l holds dims [l*VEC, (l+1)*VEC) of q, K, V and
-the output (D = 32 * VEC), so a key row is one coalesced 2*D-byte read. Per run: UNROLL K and V
-rows are loaded before any use, UNROLL dot products are reduced with shuffles, and the warp's
-online softmax (running max m, sum l, accumulator acc) absorbs them with one rescale. The warps'
-states merge through shared memory at the end.
-Later work: split-K over the context for long decodes, tiles of query rows sharing each K/V
-load (flash-style prefill), and all heads of a KV group in one block.
+Three kernels share the rows (attention() below picks):
+  flashPrefillKernel (attention-prefill.cuh)   bf16, D 64 or 128: rows of sequences with more
+      than one query row, a tile of (row, head) pairs per block on tensor cores;
+  groupedDecodeKernel (attention-decode.cuh)   D 64 or 128, up to 8 query heads per KV head:
+      every other row, one block per (row, KV head, context split), split-K when the batch
+      is too small to fill the GPU, then mergeSplitsKernel;
+  pagedAttentionKernel (below)                 anything else (D 32 or 256, wide GQA groups):
+      one block per (row, head).
+
+pagedAttentionKernel: one block of WARPS (8) warps per (query row, head). A warp owns runs of
+UNROLL consecutive keys (strided by the block), lane l holds dims [l*VEC, (l+1)*VEC) of q, K, V
+and the output (D = 32 * VEC), so a key row is one coalesced 2*D-byte read. Per run: UNROLL K
+and V rows are loaded before any use, UNROLL dot products are reduced with shuffles, and the
+warp's online softmax (running max m, sum l, accumulator acc) absorbs them with one rescale.
+The warps' states merge through shared memory at the end.
 */
+#include "attention-decode.cuh"
+#include "attention-prefill.cuh"
 #include "common.cuh"
 
 namespace tandem {
@@ -28,7 +37,7 @@ template <typename T, int VEC, int WARPS, int UNROLL>
 __global__ void __launch_bounds__(WARPS * 32)
     pagedAttentionKernel(T* out, const T* q, const T* kPool, const T* vPool, const int* cuSeqlensQ,
                          const int* contextLens, const int* blockTables, int S, int H, int Hkv, int blockSize,
-                         int maxBlocks, int numBlocks, float scale) {
+                         int maxBlocks, int numBlocks, float scale, int skipMulti) {
   constexpr int D = 32 * VEC;
   __shared__ float sharedM[WARPS];
   __shared__ float sharedL[WARPS];
@@ -38,16 +47,9 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
 
-  // The sequence owning query row t: the last s with cuSeqlensQ[s] <= t (skips empty sequences).
-  int lo = 0;
-  int hi = S - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (cuSeqlensQ[mid] <= t) lo = mid;
-    else hi = mid - 1;
-  }
-  const int s = lo;
+  const int s = sequenceOfRow(cuSeqlensQ, S, t);
   const int qlen = cuSeqlensQ[s + 1] - cuSeqlensQ[s];
+  if (skipMulti && qlen > 1) return;  // (block-uniform) the prefill kernel's row
   const int ctx = contextLens[s];
   const int keys = min(ctx, ctx - qlen + (t - cuSeqlensQ[s]) + 1);  // causal: positions [0, keys)
   const int kvHead = h / (H / Hkv);
@@ -147,49 +149,142 @@ __global__ void __launch_bounds__(WARPS * 32)
 
 namespace {
 
-constexpr int kWarps = 8;  // a long context needs many loads in flight per (row, head)
+constexpr int kWarps = 8;  // a long context needs many loads in flight per block
 constexpr int kUnroll = 4;
 
+int smCount() {
+  static int count = 0;  // one process drives one GPU
+  if (count == 0) {
+    int device = 0;
+    cudaCheck(cudaGetDevice(&device));
+    cudaCheck(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  }
+  return count;
+}
+
+bool groupedSupported(int H, int Hkv, int D) { return (D == 64 || D == 128) && H / Hkv <= 8; }
+bool flashSupported(int dt, int D) { return dt == kBF16 && (D == 64 || D == 128); }
+
+struct AttnArgs {
+  void* out;
+  const void* q;
+  const void* kPool;
+  const void* vPool;
+  const int* cuSeqlensQ;
+  const int* contextLens;
+  const int* blockTables;
+  int T, S, H, Hkv, D, blockSize, maxBlocks, numBlocks;
+  float scale;
+  cudaStream_t stream;
+};
+
 template <typename T, int VEC>
-void launchAttention(void* out, const void* q, const void* kPool, const void* vPool, const int* cuSeqlensQ,
-                     const int* contextLens, const int* blockTables, int T_, int S, int H, int Hkv, int blockSize,
-                     int maxBlocks, int numBlocks, float scale, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(T_), static_cast<unsigned>(H));
-  pagedAttentionKernel<T, VEC, kWarps, kUnroll><<<grid, kWarps * 32, 0, stream>>>(
-      static_cast<T*>(out), static_cast<const T*>(q), static_cast<const T*>(kPool), static_cast<const T*>(vPool),
-      cuSeqlensQ, contextLens, blockTables, S, H, Hkv, blockSize, maxBlocks, numBlocks, scale);
+void launchPerRow(const AttnArgs& a, int skipMulti) {
+  const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.H));
+  pagedAttentionKernel<T, VEC, kWarps, kUnroll><<<grid, kWarps * 32, 0, a.stream>>>(
+      static_cast<T*>(a.out), static_cast<const T*>(a.q), static_cast<const T*>(a.kPool), static_cast<const T*>(a.vPool),
+      a.cuSeqlensQ, a.contextLens, a.blockTables, a.S, a.H, a.Hkv, a.blockSize, a.maxBlocks, a.numBlocks, a.scale,
+      skipMulti);
+}
+
+template <typename T, int VEC, int GMAX>
+void launchGrouped(const AttnArgs& a, int splits, float* partial, int skipMulti) {
+  // 8 warps x 4 keys: faster than 8 x 2 at all 9 decode shapes timed for 8-head groups (Qwen2.5-3B,
+  // bench/results/cuda-attention-h200.json), the fastest of 8x2, 8x4, 4x4, 4x2 at 5 of them.
+  constexpr int unroll = 4;
+  const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.Hkv), static_cast<unsigned>(splits));
+  groupedDecodeKernel<T, VEC, GMAX, kWarps, unroll><<<grid, kWarps * 32, 0, a.stream>>>(
+      static_cast<T*>(a.out), partial, static_cast<const T*>(a.q), static_cast<const T*>(a.kPool),
+      static_cast<const T*>(a.vPool), a.cuSeqlensQ, a.contextLens, a.blockTables, a.S, a.H, a.Hkv, a.blockSize,
+      a.maxBlocks, a.numBlocks, a.scale, splits, skipMulti);
+  if (splits > 1) {
+    const dim3 mergeGrid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.H));
+    mergeSplitsKernel<T><<<mergeGrid, 128, 0, a.stream>>>(static_cast<T*>(a.out), partial, a.cuSeqlensQ, a.S, a.H, a.D,
+                                                         splits, skipMulti);
+  }
+}
+
+template <typename T, int VEC>
+void dispatchGroup(const AttnArgs& a, int splits, float* partial, int skipMulti) {
+  const int G = a.H / a.Hkv;
+  if (G <= 1) launchGrouped<T, VEC, 1>(a, splits, partial, skipMulti);
+  else if (G <= 2) launchGrouped<T, VEC, 2>(a, splits, partial, skipMulti);
+  else if (G <= 4) launchGrouped<T, VEC, 4>(a, splits, partial, skipMulti);
+  else launchGrouped<T, VEC, 8>(a, splits, partial, skipMulti);
+}
+
+template <int D>
+void launchFlash(const AttnArgs& a) {
+  auto kernel = flashPrefillKernel<D>;
+  constexpr size_t bytes = PrefillSmem<D>::bytes;
+  static bool granted = false;  // shared memory past 48 KiB must be asked for, once
+  if (!granted) {
+    cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    granted = true;
+  }
+  const int G = a.H / a.Hkv;
+  const long long tiles = CEIL_DIV(static_cast<long long>(a.T) * G, kTileQ) + a.S;
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(a.Hkv));
+  kernel<<<grid, kPrefillThreads, bytes, a.stream>>>(
+      static_cast<__nv_bfloat16*>(a.out), static_cast<const __nv_bfloat16*>(a.q),
+      static_cast<const __nv_bfloat16*>(a.kPool), static_cast<const __nv_bfloat16*>(a.vPool), a.cuSeqlensQ,
+      a.contextLens, a.blockTables, a.S, a.H, a.Hkv, a.blockSize, a.maxBlocks, a.numBlocks, a.scale);
 }
 
 }  // namespace
 
 bool attentionHeadDimSupported(int D) { return D == 32 || D == 64 || D == 128 || D == 256; }
 
+int attentionSplits(int T, int H, int Hkv, int D, int maxContextLen) {
+  // Split only when the unsplit grid leaves SMs idle and each chunk keeps >= 128 keys.
+  if (T <= 0 || Hkv <= 0 || !groupedSupported(H, Hkv, D) || maxContextLen < 512) return 1;
+  const int blocks = T * Hkv;
+  const int sms = smCount();
+  if (blocks >= sms) return 1;
+  const int splits = min(CEIL_DIV(2 * sms, blocks), maxContextLen / 128);
+  return max(1, min(splits, 64));
+}
+
+size_t attentionWorkspaceBytes(int T, int H, int D, int splits) {
+  return splits > 1 ? static_cast<size_t>(T) * H * splits * (D + 2) * sizeof(float) : 0;
+}
+
 void attention(void* out, const void* q, const void* kPool, const void* vPool, const int* cuSeqlensQ,
                const int* contextLens, const int* blockTables, int T, int S, int H, int Hkv, int D, int blockSize,
-               int maxBlocks, int numBlocks, float scale, int dt, cudaStream_t stream) {
+               int maxBlocks, int numBlocks, float scale, int dt, int maxSeqlenQ, int splits, void* workspace,
+               cudaStream_t stream) {
   if (T == 0 || H == 0) return;
   if (S <= 0 || Hkv <= 0 || H % Hkv != 0 || blockSize <= 0) throw Error("attention: bad dimensions");
   if (H > 65535) throw Error("attention: more than 65535 query heads");
+  if (!attentionHeadDimSupported(D)) {
+    throw Error("attention: head dim " + std::to_string(D) + " is not supported (32, 64, 128 or 256)");
+  }
+  const bool grouped = groupedSupported(H, Hkv, D);
+  if (splits < 1 || splits > 64 || (splits > 1 && !grouped)) {
+    throw Error("attention: " + std::to_string(splits) + " context splits asked for; use attentionSplits()");
+  }
+  if (splits > 1 && workspace == nullptr) throw Error("attention: split-K needs attentionWorkspaceBytes() of workspace");
+  const AttnArgs a{out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, D, blockSize, maxBlocks,
+                   numBlocks, scale, stream};
+  const bool flash = maxSeqlenQ > 1 && flashSupported(dt, D);
+  if (flash) {
+    if (D == 64) launchFlash<64>(a);
+    else launchFlash<128>(a);
+    launchCheck();
+  }
+  const int skipMulti = flash ? 1 : 0;
+  float* partial = static_cast<float*>(workspace);
   DISPATCH_FLOAT(dt, E, {
-    switch (D) {
-      case 32:
-        launchAttention<E, 1>(out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, blockSize,
-                              maxBlocks, numBlocks, scale, stream);
-        break;
-      case 64:
-        launchAttention<E, 2>(out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, blockSize,
-                              maxBlocks, numBlocks, scale, stream);
-        break;
-      case 128:
-        launchAttention<E, 4>(out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, blockSize,
-                              maxBlocks, numBlocks, scale, stream);
-        break;
-      case 256:
-        launchAttention<E, 8>(out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, blockSize,
-                              maxBlocks, numBlocks, scale, stream);
-        break;
-      default:
-        throw Error("attention: head dim " + std::to_string(D) + " is not supported (32, 64, 128 or 256)");
+    if (grouped) {
+      if (D == 64) dispatchGroup<E, 2>(a, splits, partial, skipMulti);
+      else dispatchGroup<E, 4>(a, splits, partial, skipMulti);
+    } else {
+      switch (D) {
+        case 32: launchPerRow<E, 1>(a, skipMulti); break;
+        case 64: launchPerRow<E, 2>(a, skipMulti); break;
+        case 128: launchPerRow<E, 4>(a, skipMulti); break;
+        default: launchPerRow<E, 8>(a, skipMulti); break;
+      }
     }
   });
   launchCheck();

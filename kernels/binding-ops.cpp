@@ -46,13 +46,27 @@ napi_value Rope(napi_env env, napi_callback_info info) {  // (q, k, positions, i
   return undefinedValue(env);
 }
 
-// (out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, dt)
+// (out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, dt,
+//  maxSeqlenQ, splits, workspace)
 napi_value Attention(napi_env env, napi_callback_info info) {
-  Args a(env, info, 17, "attention");
+  Args a(env, info, 20, "attention");
   requireReady("attention");
   attention(a.ptr(0), a.ptr(1), a.ptr(2), a.ptr(3), a.iptr(4), a.iptr(5), a.iptr(6), a.i32(7), a.i32(8), a.i32(9),
-            a.i32(10), a.i32(11), a.i32(12), a.i32(13), a.i32(14), a.f32(15), a.i32(16), bindingStream());
+            a.i32(10), a.i32(11), a.i32(12), a.i32(13), a.i32(14), a.f32(15), a.i32(16), a.i32(17), a.i32(18), a.ptr(19),
+            bindingStream());
   return undefinedValue(env);
+}
+
+// attentionPlan(T, H, Hkv, D, maxContextLen) -> { splits, workspaceBytes } for attention().
+napi_value AttentionPlan(napi_env env, napi_callback_info info) {
+  Args a(env, info, 5, "attentionPlan");
+  requireReady("attentionPlan");
+  const int splits = attentionSplits(a.i32(0), a.i32(1), a.i32(2), a.i32(3), a.i32(4));
+  napi_value obj;
+  NAPI_CALL(napi_create_object(env, &obj));
+  setNumber(env, obj, "splits", splits);
+  setNumber(env, obj, "workspaceBytes", static_cast<double>(attentionWorkspaceBytes(a.i32(0), a.i32(1), a.i32(3), splits)));
+  return obj;
 }
 
 napi_value AttentionHeadDimSupported(napi_env env, napi_callback_info info) {
@@ -108,6 +122,7 @@ void registerForwardOps(napi_env env, napi_value exports) {
       TANDEM_FN("linear", Linear),
       TANDEM_FN("rope", Rope),
       TANDEM_FN("attention", Attention),
+      TANDEM_FN("attentionPlan", AttentionPlan),
       TANDEM_FN("attentionHeadDimSupported", AttentionHeadDimSupported),
       TANDEM_FN("swiglu", Swiglu),
       TANDEM_FN("add", Add),

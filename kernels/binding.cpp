@@ -496,6 +496,8 @@ NAPI_MODULE_INIT() {
   try {
     defineFunctions(env, exports, props, sizeof(props) / sizeof(props[0]));
     registerForwardOps(env, exports);
+    registerTrainingOps(env, exports);
+    registerSampling(env, exports);
   } catch (...) {
     return nullptr;
   }

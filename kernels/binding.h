@@ -140,5 +140,7 @@ inline void defineFunctions(napi_env env, napi_value exports, const napi_propert
 
 // One per binding-*.cpp file.
 void registerForwardOps(napi_env env, napi_value exports);  // binding-ops.cpp
+void registerTrainingOps(napi_env env, napi_value exports);  // binding-train.cpp
+void registerSampling(napi_env env, napi_value exports);     // binding-sampling.cpp
 
 }  // namespace tandem

@@ -7,8 +7,17 @@ scatterRows: rows is (T, rowBytes), slots is (T) i32, pool is (numSlots, rowByte
              pool[slots[t]] = rows[t] (writeKv: one layer's K or V pool, a slot per token)
 
 Rows move in the widest unit that divides the row and the pointers: 16, 8, 4 or 2 bytes.
+
+scatterAddRows: src is (R, C) of T, idx is (R) i32, out is (T, C) of T: out = 0, then
+             out[idx[r]] += src[r] (the adjoint of gatherRows: rows named twice add up).
+             Deterministic without ordering atomics on floats: a first pass finds, per output
+             row, its lowest source row (atomicMin: the same answer whatever the order) and its
+             number of sources; then each output row sums its sources in f32, r ascending, and
+             rounds once. Rows named once (the usual case) are copies; only repeated rows scan
+             idx beyond their first source.
 */
 #include "common.cuh"
+#include "ops-train.h"
 
 namespace tandem {
 
@@ -36,6 +45,38 @@ __global__ void scatterRowsKernel(U* pool, const U* rows, const int* slots, int 
   const U* row = rows + static_cast<size_t>(t) * units;
   U* dst = pool + static_cast<size_t>(to) * units;
   for (int i = threadIdx.x; i < units; i += blockDim.x) dst[i] = row[i];
+}
+
+__global__ void scatterOwnersKernel(int* first, int* count, const int* idx, int R, int T) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= R) return;
+  const int t = idx[r];
+  if (t < 0 || t >= T) return;
+  atomicMin(first + t, r);
+  atomicAdd(count + t, 1);
+}
+
+template <typename T>
+__global__ void scatterAddRowsKernel(T* out, const T* src, const int* idx, const int* first, const int* count, int R,
+                                     int C) {
+  const int t = blockIdx.x;
+  const int n = count[t];
+  const int r0 = first[t];
+  T* dst = out + static_cast<size_t>(t) * C;
+  for (int c = blockIdx.y * blockDim.x + threadIdx.x; c < C; c += gridDim.y * blockDim.x) {
+    if (n == 0) {
+      dst[c] = fromF<T>(0.0f);
+      continue;
+    }
+    float acc = toF(src[static_cast<size_t>(r0) * C + c]);
+    for (int r = r0 + 1, seen = 1; seen < n && r < R; r++) {
+      if (idx[r] == t) {
+        acc += toF(src[static_cast<size_t>(r) * C + c]);
+        seen++;
+      }
+    }
+    dst[c] = fromF<T>(acc);
+  }
 }
 
 // ----------------------------------------------------------------------------
@@ -100,6 +141,26 @@ void scatterRows(void* pool, const void* rows, const int* slots, int T, int numS
                 scatterRowsKernel<U><<<T, threadsFor(units), 0, stream>>>(static_cast<U*>(pool),
                                                                           static_cast<const U*>(rows), slots, T,
                                                                           numSlots, units));
+  launchCheck();
+}
+
+void scatterAddRows(void* out, const void* src, const int* idx, int R, int T, int C, int dt, int* work,
+                    cudaStream_t stream) {
+  if (T == 0 || C == 0) return;
+  int* first = work;
+  int* count = work + T;
+  cudaCheck(cudaMemsetAsync(first, 0x7f, sizeof(int) * T, stream));  // 0x7f7f7f7f: above any row
+  cudaCheck(cudaMemsetAsync(count, 0, sizeof(int) * T, stream));
+  if (R > 0) {
+    scatterOwnersKernel<<<CEIL_DIV(R, 256), 256, 0, stream>>>(first, count, idx, R, T);
+    launchCheck();
+  }
+  const int threads = threadsFor(static_cast<size_t>(C));
+  const dim3 grid(T, CEIL_DIV(C, threads * 8));
+  DISPATCH_FLOAT(dt, E,
+                 scatterAddRowsKernel<E><<<grid, threads, 0, stream>>>(static_cast<E*>(out),
+                                                                       static_cast<const E*>(src), idx, first, count,
+                                                                       R, C));
   launchCheck();
 }
 

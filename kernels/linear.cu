@@ -14,8 +14,19 @@ and dtype combination, so a repeated step only sets the bias pointer and calls c
 Fallback: a plain tiled kernel (fp32 accumulate) for what cuBLASLt declines (no algorithm for
 the shape, K = 0, pointers not 256-byte aligned) and for builds without cuBLASLt
 (TANDEM_NO_CUBLASLT, or no cublasLt.h), where it is the only path: correct, but slow.
+
+Backward (the two products of linear's gradient; dy and the other operand share a dtype):
+  input:  dx (T, K)  = dy (T, N) @ w (N, K)
+  weight: dw (N, K) += alpha * dy (T, N)^T @ x (T, K)      (beta = 1: dw accumulates)
+Column-major, a row-major (R, C) matrix is C x R with ld C, so both are D = A op(B) with A not
+transposed: input D = dx^T (K x T) = w^T (K x N, ld K) * dy^T (N x T, ld N); weight
+D = dw^T (K x N) = x^T (K x T, ld K) * (dy^T)^T (dy^T is N x T, ld N, transposed). dw is often
+a view into a flat f32 buffer at any element offset, so these plans tell cuBLASLt each
+pointer's real alignment instead of assuming 256 bytes. The fallback is one strided tiled kernel
+for both (out (I, J) = alpha * A (I, R) @ B (R, J) (+ out), B row-major).
 */
 #include "common.cuh"
+#include "ops-train.h"
 
 #if defined(TANDEM_NO_CUBLASLT)
 #define TANDEM_HAVE_CUBLASLT 0
@@ -74,10 +85,70 @@ __global__ void addBiasKernel(TO* out, const void* bias, int biasDt, int T, int 
   }
 }
 
+// out (I, J) = alpha * sum_r A(i, r) B(r, j) (+ out when accumulating), A(i, r) = a[i * sAi + r * sAr],
+// B(r, j) = b[r * J + j]. 16 x 16 tiles; threads that load A walk whichever index is contiguous.
+template <typename TAB, typename TO>
+__global__ void productFallbackKernel(TO* out, const TAB* a, const TAB* b, int I, int J, int R, long long sAi,
+                                      long long sAr, float alpha, bool accumulate) {
+  __shared__ float as[kTile][kTile + 1];  // as[i][r]
+  __shared__ float bs[kTile][kTile + 1];  // bs[r][j]
+  const int tx = threadIdx.x;
+  const int ty = threadIdx.y;
+  const int i0 = blockIdx.x * kTile;
+  const int j0 = blockIdx.y * kTile;
+  // (ai, ar): the tile entry this thread loads; consecutive tx walk the contiguous index of A.
+  const int ai = sAr == 1 ? ty : tx;
+  const int ar = sAr == 1 ? tx : ty;
+  float acc = 0.0f;
+  for (int r0 = 0; r0 < R; r0 += kTile) {
+    const int i = i0 + ai;
+    const int r = r0 + ar;
+    as[ai][ar] = i < I && r < R ? toF(a[i * sAi + r * sAr]) : 0.0f;
+    const int rb = r0 + ty;
+    const int jb = j0 + tx;
+    bs[ty][tx] = rb < R && jb < J ? toF(b[static_cast<long long>(rb) * J + jb]) : 0.0f;
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kTile; kk++) acc += as[ty][kk] * bs[kk][tx];
+    __syncthreads();
+  }
+  const int i = i0 + ty;
+  const int j = j0 + tx;
+  if (i < I && j < J) {
+    TO* o = out + static_cast<long long>(i) * J + j;
+    *o = fromF<TO>(accumulate ? toF(*o) + alpha * acc : alpha * acc);
+  }
+}
+
 // ----------------------------------------------------------------------------
 // kernel launchers
 
 namespace {
+
+void productFallback(void* out, int outDt, const void* a, const void* b, int abDt, int I, int J, int R, long long sAi,
+                     long long sAr, float alpha, bool accumulate, cudaStream_t stream) {
+  if (I == 0 || J == 0) return;
+  const dim3 block(kTile, kTile);
+  const dim3 grid(CEIL_DIV(I, kTile), CEIL_DIV(J, kTile));
+  if (grid.y > 65535) throw Error("linear backward: K = " + std::to_string(J) + " is too large for the fallback kernel");
+  DISPATCH_FLOAT(abDt, TAB,
+                 DISPATCH_FLOAT(outDt, TO,
+                                productFallbackKernel<TAB, TO><<<grid, block, 0, stream>>>(
+                                    static_cast<TO*>(out), static_cast<const TAB*>(a), static_cast<const TAB*>(b), I,
+                                    J, R, sAi, sAr, alpha, accumulate)));
+  launchCheck();
+}
+
+// dx (T, K) = dy (T, N) @ w (N, K): I = T, J = K, R = N, A = dy as is.
+void inputFallback(void* dx, int dxDt, const void* dy, const void* w, int abDt, int T, int K, int N, cudaStream_t stream) {
+  productFallback(dx, dxDt, dy, w, abDt, T, K, N, N, 1, 1.0f, false, stream);
+}
+
+// dw (N, K) += alpha dy^T (N, T) @ x (T, K): I = N, J = K, R = T, A = dy transposed.
+void weightFallback(void* dw, int dwDt, const void* dy, const void* x, int abDt, int T, int K, int N, float alpha,
+                    cudaStream_t stream) {
+  productFallback(dw, dwDt, dy, x, abDt, N, K, T, 1, N, alpha, true, stream);
+}
 
 void linearFallback(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T,
                     int K, int N, cudaStream_t stream) {
@@ -261,6 +332,139 @@ void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const 
   if (bias != nullptr && !p.epilogueBias) addBias(out, outDt, bias, biasDt, T, N, stream);
 }
 
+namespace {
+
+// A backward product in cuBLASLt's terms (see the top of the file): D (m x n, ld m) =
+// alpha A (m x k, ld m) op(B) + beta D, op(B) = B (k x n, ld k) or B^T (B n x k, ld n).
+struct ProductKey {
+  int m, n, k, abDt, dDt;
+  bool transB, accumulate;
+  int alignA, alignB, alignD;
+  bool operator==(const ProductKey& o) const {
+    return m == o.m && n == o.n && k == o.k && abDt == o.abDt && dDt == o.dDt && transB == o.transB &&
+           accumulate == o.accumulate && alignA == o.alignA && alignB == o.alignB && alignD == o.alignD;
+  }
+};
+
+struct ProductKeyHash {
+  size_t operator()(const ProductKey& q) const {
+    size_t h = 1469598103934665603ull;
+    for (long long v : {static_cast<long long>(q.m), static_cast<long long>(q.n), static_cast<long long>(q.k),
+                        static_cast<long long>(q.abDt * 8 + q.dDt * 2 + q.transB) * 2 + q.accumulate,
+                        static_cast<long long>(q.alignA) << 20 | static_cast<long long>(q.alignB) << 10 | q.alignD}) {
+      h = (h ^ static_cast<size_t>(v)) * 1099511628211ull;
+    }
+    return h;
+  }
+};
+
+std::unordered_map<ProductKey, Plan, ProductKeyHash> productPlans;
+
+// The largest power of two (up to 256) dividing the address: what cuBLASLt may assume.
+int alignmentOf(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int align = 256;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
+bool pickProductAlgo(Plan& p, const ProductKey& q) {
+  cublasLtMatmulPreference_t pref = nullptr;
+  cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+  uint64_t ws = kWorkspaceBytes;
+  const uint32_t aligns[4] = {static_cast<uint32_t>(q.alignA), static_cast<uint32_t>(q.alignB),
+                              static_cast<uint32_t>(q.alignD), static_cast<uint32_t>(q.alignD)};
+  cublasStatus_t st =
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  const cublasLtMatmulPreferenceAttributes_t alignAttrs[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++) {
+    st = cublasLtMatmulPreferenceSetAttribute(pref, alignAttrs[i], &aligns[i], sizeof(aligns[i]));
+  }
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatmulAlgoGetHeuristic(lt.handle, p.desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
+  }
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(st);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
+  p.algo = result.algo;
+  return true;
+}
+
+Plan makeProductPlan(const ProductKey& q) {
+  Plan p;
+  try {
+    cublasCheck(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t transA = CUBLAS_OP_N;
+    const cublasOperation_t transB = q.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transA, sizeof(transA)));
+    cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &transB, sizeof(transB)));
+    cublasCheck(cublasLtMatrixLayoutCreate(&p.a, cudaType(q.abDt), q.m, q.k, q.m));
+    if (q.transB) {
+      cublasCheck(cublasLtMatrixLayoutCreate(&p.b, cudaType(q.abDt), q.n, q.k, q.n));
+    } else {
+      cublasCheck(cublasLtMatrixLayoutCreate(&p.b, cudaType(q.abDt), q.k, q.n, q.k));
+    }
+    cublasCheck(cublasLtMatrixLayoutCreate(&p.d, cudaType(q.dDt), q.m, q.n, q.m));
+    if (!pickProductAlgo(p, q)) p.fallback = true;
+    return p;
+  } catch (...) {
+    destroyPlan(p);
+    throw;
+  }
+}
+
+// D = alpha A op(B) (+ D); false when cuBLASLt has nothing for it (the caller runs the fallback).
+bool product(void* d, int dDt, const void* a, const void* b, int abDt, int m, int n, int k, bool transB, float alpha,
+             bool accumulate, cudaStream_t stream) {
+  if (lt.handle == nullptr) throw Error("linear backward: linearInit() was not called");
+  const ProductKey q{m, n, k, abDt, dDt, transB, accumulate, alignmentOf(a), alignmentOf(b), alignmentOf(d)};
+  auto it = productPlans.find(q);
+  if (it == productPlans.end()) {
+    if (productPlans.size() >= kMaxPlans) {
+      for (auto& kv : productPlans) destroyPlan(kv.second);
+      productPlans.clear();
+    }
+    it = productPlans.emplace(q, makeProductPlan(q)).first;
+  }
+  Plan& p = it->second;
+  if (p.fallback) return false;
+  const float beta = accumulate ? 1.0f : 0.0f;
+  const cublasStatus_t st = cublasLtMatmul(lt.handle, p.desc, &alpha, a, p.a, b, p.b, &beta, d, p.d, d, p.d, &p.algo,
+                                           lt.workspace, kWorkspaceBytes, stream);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+    p.fallback = true;
+    return false;
+  }
+  cublasCheck(st);
+  return true;
+}
+
+}  // namespace
+
+void linearBackwardInput(void* dx, int dxDt, const void* dy, const void* w, int abDt, int T, int K, int N,
+                         cudaStream_t stream) {
+  if (T == 0 || K == 0) return;
+  if (N == 0) {  // an empty sum
+    cudaCheck(cudaMemsetAsync(dx, 0, static_cast<size_t>(T) * K * dtypeBytes(dxDt), stream));
+    return;
+  }
+  if (!product(dx, dxDt, w, dy, abDt, K, T, N, false, 1.0f, false, stream)) {
+    inputFallback(dx, dxDt, dy, w, abDt, T, K, N, stream);
+  }
+}
+
+void linearBackwardWeight(void* dw, int dwDt, const void* dy, const void* x, int abDt, int T, int K, int N, float alpha,
+                          cudaStream_t stream) {
+  if (T == 0 || K == 0 || N == 0) return;  // dw += 0
+  if (!product(dw, dwDt, x, dy, abDt, K, N, T, true, alpha, true, stream)) {
+    weightFallback(dw, dwDt, dy, x, abDt, T, K, N, alpha, stream);
+  }
+}
+
 #else  // no cuBLASLt: every linear runs the fallback kernel
 
 void linearInit() {}
@@ -271,6 +475,18 @@ void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const 
             int N, cudaStream_t stream) {
   if (T == 0 || N == 0) return;
   linearFallback(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream);
+}
+
+void linearBackwardInput(void* dx, int dxDt, const void* dy, const void* w, int abDt, int T, int K, int N,
+                         cudaStream_t stream) {
+  if (T == 0 || K == 0) return;
+  inputFallback(dx, dxDt, dy, w, abDt, T, K, N, stream);
+}
+
+void linearBackwardWeight(void* dw, int dwDt, const void* dy, const void* x, int abDt, int T, int K, int N, float alpha,
+                          cudaStream_t stream) {
+  if (T == 0 || K == 0 || N == 0) return;
+  weightFallback(dw, dwDt, dy, x, abDt, T, K, N, alpha, stream);
 }
 
 #endif

@@ -45,16 +45,34 @@ void rope(void* q, void* k, const int* positions, const void* invFreq, int freqD
 
 // attention.cu: out and q are (T, H, D); kPool, vPool one layer's (numBlocks, blockSize, Hkv, D);
 // cuSeqlensQ (S+1), contextLens (S), blockTables (S, maxBlocks) i32, as AttnMeta describes.
-// D must be one of attentionHeadDimSupported's.
+// D must be one of attentionHeadDimSupported's. maxSeqlenQ > 1 sends multi-row sequences to the
+// flash prefill kernel (bf16, D 64 / 128). Decode rows split their context in `splits` chunks
+// (attentionSplits() chooses; > 1 needs attentionWorkspaceBytes() of device workspace).
 bool attentionHeadDimSupported(int D);
+int attentionSplits(int T, int H, int Hkv, int D, int maxContextLen);
+size_t attentionWorkspaceBytes(int T, int H, int D, int splits);
 void attention(void* out, const void* q, const void* kPool, const void* vPool, const int* cuSeqlensQ,
                const int* contextLens, const int* blockTables, int T, int S, int H, int Hkv, int D, int blockSize,
-               int maxBlocks, int numBlocks, float scale, int dt, cudaStream_t stream);
+               int maxBlocks, int numBlocks, float scale, int dt, int maxSeqlenQ, int splits, void* workspace,
+               cudaStream_t stream);
 
 // softmax.cu: out (S, V) f32 = log_softmax(x (S, V)).
 void logSoftmax(float* out, const void* x, int S, int V, int dt, cudaStream_t stream);
 // softmax.cu: per row of logits (S, V): ids[s] = argmax (lowest id on ties), logprobs[s] = its log-softmax.
 void greedySample(int* ids, float* logprobs, const void* logits, int S, int V, int dt, cudaStream_t stream);
+
+// sampling.cu: one token per row of logits (S, V) on the device. params holds S RowParams (80 bytes
+// each, packed by src/backend/cuda/sampling-params.ts), penalties the rows' (id, count) entries;
+// ids (S) i32, logprobs (S) f32, topIds / topLogprobs (S, topStride). anyPenalties: some row has
+// entries (the kernel then keeps a V-bit bitmap in shared memory, V <= sampleMaxPenaltyVocab()).
+// Rows ask for at most sampleMaxTopLogprobs() top logprobs.
+int sampleMaxTopLogprobs();
+int sampleMaxPenaltyVocab();
+size_t samplePenaltyBitmapBytes(int V);
+void sample(int* ids, float* logprobs, int* topIds, float* topLogprobs, int topStride, const void* logits, int S, int V,
+            int dt, const void* params, const void* penalties, bool anyPenalties, cudaStream_t stream);
+// sampling.cu: out (S) f32 = the uniform uniformAt(seed, step) of each row of params (a check hook).
+void sampleUniforms(float* out, const void* params, int S, cudaStream_t stream);
 
 // linear.cu: out (T, N) = x (T, K) @ w (N, K)^T + bias (N), fp32 accumulation.
 // x and w share xwDt; out has outDt; bias (may be null) has biasDt.

@@ -10,8 +10,13 @@ is normalised, exactly as an unfused add followed by the norm would be.
 
 One block per row: pass 1 forms (and stores) the row and its sum of squares, pass 2 writes y,
 re-reading the row this thread itself wrote (L1/L2 resident for model widths).
+
+rmsnormBackward (w frozen): dy, dx of one dtype, x of another, w of any; with rstd as above and
+g = w * dy: dx = rstd * g - x * rstd^3 * mean(g * x). The rounding of the normalised row in the
+forward is passed straight through, as the CPU backend does. One block per row, two passes.
 */
 #include "common.cuh"
+#include "ops-train.h"
 
 namespace tandem {
 
@@ -45,6 +50,26 @@ __global__ void rmsnormKernel(T* y, T* sum, const T* x, const T* residual, const
   }
 }
 
+template <typename TG, typename TX>
+__global__ void rmsnormBackwardKernel(TG* dx, const TG* dy, const TX* x, const void* w, int wDt, float eps, int C) {
+  __shared__ float shared[32];
+  const size_t o = static_cast<size_t>(blockIdx.x) * C;
+  float ss = 0.0f;
+  float gx = 0.0f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float v = toF(x[o + c]);
+    ss += v * v;
+    gx += loadAny(w, wDt, c) * toF(dy[o + c]) * v;
+  }
+  ss = blockSum(ss, shared);
+  gx = blockSum(gx, shared);
+  const float rstd = rsqrtf(ss / static_cast<float>(C) + eps);
+  const float k = rstd * rstd * rstd * gx / static_cast<float>(C);
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    dx[o + c] = fromF<TG>(rstd * loadAny(w, wDt, c) * toF(dy[o + c]) - toF(x[o + c]) * k);
+  }
+}
+
 // ----------------------------------------------------------------------------
 // kernel launchers
 
@@ -57,6 +82,18 @@ void rmsnorm(void* y, void* sum, const void* x, const void* residual, const void
                                                              static_cast<const T*>(x),
                                                              static_cast<const T*>(residual),
                                                              static_cast<const T*>(w), eps, C));
+  launchCheck();
+}
+
+void rmsnormBackward(void* dx, const void* dy, int gDt, const void* x, int xDt, const void* w, int wDt, float eps, int R,
+                     int C, cudaStream_t stream) {
+  if (R == 0 || C == 0) return;
+  const int threads = C >= 1024 ? 512 : C >= 256 ? 256 : C >= 64 ? 64 : 32;
+  DISPATCH_FLOAT(gDt, TG,
+                 DISPATCH_FLOAT(xDt, TX,
+                                rmsnormBackwardKernel<TG, TX><<<R, threads, 0, stream>>>(
+                                    static_cast<TG*>(dx), static_cast<const TG*>(dy), static_cast<const TX*>(x), w,
+                                    wDt, eps, C)));
   launchCheck();
 }
 

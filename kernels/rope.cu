@@ -11,8 +11,12 @@ tens of thousands of radians, where single-precision range reduction would lose 
 
 One thread per (token, pair): it computes the angle once and rotates that pair in every q and k
 head of the token; consecutive threads touch consecutive elements of a head.
+
+ropeBackward: the gradient of a rotation is its transpose, the rotation by -a: the same kernel
+with sin negated (exactly), in place on dq (T, H, D) and dk (T, Hkv, D).
 */
 #include "common.cuh"
+#include "ops-train.h"
 
 namespace tandem {
 
@@ -29,7 +33,7 @@ __device__ __forceinline__ void rotatePair(T* x, int half, float c, float s) {
 
 template <typename T>
 __global__ void ropeKernel(T* q, T* k, const int* positions, const void* invFreq, int freqDt, int T_, int H, int Hkv,
-                           int D) {
+                           int D, float sinSign) {
   const int half = D / 2;
   const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= static_cast<long long>(T_) * half) return;
@@ -39,7 +43,7 @@ __global__ void ropeKernel(T* q, T* k, const int* positions, const void* invFreq
   double sd, cd;
   sincos(static_cast<double>(angle), &sd, &cd);
   const float c = static_cast<float>(cd);
-  const float s = static_cast<float>(sd);
+  const float s = sinSign * static_cast<float>(sd);
   T* qt = q + static_cast<size_t>(t) * H * D + j;
   for (int h = 0; h < H; h++) rotatePair(qt + static_cast<size_t>(h) * D, half, c, s);
   T* kt = k + static_cast<size_t>(t) * Hkv * D + j;
@@ -49,16 +53,30 @@ __global__ void ropeKernel(T* q, T* k, const int* positions, const void* invFreq
 // ----------------------------------------------------------------------------
 // kernel launchers
 
-void rope(void* q, void* k, const int* positions, const void* invFreq, int freqDt, int T, int H, int Hkv, int D, int dt,
-          cudaStream_t stream) {
+namespace {
+
+void rotate(void* q, void* k, const int* positions, const void* invFreq, int freqDt, int T, int H, int Hkv, int D, int dt,
+            float sinSign, cudaStream_t stream) {
   const long long pairs = static_cast<long long>(T) * (D / 2);
   if (pairs == 0) return;
   const int threads = 128;
   const unsigned blocks = static_cast<unsigned>(CEIL_DIV(pairs, static_cast<long long>(threads)));
   DISPATCH_FLOAT(dt, E,
                  ropeKernel<E><<<blocks, threads, 0, stream>>>(static_cast<E*>(q), static_cast<E*>(k), positions,
-                                                               invFreq, freqDt, T, H, Hkv, D));
+                                                               invFreq, freqDt, T, H, Hkv, D, sinSign));
   launchCheck();
+}
+
+}  // namespace
+
+void rope(void* q, void* k, const int* positions, const void* invFreq, int freqDt, int T, int H, int Hkv, int D, int dt,
+          cudaStream_t stream) {
+  rotate(q, k, positions, invFreq, freqDt, T, H, Hkv, D, dt, 1.0f, stream);
+}
+
+void ropeBackward(void* dq, void* dk, const int* positions, const void* invFreq, int freqDt, int T, int H, int Hkv, int D,
+                  int dt, cudaStream_t stream) {
+  rotate(dq, dk, positions, invFreq, freqDt, T, H, Hkv, D, dt, -1.0f, stream);
 }
 
 }  // namespace tandem

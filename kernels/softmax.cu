@@ -10,8 +10,17 @@ row, so the row is read once for the statistics; the block merges them. The max 
 inside the exponentials, so no magnitude overflows. lse is formed in f32 and subtracted from x
 exactly as the CPU backend (softmax.ts) and the conformance reference do, so every backend
 agrees even where |x| ~ 1e38 absorbs the log(sum) term.
+
+tokenLogprobs:         logits (R, V), targets (R) i32, out (R) f32; with z = logits / temperature:
+                       out[r] = z[t] - log(sum_v exp(z[v]))
+tokenLogprobsBackward: dlogits (R, V) = (onehot(t) - softmax(z)) * dlogp[r] / temperature, in
+                       the logits' dtype (dlogp any float dtype). A row with dlogp = 0 is zeroed.
+As the CPU backend (logprobs.ts): the row max m of the raw logits is found first (temperature >
+0, so it is also z's max), then s = sum exp((x - m) / temperature), so logits of any magnitude
+stay finite; the row is read twice (max, sum) and the backward a third time to write.
 */
 #include "common.cuh"
+#include "ops-train.h"
 
 namespace tandem {
 
@@ -97,6 +106,50 @@ __global__ void greedySampleKernel(int* ids, float* logprobs, const T* logits, i
   }
 }
 
+// Row max, then log(sum exp((x - max) * invT)), block-wide; every thread gets both.
+template <typename T>
+__device__ __forceinline__ MaxSum rowTemperedStats(const T* x, int V, float invT, float* shared) {
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) m = fmaxf(m, toF(x[i]));
+  m = warpMax(m);
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = m;
+  __syncthreads();
+  m = threadIdx.x % 32 < CEIL_DIV(blockDim.x, 32) ? shared[threadIdx.x % 32] : -INFINITY;
+  m = warpMax(m);
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) s += expf((toF(x[i]) - m) * invT);
+  s = blockSum(s, shared);
+  return {m, logf(s)};
+}
+
+template <typename T>
+__global__ void tokenLogprobsKernel(float* out, const T* logits, const int* targets, float invT, int V) {
+  __shared__ float shared[32];
+  const T* x = logits + static_cast<size_t>(blockIdx.x) * V;
+  const MaxSum st = rowTemperedStats(x, V, invT, shared);
+  if (threadIdx.x == 0) out[blockIdx.x] = (toF(x[targets[blockIdx.x]]) - st.m) * invT - st.s;
+}
+
+template <typename T>
+__global__ void tokenLogprobsBackwardKernel(T* dlogits, const T* logits, const int* targets, float invT,
+                                            const void* dlogp, int dlogpDt, int V) {
+  __shared__ float shared[32];
+  const size_t o = static_cast<size_t>(blockIdx.x) * V;
+  const float c = loadAny(dlogp, dlogpDt, blockIdx.x) * invT;
+  if (c == 0.0f) {  // a row outside the loss (padding, a masked token)
+    for (int i = threadIdx.x; i < V; i += blockDim.x) dlogits[o + i] = fromF<T>(0.0f);
+    return;
+  }
+  const T* x = logits + o;
+  const MaxSum st = rowTemperedStats(x, V, invT, shared);
+  const int t = targets[blockIdx.x];
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    const float p = expf((toF(x[i]) - st.m) * invT - st.s);
+    dlogits[o + i] = fromF<T>(i == t ? c * (1.0f - p) : -c * p);
+  }
+}
+
 // ----------------------------------------------------------------------------
 // kernel launchers
 
@@ -116,6 +169,27 @@ void greedySample(int* ids, float* logprobs, const void* logits, int S, int V, i
   DISPATCH_FLOAT(dt, T,
                  greedySampleKernel<T><<<S, rowThreads(V), 0, stream>>>(ids, logprobs, static_cast<const T*>(logits),
                                                                         V));
+  launchCheck();
+}
+
+void tokenLogprobs(float* out, const void* logits, const int* targets, float temperature, int R, int V, int dt,
+                   cudaStream_t stream) {
+  if (R == 0) return;
+  if (V <= 0) throw Error("tokenLogprobs: empty vocabulary");
+  DISPATCH_FLOAT(dt, T,
+                 tokenLogprobsKernel<T><<<R, rowThreads(V), 0, stream>>>(out, static_cast<const T*>(logits), targets,
+                                                                         1.0f / temperature, V));
+  launchCheck();
+}
+
+void tokenLogprobsBackward(void* dlogits, const void* logits, const int* targets, float temperature, const void* dlogp,
+                           int dlogpDt, int R, int V, int dt, cudaStream_t stream) {
+  if (R == 0) return;
+  if (V <= 0) throw Error("tokenLogprobsBackward: empty vocabulary");
+  DISPATCH_FLOAT(dt, T,
+                 tokenLogprobsBackwardKernel<T><<<R, rowThreads(V), 0, stream>>>(
+                     static_cast<T*>(dlogits), static_cast<const T*>(logits), targets, 1.0f / temperature, dlogp,
+                     dlogpDt, V));
   launchCheck();
 }
 

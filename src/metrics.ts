@@ -41,6 +41,7 @@ export class Metrics {
   readonly kvBlocksCachedFree: Gauge;
   readonly kvBlocksTotal: Gauge;
   readonly backendMemory: Gauge<'category'>;
+  readonly memoryBudget: Gauge<'category'>;
   readonly adapterVersions: Gauge<'adapter'>;
   readonly adapterBytes: Gauge<'adapter'>;
   readonly prefixCacheQueries: Counter;
@@ -117,6 +118,12 @@ export class Metrics {
         this.reset();
         for (const [category, bytes] of Object.entries(m)) this.set({ category }, bytes);
       },
+    });
+    this.memoryBudget = new Gauge({
+      name: 'tandem_gpu_memory_budget_bytes',
+      help: 'The --gpu-memory partition planned at start, by category (weights, kv_cache, workspace, adapters, unassigned); absent without a budget',
+      labelNames: ['category'],
+      registers,
     });
     const adapters = () => this.#source?.adapterUsage?.();
     this.adapterVersions = new Gauge({
@@ -214,6 +221,12 @@ export class Metrics {
   /** Read the state gauges from this source at scrape time (one engine per Metrics). */
   bind(source: MetricsSource): void {
     this.#source = source;
+  }
+
+  /** Publish the memory partition (fixed at start: set once, not read at scrape time). */
+  setMemoryBudget(parts: Record<string, number>): void {
+    this.memoryBudget.reset();
+    for (const [category, bytes] of Object.entries(parts)) this.memoryBudget.set({ category }, bytes);
   }
 
   /** The Prometheus text exposition of every metric. */

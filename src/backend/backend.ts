@@ -115,6 +115,12 @@ export interface AdamWStep {
 
 export interface Backend {
   readonly name: string;
+  /**
+   * The dtype the model stores weights, activations, the KV cache and the training workspace in
+   * on this backend ('f32' on cpu, 'bf16' on cuda). LoRA parameters, their gradients and Adam
+   * moments stay f32 everywhere; backends that compute in one dtype (cpu) ignore dtypes.
+   */
+  readonly preferredDtype: DType;
 
   // ---- memory ----
   /**
@@ -149,8 +155,12 @@ export interface Backend {
    * (the fused add + norm of a pre-norm transformer block). x [.., C], w [C].
    */
   rmsnorm(x: Tensor, w: Tensor, eps: number, residual?: Tensor): { y: Tensor; sum: Tensor };
-  /** x [T, K], w [N, K], bias [N] -> x @ w^T + bias : [T, N] */
-  linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor;
+  /**
+   * x [T, K], w [N, K], bias [N] -> x @ w^T + bias : [T, N], in x's dtype unless `outDtype`
+   * asks for another (f32 logits from bf16 activations). w may be stored wider than x (f32 LoRA
+   * matrices with bf16 activations). Backends that compute in one dtype ignore dtypes.
+   */
+  linear(x: Tensor, w: Tensor, bias?: Tensor, outDtype?: DType): Tensor;
   /**
    * Rotary embedding in place, NeoX / Qwen half-rotation layout: for pair j < D/2 the
    * elements (j, j + D/2) rotate by angle positions[t] * invFreq[j].

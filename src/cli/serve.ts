@@ -6,11 +6,14 @@ import { serve } from '@hono/node-server';
 import type { Server } from 'node:http';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
+import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { createBackend } from '../backend/index.ts';
+import { parseMemorySize, planCategories } from '../backend/memory-plan.ts';
 import { checkAdapterName } from '../engine/adapters.ts';
 import { Engine } from '../engine/engine.ts';
 import { Metrics } from '../metrics.ts';
 import { TrainingMetrics } from '../metrics-training.ts';
+import { loadModelConfig } from '../model/config.ts';
 import { loadModelAsync } from '../model/load.ts';
 import { DEFAULT_MODEL_DIR } from '../paths.ts';
 import { createApp, DEFAULT_MAX_BODY_BYTES, type AdminOptions } from '../server/app.ts';
@@ -21,18 +24,24 @@ import { JobManager } from '../train/job-manager.ts';
 import { registerRewardModule } from '../train/reward-module.ts';
 import { createRewardRegistry } from '../train/reward-registry.ts';
 import { choiceOption, floatOption, intOption, UsageError } from './args.ts';
+import { applyGpuMemoryBudget, checkModelFits, DEFAULT_GPU_MEMORY, type GpuMemoryOptions } from './gpu-memory.ts';
 
 export const SERVE_USAGE = `tandem serve [--model DIR] [options]
   --host H                      listen address (default 127.0.0.1; env TANDEM_HOST)
   --port P                      (default 8000, 0 = any free port; env TANDEM_PORT)
-  --backend cpu|cuda|auto       (default auto)
+  --backend cpu|cuda|auto       (default auto: cuda where the addon is built and a GPU is visible)
+  --gpu-memory SIZE             cuda: the device memory Tandem may use, e.g. 24GiB, 20GB, or 0.9 of the card
+                                (default ${DEFAULT_GPU_MEMORY}); split at start into weights, KV cache, workspace, adapters
+  --adapter-memory SIZE         cuda: the part of it kept for LoRA adapter versions and training state
+                                (default 2% of --gpu-memory, at least 256MiB; a fraction is of --gpu-memory)
   --served-model-name NAME      the model's name in the API (default: the folder's name; env TANDEM_SERVED_MODEL_NAME)
   --api-key KEY                 require Authorization: Bearer KEY on the API (env TANDEM_API_KEY)
   --admin-token TOKEN           require Authorization: Bearer TOKEN on /admin/* (env TANDEM_ADMIN_TOKEN);
                                 without it /admin/* answers only clients on this machine (loopback)
   --jobs-dir DIR                training job records (default ./runs/jobs; env TANDEM_JOBS_DIR)
   --max-model-len N             context per request (default: the model's max_position_embeddings)
-  --kv-cache-tokens N           KV cache size in tokens (default 32768, at least --max-model-len)
+  --kv-cache-tokens N           KV cache size in tokens (at least --max-model-len; default 32768 on cpu,
+                                on cuda what --gpu-memory leaves)
   --kv-blocks N                 ... or in blocks (overrides --kv-cache-tokens)
   --block-size N                tokens per KV block (default 16)
   --max-num-seqs N              requests running at once (default 256)
@@ -55,7 +64,10 @@ interface ServeConfig {
   jobsDir: string;
   maxModelLen: number | undefined;
   kvBlocks: number | undefined;
-  kvCacheTokens: number;
+  /** Absent: 32768 on cpu, what the memory budget leaves on cuda. */
+  kvCacheTokens: number | undefined;
+  gpuMemory: string | undefined;
+  adapterMemory: string | undefined;
   blockSize: number;
   maxNumSeqs: number;
   maxNumBatchedTokens: number;
@@ -77,6 +89,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
       model: str, host: str, port: str, backend: str, 'served-model-name': str, 'api-key': str, 'max-model-len': str,
       'kv-blocks': str, 'kv-cache-tokens': str, 'block-size': str, 'max-num-seqs': str, 'max-num-batched-tokens': str,
       'max-waiting': str, 'max-body-bytes': str, 'shutdown-grace-seconds': str, 'admin-token': str, 'jobs-dir': str,
+      'gpu-memory': str, 'adapter-memory': str,
       lora: { type: 'string', multiple: true },
       rewards: { type: 'string', multiple: true },
     },
@@ -104,7 +117,9 @@ function parseServeArgs(argv: string[]): ServeConfig {
     jobsDir,
     maxModelLen: optionalInt('max-model-len', v['max-model-len'], 1),
     kvBlocks: optionalInt('kv-blocks', v['kv-blocks'], 1),
-    kvCacheTokens: intOption('kv-cache-tokens', v['kv-cache-tokens'], 32768, 1),
+    kvCacheTokens: optionalInt('kv-cache-tokens', v['kv-cache-tokens'], 1),
+    gpuMemory: sizeOption('gpu-memory', v['gpu-memory']),
+    adapterMemory: sizeOption('adapter-memory', v['adapter-memory']),
     blockSize: intOption('block-size', v['block-size'], 16, 1, 1024),
     maxNumSeqs: intOption('max-num-seqs', v['max-num-seqs'], 256, 1),
     maxNumBatchedTokens: intOption('max-num-batched-tokens', v['max-num-batched-tokens'], 2048, 1),
@@ -114,6 +129,17 @@ function parseServeArgs(argv: string[]): ServeConfig {
     loras: parseLoras(v.lora ?? [], servedModelName),
     rewardModules: v.rewards ?? [],
   };
+}
+
+/** A --gpu-memory style size, checked for form now (a fraction is resolved against the card later). */
+function sizeOption(name: string, raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    parseMemorySize(name, raw, 1);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return raw;
 }
 
 /** `--lora NAME=DIR` options (as vLLM's --lora-modules name=path). */
@@ -165,18 +191,50 @@ export async function runServe(argv: string[]): Promise<void> {
   process.once('SIGINT', () => stop('SIGINT'));
 
   try {
-    const backend = createBackend(cfg.backend);
+    const log = (line: string): void => void process.stdout.write(line + '\n');
+    const backend = createBackend(cfg.backend, log);
+    const cuda = backend instanceof CudaBackend ? backend : null;
     const started = performance.now();
+    const maxModelLenOf = (maxPositions: number): number => cfg.maxModelLen ?? maxPositions;
+    // Explicit KV sizes; without one, cpu takes 32768 tokens and cuda what the budget leaves.
+    const requestedBlocks = (maxModelLen: number): number | undefined =>
+      cfg.kvBlocks ?? (cfg.kvCacheTokens === undefined ? undefined : Math.ceil(Math.max(cfg.kvCacheTokens, maxModelLen) / cfg.blockSize));
+    const budgetOptions = (maxModelLen: number): GpuMemoryOptions => ({
+      gpuMemory: cfg.gpuMemory,
+      adapterMemory: cfg.adapterMemory,
+      blockSize: cfg.blockSize,
+      maxModelLen,
+      maxNumSeqs: cfg.maxNumSeqs,
+      maxNumBatchedTokens: cfg.maxNumBatchedTokens,
+      requestedBlocks: requestedBlocks(maxModelLen),
+    });
+    const checkKvHoldsOneRequest = (numBlocks: number, maxModelLen: number): void => {
+      // As vLLM refuses to start: a KV cache smaller than one full-length request would turn
+      // every long request (and every default max_tokens) into an error.
+      if (numBlocks * cfg.blockSize < maxModelLen) {
+        throw new UsageError(
+          `--kv-blocks ${numBlocks} x --block-size ${cfg.blockSize} = ${numBlocks * cfg.blockSize} tokens cannot hold one request ` +
+            `of the context length ${maxModelLen}: raise --kv-blocks to at least ${Math.ceil(maxModelLen / cfg.blockSize)} or lower --max-model-len`,
+        );
+      }
+    };
+    if (cuda !== null) {
+      // Fail in a second, before reading gigabytes, when the budget cannot hold the model.
+      const config = loadModelConfig(cfg.modelDir);
+      const requested = requestedBlocks(maxModelLenOf(config.maxPositionEmbeddings));
+      if (requested !== undefined) checkKvHoldsOneRequest(requested, maxModelLenOf(config.maxPositionEmbeddings));
+      checkModelFits(cuda, config, budgetOptions(maxModelLenOf(config.maxPositionEmbeddings)));
+    } else if (cfg.gpuMemory !== undefined || cfg.adapterMemory !== undefined) {
+      log('--gpu-memory / --adapter-memory apply to the cuda backend only: ignored on cpu');
+    }
     const loaded = await loadModelAsync(cfg.modelDir, backend);
-    const maxModelLen = cfg.maxModelLen ?? loaded.config.maxPositionEmbeddings;
-    const numBlocks = cfg.kvBlocks ?? Math.ceil(Math.max(cfg.kvCacheTokens, maxModelLen) / cfg.blockSize);
-    // As vLLM refuses to start: a KV cache smaller than one full-length request would turn
-    // every long request (and every default max_tokens) into an error.
-    if (numBlocks * cfg.blockSize < maxModelLen) {
-      throw new UsageError(
-        `--kv-blocks ${numBlocks} x --block-size ${cfg.blockSize} = ${numBlocks * cfg.blockSize} tokens cannot hold one request ` +
-          `of the context length ${maxModelLen}: raise --kv-blocks to at least ${Math.ceil(maxModelLen / cfg.blockSize)} or lower --max-model-len`,
-      );
+    const maxModelLen = maxModelLenOf(loaded.config.maxPositionEmbeddings);
+    let numBlocks = requestedBlocks(maxModelLen) ?? Math.ceil(Math.max(32768, maxModelLen) / cfg.blockSize);
+    checkKvHoldsOneRequest(numBlocks, maxModelLen);
+    if (cuda !== null) {
+      const plan = await applyGpuMemoryBudget(cuda, loaded.model, budgetOptions(maxModelLen), log);
+      numBlocks = plan.numBlocks;
+      metrics.setMemoryBudget(planCategories(plan));
     }
     const engine = new Engine(loaded, {
       blockSize: cfg.blockSize,
@@ -192,7 +250,6 @@ export async function runServe(argv: string[]): Promise<void> {
       process.stdout.write(`adapter '${name}' loaded from ${dir}: rank ${v.lora.spec.rank}, ${v.lora.spec.targets.join(', ')} (${v.bytes} bytes) as ${v.id}\n`);
     }
     if (stopping) return; // SIGTERM arrived while loading: shutdown is already under way
-    const log = (line: string): void => void process.stdout.write(line + '\n');
     const rewards = createRewardRegistry();
     for (const file of cfg.rewardModules) {
       const names = await registerRewardModule(rewards, file);

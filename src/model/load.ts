@@ -1,4 +1,7 @@
-/** Open a Hugging Face model directory: config, weights on a backend, tokenizer, defaults. */
+/**
+ * Open a Hugging Face model directory: config, weights on a backend (in its preferred dtype: f32
+ * on cpu, bf16 on cuda), tokenizer, defaults.
+ */
 import type { Backend } from '../backend/backend.ts';
 import { Checkpoint } from './checkpoint.ts';
 import { loadGenerationDefaults, loadModelConfig, ropeInvFreq, type GenerationDefaults, type ModelConfig } from './config.ts';
@@ -18,7 +21,7 @@ export function loadModel(dir: string, backend: Backend): LoadedModel {
   const { config, generation, tokenizer } = loadMetadata(dir);
   const ckpt = Checkpoint.open(dir);
   try {
-    return assembleModel(dir, backend, config, generation, tokenizer, loadWeights(backend, config, ckpt));
+    return assembleModel(dir, backend, config, generation, tokenizer, loadWeights(backend, config, ckpt, backend.preferredDtype));
   } finally {
     ckpt.close();
   }
@@ -29,7 +32,7 @@ export async function loadModelAsync(dir: string, backend: Backend): Promise<Loa
   const { config, generation, tokenizer } = loadMetadata(dir);
   const ckpt = Checkpoint.open(dir);
   try {
-    return assembleModel(dir, backend, config, generation, tokenizer, await loadWeightsAsync(backend, config, ckpt));
+    return assembleModel(dir, backend, config, generation, tokenizer, await loadWeightsAsync(backend, config, ckpt, backend.preferredDtype));
   } finally {
     ckpt.close();
   }

@@ -66,7 +66,8 @@ export class TrainableModel {
 
   /** Bytes of the training workspace (layer inputs and gradient buffers). */
   get workspaceBytes(): number {
-    return (this.layerInputs.length + this.grad.length) * this.capacity * this.model.config.hiddenSize * 4;
+    const bytesPer = this.backend.preferredDtype === 'bf16' || this.backend.preferredDtype === 'f16' ? 2 : 4;
+    return (this.layerInputs.length + this.grad.length) * this.capacity * this.model.config.hiddenSize * bytesPer;
   }
 
   /** Release the workspace (it is allocated again on the next forward). */
@@ -190,7 +191,7 @@ export class TrainableModel {
     const rows = be.upload(batch.targetRows.subarray(r0, r1), [r1 - r0], 'i32', 'scratch');
     const x = be.gatherRows(hLast, rows);
     const normed = be.rmsnorm(x, this.model.weights.finalNorm, this.model.config.rmsNormEps).y;
-    return { logits: be.linear(normed, this.model.weights.lmHead), x, rows };
+    return { logits: be.linear(normed, this.model.weights.lmHead, undefined, 'f32'), x, rows };
   }
 
   private *chunks(R: number): Generator<[number, number]> {
@@ -203,8 +204,10 @@ export class TrainableModel {
     this.free();
     const be = this.backend;
     const n = T * this.model.config.hiddenSize;
-    for (let l = 0; l <= this.model.config.numLayers; l++) this.layerInputs.push(be.alloc([n], 'f32', 'persistent'));
-    this.grad = [be.alloc([n], 'f32', 'persistent'), be.alloc([n], 'f32', 'persistent')];
+    // Activations and their gradients in the backend's dtype (bf16 on cuda); LoRA stays f32.
+    const dtype = be.preferredDtype;
+    for (let l = 0; l <= this.model.config.numLayers; l++) this.layerInputs.push(be.alloc([n], dtype, 'persistent'));
+    this.grad = [be.alloc([n], dtype, 'persistent'), be.alloc([n], dtype, 'persistent')];
     this.capacity = T;
   }
 }

@@ -128,10 +128,14 @@ export class Transformer {
     this.scale = 1 / Math.sqrt(config.headDim);
   }
 
-  /** The KV cache layout this model needs, for `numBlocks` blocks of `blockSize` tokens. */
+  /**
+   * The KV cache layout this model needs, for `numBlocks` blocks of `blockSize` tokens, in the
+   * backend's preferred dtype (K and V are written from activations of that dtype).
+   */
   kvCacheSpec(numBlocks: number, blockSize: number): KvCacheSpec {
     const c = this.config;
-    return { numLayers: c.numLayers, numBlocks, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim, dtype: 'f32' };
+    const dtype = this.backend.preferredDtype;
+    return { numLayers: c.numLayers, numBlocks, blockSize, numKvHeads: c.numKvHeads, headDim: c.headDim, dtype };
   }
 
   /**
@@ -199,7 +203,8 @@ export class Transformer {
     }
     const final = be.rmsnorm(pending, w.finalNorm, c.rmsNormEps, residual).y;
     const rows = be.gatherRows(final, be.upload(batch.logitRows, [batch.logitRows.length], 'i32', 'scratch'));
-    return be.linear(rows, w.lmHead);
+    // f32 logits whatever the activations are: sampling and logprobs want their full precision.
+    return be.linear(rows, w.lmHead, undefined, 'f32');
   }
 }
 

@@ -75,8 +75,16 @@ export function expectedTensors(c: ModelConfig): { name: string; shape: number[]
   return out;
 }
 
-/** Load every weight of `cfg` from `ckpt` onto `backend` in `dtype`. */
-export function loadWeights(backend: Backend, cfg: ModelConfig, ckpt: Checkpoint, dtype: DType = 'f32'): ModelWeights {
+/** Bytes the weights of `cfg` take stored in `dtype` (before any allocator rounding). */
+export function weightBytes(cfg: ModelConfig, dtype: DType): number {
+  const bytesPer = dtype === 'bf16' || dtype === 'f16' ? 2 : 4;
+  let n = 0;
+  for (const { shape } of expectedTensors(cfg)) n += shape.reduce((a, b) => a * b, 1);
+  return n * bytesPer;
+}
+
+/** Load every weight of `cfg` from `ckpt` onto `backend` in `dtype` (default: the backend's preferred one). */
+export function loadWeights(backend: Backend, cfg: ModelConfig, ckpt: Checkpoint, dtype: DType = backend.preferredDtype): ModelWeights {
   const loaded = new Map<string, Tensor>();
   for (const { name, shape } of expectedTensors(cfg)) loaded.set(name, backend.upload(ckpt.read(name, shape), shape, dtype));
   return assemble(cfg, loaded);
@@ -86,7 +94,12 @@ export function loadWeights(backend: Backend, cfg: ModelConfig, ckpt: Checkpoint
  * The same, yielding to the event loop after every tensor, so a server stays responsive
  * (health answers 503 "loading") while a multi-gigabyte checkpoint streams in.
  */
-export async function loadWeightsAsync(backend: Backend, cfg: ModelConfig, ckpt: Checkpoint, dtype: DType = 'f32'): Promise<ModelWeights> {
+export async function loadWeightsAsync(
+  backend: Backend,
+  cfg: ModelConfig,
+  ckpt: Checkpoint,
+  dtype: DType = backend.preferredDtype,
+): Promise<ModelWeights> {
   const loaded = new Map<string, Tensor>();
   for (const { name, shape } of expectedTensors(cfg)) {
     loaded.set(name, backend.upload(ckpt.read(name, shape), shape, dtype));

@@ -156,6 +156,9 @@ export class TrainingJob {
     this.status = 'running';
     this.startedAt = new Date().toISOString();
     this.deps.metrics?.jobsRunning.inc();
+    // Counters start at 0 when a job starts, so a dashboard's rate() has a series before the first skip.
+    this.deps.metrics?.steps.inc({ adapter: this.config.publish.adapter }, 0);
+    this.deps.metrics?.skippedSteps.inc({ adapter: this.config.publish.adapter }, 0);
     try {
       await this.#loop();
       this.status = this.#stop ? 'stopped' : 'completed';

@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Backend, SamplingParams } from '../../src/backend/backend.ts';
+import { uniformAt } from '../../src/backend/rng.ts';
 import { SeededRandom } from '../../src/util/random.ts';
+import { sampleRef } from './reference.ts';
 
 const base: SamplingParams = { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, step: 0 };
 
@@ -76,6 +78,51 @@ export function runSamplingExtrasConformance(name: string, make: () => Backend, 
       r.top[0].logprobs.forEach((lp, j) => assert.ok(Math.abs(lp - ref[order[j]]) < logprobTol));
       const none = await be.sample(t, [{ ...base }]);
       assert.equal(none.top[0].ids.length, 0);
+      be.resetScratch();
+    });
+
+    it('a flat row of 2^16 tokens draws floor(u * 2^16): the uniform is uniformAt(seed, step)', async () => {
+      // Equal weights, ids in order, cumulative mass j + 1 (exact): the draw is the first id whose
+      // j + 1 > u * n, so it shows the top 16 of u's 24 bits; seeds and steps cover both words.
+      const be = make();
+      const n = 2 ** 16;
+      const draws: Array<[number, number]> = [[0, 0], [1, 0], [-1, 3], [2 ** 40 + 5, 7], [-(2 ** 50) - 9, 2 ** 33 + 1], [123456789, 2 ** 32], [42, 1], [7, 2]];
+      const t = be.upload(new Float32Array(draws.length * n), [draws.length, n], 'f32', 'scratch');
+      const r = await be.sample(t, draws.map(([seed, step]) => ({ ...base, temperature: 1, seed, step })));
+      draws.forEach(([seed, step], i) => assert.equal(r.ids[i], Math.floor(uniformAt(seed, step) * n), `seed ${seed} step ${step}`));
+      be.resetScratch();
+    });
+
+    it('a Qwen-sized vocabulary (151936): draws match the reference for peaked, flat and tied rows', async () => {
+      const be = make();
+      const V = 151936;
+      const rng = new SeededRandom(11);
+      const rows: Array<[Float32Array, Partial<SamplingParams>]> = [];
+      const peaked = (): Float32Array => {
+        const x = rng.normals(V, 2);
+        for (let j = 0; j < 20; j++) x[Math.floor(rng.uniform() * V)] = 8 + 0.3 * j;
+        return x;
+      };
+      rows.push([peaked(), { temperature: 0.7, topP: 0.9 }]);
+      rows.push([peaked(), { temperature: 1, topK: 50 }]);
+      rows.push([peaked(), { temperature: 1, topK: 3000, topP: 0.99 }]); // top-k past any one-block sort
+      rows.push([rng.normals(V, 0.5), { temperature: 1.5 }]); // flat: every bin crowded
+      rows.push([new Float32Array(V).fill(0.25), { temperature: 1, topP: 0.5 }]); // one tie of V tokens
+      rows.push([Float32Array.from(rng.normals(V, 3), (v) => Math.round(v)), { temperature: 1, minP: 0.1 }]); // tied groups
+      rows.push([peaked(), { temperature: 0.3, topK: 40, topP: 0.8, minP: 0.02, topLogprobs: 5 }]);
+      const data = new Float32Array(rows.length * V);
+      rows.forEach(([x], r) => data.set(x, r * V));
+      const params = rows.map(([, p], r) => ({ ...base, seed: 100 + r, step: 3 * r, ...p }));
+      const res = await be.sample(be.upload(data, [rows.length, V], 'f32', 'scratch'), params);
+      rows.forEach(([x], r) => {
+        const ref = sampleRef(x, params[r]);
+        if (!ref.ambiguous) assert.equal(res.ids[r], ref.id, `row ${r} under ${JSON.stringify(rows[r][1])}`);
+        assert.ok(Math.abs(res.logprobs[r] - logSoftmax64(x)[res.ids[r]]) < logprobTol, `row ${r} logprob`);
+      });
+      const last = rows.length - 1;
+      const lsm = logSoftmax64(rows[last][0]);
+      const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => lsm[b] - lsm[a] || a - b);
+      assert.deepEqual(Array.from(res.top[last].ids), order.slice(0, 5));
       be.resetScratch();
     });
 

@@ -14,6 +14,13 @@ import { describe, it } from 'node:test';
 import type { AttnMeta, Tensor } from '../../src/backend/backend.ts';
 import { cudaUnavailableReason } from '../../src/backend/cuda/available.ts';
 import { CudaBackend } from '../../src/backend/cuda/cuda-backend.ts';
+import { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadModel } from '../../src/model/load.ts';
+import { makeModel } from '../../src/model/make-model.ts';
+import { packBatch } from '../../src/model/transformer.ts';
 import { SeededRandom } from '../../src/util/random.ts';
 import { expectClose, runBackendConformance } from './conformance.ts';
 import { runSamplingExtrasConformance } from './conformance-sampling-extras.ts';
@@ -65,7 +72,10 @@ function cudaSpecifics(): void {
       assert.equal(y.dtype, 'f32');
       const ref = linearRef(await be.download(xb), await be.download(wb), null, T, K, N);
       expectClose('bf16 -> f32 linear', await be.download(y), ref, { atol: 1e-4, rtol: 1e-4 });
-      assert.throws(() => be.linear(xb, be.upload(w, [N, K], 'f32')), /linear: x is bf16 but w is f32/);
+      // An f32 w (a LoRA matrix) with bf16 x: w is rounded to bf16, the output is bf16.
+      const mixed = be.linear(xb, be.upload(w, [N, K], 'f32'));
+      assert.equal(mixed.dtype, 'bf16');
+      expectClose('bf16 x, f32 w', await be.download(mixed), linearRef(await be.download(xb), await be.download(wb), null, T, K, N), { atol: 1e-2, rtol: 1e-2 });
     });
 
     it('logSoftmax of bf16 logits is f32', async () => {
@@ -156,6 +166,81 @@ function cudaSpecifics(): void {
       assert.ok(after.cached >= before.cached + 4 * (1 << 20));
       assert.throws(() => be.alloc([2 ** 50], 'f32', 'persistent'), /out of GPU memory/);
       be.alloc([4], 'f32', 'persistent'); // the failed allocation left no sticky error behind
+    });
+
+    it('keeps to a memory budget: each part refuses what would overflow it, by name', async () => {
+      const be = new CudaBackend();
+      const MiB = 2 ** 20;
+      const weights = be.upload(new Float32Array(MiB), [MiB], 'bf16'); // 2 MiB of "weights"
+      const ws = be.memoryUsage().workspace;
+      assert.throws(() => be.setBudget({ total: 2 * MiB + ws + 3 * MiB - 1, scratch: MiB, kvCache: MiB, adapters: MiB }), /exceed the budget/);
+      be.setBudget({ total: 64 * MiB, scratch: MiB, kvCache: MiB, adapters: MiB });
+      const u = be.memoryUsage();
+      assert.equal(u.weights, 2 * MiB);
+      assert.equal(u.adapters, 0);
+      assert.equal(u.scratch, MiB);
+      // Adapters: persistent tensors after setBudget share a 1 MiB reserve.
+      const a = be.alloc([192 * 1024], 'f32', 'persistent'); // 768 KiB
+      assert.equal(be.memoryUsage().adapters, 768 * 1024);
+      assert.throws(() => be.alloc([64 * 1024 + 1], 'f32', 'persistent'), /adapters: .* exceeds the 1\.00 MiB reserve/);
+      be.free(a);
+      be.alloc([256 * 1024], 'f32', 'persistent'); // the whole reserve, once freed
+      // KV cache: 1 MiB in all (2 layers x K and V x 16 blocks x 16 tokens x 32 x bf16 = 64 KiB fits, 17x does not).
+      const spec = { numLayers: 2, numBlocks: 16, blockSize: 16, numKvHeads: 1, headDim: 32, dtype: 'bf16' as const };
+      be.allocKvCache(spec);
+      assert.throws(() => be.allocKvCache({ ...spec, numBlocks: 16 * 16 }), /exceeds the KV cache budget of 1\.00 MiB/);
+      // Scratch: one chunk of 1 MiB, never grown.
+      const x = be.alloc([256 * 1024], 'bf16', 'scratch'); // 512 KiB
+      be.alloc([128 * 1024], 'bf16', 'scratch');
+      assert.throws(() => be.alloc([128 * 1024 + 1], 'bf16', 'scratch'), /scratch arena full/);
+      be.resetScratch();
+      be.alloc([512 * 1024], 'bf16', 'scratch');
+      assert.equal(be.memoryUsage().scratch, MiB);
+      assert.ok(x && weights);
+    });
+
+    it('runs a model in bf16 (weights, KV cache) with f32 logits close to the cpu backend', async () => {
+      const root = mkdtempSync(join(tmpdir(), 'tandem-cuda-model-'));
+      try {
+        makeModel({ preset: 'small', out: join(root, 'm'), seed: 5 });
+        const gpu = loadModel(join(root, 'm'), new CudaBackend());
+        const cpu = loadModel(join(root, 'm'), new CpuBackend());
+        assert.equal(gpu.model.weights.embed.dtype, 'bf16');
+        assert.equal(gpu.model.kvCacheSpec(4, 16).dtype, 'bf16');
+        const ids = Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % gpu.config.vocabSize);
+        const logitsOf = async (m: typeof gpu): Promise<Float32Array> => {
+          const cache = m.model.backend.allocKvCache(m.model.kvCacheSpec(4, 16));
+          const out = m.model.forward(packBatch([{ newTokens: ids, numCached: 0, blockTable: [2, 0, 3], allLogits: true }], 16), cache);
+          assert.equal(out.dtype, 'f32');
+          const host = (await m.model.backend.download(out)) as Float32Array;
+          m.model.backend.resetScratch();
+          return host;
+        };
+        const [g, c] = [await logitsOf(gpu), await logitsOf(cpu)];
+        let diff = 0;
+        let scale = 0;
+        let argmaxAgree = 0;
+        const V = gpu.config.vocabSize;
+        for (let r = 0; r < ids.length; r++) {
+          let bg = 0;
+          let bc = 0;
+          for (let v = 0; v < V; v++) {
+            const i = r * V + v;
+            diff = Math.max(diff, Math.abs(g[i] - c[i]));
+            scale = Math.max(scale, Math.abs(c[i]));
+            if (g[i] > g[r * V + bg]) bg = v;
+            if (c[i] > c[r * V + bc]) bc = v;
+          }
+          if (bg === bc) argmaxAgree++;
+        }
+        console.log(`bf16 cuda vs f32 cpu logits (make-model small, 40 tokens): max |diff| ${diff.toFixed(4)} of max |logit| ${scale.toFixed(2)}; argmax agrees on ${argmaxAgree}/40 rows`);
+        assert.ok(scale > 1, 'logits near zero would prove nothing');
+        // Four layers of bf16 activations (2^-9 relative per rounding) stay within 3 % of the scale.
+        assert.ok(diff / scale < 0.03, `max |diff| ${diff} vs scale ${scale}`);
+        assert.ok(argmaxAgree >= 36, `argmax agrees on only ${argmaxAgree}/40 rows`);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
     });
   });
 }

@@ -190,7 +190,8 @@ export function tokenLogprobsRef(logits: Vec, targets: Vec, temperature: number,
   const out = new Float64Array(R);
   for (let r = 0; r < R; r++) {
     const z = Array.from({ length: V }, (_, i) => logits[r * V + i] / temperature);
-    const max = Math.max(...z);
+    // A loop, not Math.max(...z): a 150k-entry spread overflows the call stack.
+    const max = z.reduce((m, zi) => (zi > m ? zi : m), -Infinity);
     const lse = max + Math.log(z.reduce((a, zi) => a + Math.exp(zi - max), 0));
     out[r] = z[targets[r]] - lse;
   }

@@ -77,6 +77,8 @@ const EAGER_START_BYTES = 4 << 20;
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu';
+  /** fp32 throughout: dtypes are accepted and ignored (bf16 files are widened on load). */
+  readonly preferredDtype = 'f32' as const;
   /** Threads used for big ops, the calling one included. */
   readonly threads: number;
   /** Storage in SharedArrayBuffers (when there are worker threads to share it with). */

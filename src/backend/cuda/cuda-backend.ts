@@ -8,9 +8,10 @@
  * throughout (upload with dtype 'f32'), logSoftmax always writes f32.
  *
  * Ops queue work on one CUDA stream and return at once; download() and sample() resolve when
- * the GPU has produced the data, without ever blocking the event loop. Greedy rows are sampled
- * on the device (only ids and logprobs come back); any other sampling downloads the logits and
- * uses the CPU sampler for now (host-sampling.ts).
+ * the GPU has produced the data, without ever blocking the event loop. Sampling runs on the
+ * device (kernels/sampling.cu: penalties, temperature, top-k, top-p, min-p, seeded draws, top
+ * logprobs); only ids and logprobs come back (host-sampling.ts names the rare batches that
+ * still download their logits).
  *
  * Usage:
  *   const be = new CudaBackend();                     // throws "CUDA backend not built: ..." without the addon
@@ -21,6 +22,7 @@
  */
 import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape } from '../op-shapes.ts';
 import type {
+  AdamWStep,
   AttnMeta,
   Backend,
   DType,
@@ -36,10 +38,13 @@ import { firstOutOfRange } from '../cpu/gather.ts';
 import { checkPenalties } from '../cpu/penalties.ts';
 import { checkSamplingParams } from '../cpu/sampling.ts';
 import { checkShape, fmtShape, numel } from '../cpu/tensor.ts';
-import { HostSampler, greedyOnDevice } from './host-sampling.ts';
+import { formatBytes } from '../memory-plan.ts';
+import { HostSampler, deviceCanSample, unpackSampleResult } from './host-sampling.ts';
 import { DTYPE_CODE, loadNative } from './native.ts';
+import { ROW_WORDS, packSamplingParams } from './sampling-params.ts';
 import type { DeviceInfo, NativeCuda } from './native.ts';
 import { CudaTensor, DeviceArena, allocatedBytes, cudaDtype, elemBytes } from './tensor.ts';
+import { CudaTrainingOps } from './training-ops.ts';
 import type { CudaDType } from './tensor.ts';
 
 export { cudaAvailable, cudaUnavailableReason } from './available.ts';
@@ -47,6 +52,21 @@ export { cudaAvailable, cudaUnavailableReason } from './available.ts';
 export interface CudaBackendOptions {
   /** CUDA device ordinal (default 0). One process drives one GPU. */
   device?: number;
+}
+
+/**
+ * A partition of device memory (see CudaBackend.setBudget; src/backend/memory-plan.ts plans one).
+ * The weights are whatever persistent tensors exist when the budget is set.
+ */
+export interface CudaMemoryBudget {
+  /** Everything this backend may hold: weights + scratch + kvCache + adapters + the cuBLASLt workspace. */
+  total: number;
+  /** The scratch arena: allocated once at this size, never grown. */
+  scratch: number;
+  /** KV caches, all together. */
+  kvCache: number;
+  /** Persistent tensors made after setBudget(): LoRA adapter versions and training state. */
+  adapters: number;
 }
 
 /** i32 uploads up to this many elements keep a host copy for range checks (ids, slots, tables). */
@@ -85,6 +105,8 @@ export class CudaKvCache implements KvCache {
 
 export class CudaBackend implements Backend {
   readonly name = 'cuda';
+  /** bf16 weights, activations and KV cache; f32 accumulation, logits and LoRA parameters. */
+  readonly preferredDtype = 'bf16' as const;
   /** The GPU in use (name, memory, multiprocessors, compute capability). */
   readonly device: DeviceInfo;
   private readonly native: NativeCuda;
@@ -92,11 +114,21 @@ export class CudaBackend implements Backend {
   private readonly sampler = new HostSampler();
   private persistentBytes = 0;
   private readonly caches = new Set<CudaKvCache>();
+  private readonly training: CudaTrainingOps;
+  private budget: (CudaMemoryBudget & { weights: number }) | null = null;
 
   constructor(opts: CudaBackendOptions = {}) {
     this.native = loadNative();
     this.device = this.native.init(opts.device ?? 0);
     this.arena = new DeviceArena(this.native);
+    this.training = new CudaTrainingOps({
+      native: this.native,
+      owner: this,
+      use: (op, name, t) => this.use(op, name, t),
+      float: (op, name, t, rank) => this.float(op, name, t, rank),
+      i32: (op, name, t, rank) => this.i32(op, name, t, rank),
+      scratch: (shape, dtype) => this.scratch(shape, dtype),
+    });
   }
 
   /** Resolves once every op queued so far has run on the GPU. */
@@ -110,6 +142,54 @@ export class CudaBackend implements Backend {
    */
   releaseScratch(): void {
     this.arena.release();
+  }
+
+  /**
+   * Partition device memory from now on (DESIGN.md, "GPU sharing"): the persistent tensors held
+   * now are the weights; the scratch arena becomes one chunk of `b.scratch` bytes, allocated now;
+   * KV caches may hold `b.kvCache` bytes and later persistent tensors `b.adapters`. Going past a
+   * part throws an error naming it, never a device out-of-memory. Throws when the parts and the
+   * weights exceed `b.total`.
+   */
+  setBudget(b: CudaMemoryBudget): void {
+    for (const [name, v] of Object.entries(b)) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new Error(`setBudget: ${name} must be an integer number of bytes >= 0, got ${v}`);
+    }
+    const weights = this.persistentBytes;
+    const workspace = this.native.memStats().workspace;
+    const need = weights + workspace + b.scratch + b.kvCache + b.adapters;
+    if (need > b.total) {
+      throw new Error(
+        `setBudget: weights ${formatBytes(weights)} + cuBLASLt workspace ${formatBytes(workspace)} + scratch ${formatBytes(b.scratch)} + ` +
+          `KV cache ${formatBytes(b.kvCache)} + adapters ${formatBytes(b.adapters)} = ${formatBytes(need)} exceed the budget of ${formatBytes(b.total)}`,
+      );
+    }
+    const kv = this.kvBytes();
+    if (kv > b.kvCache) throw new Error(`setBudget: KV caches already hold ${formatBytes(kv)}, more than the ${formatBytes(b.kvCache)} budgeted`);
+    // Give the old arena chunks back to the device before taking the one chunk of the budget.
+    this.arena.release();
+    this.native.emptyCache();
+    this.arena.reserve(b.scratch);
+    this.budget = { ...b, weights };
+  }
+
+  /** The budget in force (setBudget), with the weights it found; null without one. */
+  get memoryBudget(): Readonly<CudaMemoryBudget & { weights: number }> | null {
+    return this.budget;
+  }
+
+  /** Return freed blocks the allocator keeps for reuse to the device (waits for the GPU). */
+  emptyCache(): void {
+    this.native.emptyCache();
+  }
+
+  /** Most scratch bytes taken between two resets since resetScratchPeak(): what one arena chunk must hold. */
+  get scratchPeakBytes(): number {
+    return this.arena.peakBytes;
+  }
+
+  resetScratchPeak(): void {
+    this.arena.resetPeak();
   }
 
   // ---- memory ----
@@ -167,10 +247,22 @@ export class CudaBackend implements Backend {
    * belong to the process's one native allocator, shared by every CudaBackend instance.
    */
   memoryUsage(): Record<string, number> {
+    const stats = this.native.memStats();
+    const usage: Record<string, number> = {
+      weights: this.persistentBytes, kv_cache: this.kvBytes(), scratch: this.arena.bytesHeld, cached: stats.cached, workspace: stats.workspace,
+    };
+    if (this.budget !== null) {
+      // Under a budget, persistent tensors made after setBudget() are adapters (and training state).
+      usage.weights = Math.min(this.persistentBytes, this.budget.weights);
+      usage.adapters = this.persistentBytes - usage.weights;
+    }
+    return usage;
+  }
+
+  private kvBytes(): number {
     let kv = 0;
     for (const c of this.caches) kv += c.bytes;
-    const stats = this.native.memStats();
-    return { weights: this.persistentBytes, kv_cache: kv, scratch: this.arena.bytesHeld, cached: stats.cached, workspace: stats.workspace };
+    return kv;
   }
 
   /** Arena chunks allocated so far (constant once steps repeat). */
@@ -188,6 +280,12 @@ export class CudaBackend implements Backend {
     const dtype = cudaDtype(spec.dtype);
     if (dtype === 'i32') throw new Error(`allocKvCache: the cache needs a float dtype (bf16 or f32), got ${spec.dtype}`);
     const poolBytes = Math.ceil((numBlocks * blockSize * numKvHeads * headDim * elemBytes(dtype)) / 256) * 256;
+    if (this.budget !== null && this.kvBytes() + 2 * numLayers * poolBytes > this.budget.kvCache) {
+      throw new Error(
+        `allocKvCache: ${numBlocks} blocks of ${blockSize} tokens take ${formatBytes(2 * numLayers * poolBytes)}; with ` +
+          `${formatBytes(this.kvBytes())} already held that exceeds the KV cache budget of ${formatBytes(this.budget.kvCache)}`,
+      );
+    }
     const ptr = this.native.malloc(2 * numLayers * poolBytes);
     this.native.zero(ptr, 2 * numLayers * poolBytes);
     const cache = new CudaKvCache({ ...spec, dtype }, ptr, poolBytes);
@@ -238,16 +336,21 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * x [T, K] @ w [N, K]^T + bias [N] -> [T, N], fp32 accumulation. x and w share a dtype; the
-   * output has x's dtype unless `outDtype` asks for another ('f32' logits from bf16 weights).
+   * x [T, K] @ w [N, K]^T + bias [N] -> [T, N], fp32 accumulation. The output has x's dtype
+   * unless `outDtype` asks for another ('f32' logits from bf16 weights). A w of the other float
+   * dtype is first cast to x's into scratch: f32 LoRA matrices (small) meet bf16 activations.
    */
   linear(x: Tensor, w: Tensor, bias?: Tensor, outDtype?: DType): Tensor {
     const op = 'linear';
     const xt = this.float(op, 'x', x, 2);
-    const wt = this.float(op, 'w', w, 2);
+    let wt = this.float(op, 'w', w, 2);
     const bt: FloatTensor | null = bias === undefined ? null : this.float(op, 'bias', bias, 1);
     const { T, K, N } = linearShape(xt.shape, wt.shape, bt?.shape);
-    this.sameDtype(op, 'x', xt, 'w', wt);
+    if (wt.dtype !== xt.dtype) {
+      const cast = this.scratch(wt.shape, xt.dtype) as FloatTensor;
+      this.native.cast(cast.ptr, DTYPE_CODE[cast.dtype], wt.ptr, DTYPE_CODE[wt.dtype], wt.size);
+      wt = cast;
+    }
     const outDt = outDtype === undefined ? xt.dtype : cudaDtype(outDtype);
     if (outDt === 'i32') throw new Error('linear: outDtype must be a float dtype');
     const out = this.scratch([T, N], outDt);
@@ -308,9 +411,16 @@ export class CudaBackend implements Backend {
     }
     const out = this.scratch([T, H, D], qt.dtype);
     if (T === 0) return out;
+    // Long decodes of small batches split each context over several blocks (split-K); the
+    // partial results go through a scratch workspace. The stated maxima only steer the kernels'
+    // choice: rows are routed by their real lengths on the device, so any values stay correct.
+    const maxQ = Number.isSafeInteger(meta.maxSeqlenQ) ? meta.maxSeqlenQ : T;
+    const maxCtx = Number.isSafeInteger(meta.maxContextLen) ? Math.min(meta.maxContextLen, maxBlocks * blockSize) : 0;
+    const plan = this.native.attentionPlan(T, H, Hkv, D, Math.max(0, maxCtx));
+    const workspace = plan.workspaceBytes > 0 ? this.scratch([plan.workspaceBytes / 4], 'f32').ptr : 0;
     this.native.attention(
       out.ptr, qt.ptr, c.kPool(layer), c.vPool(layer), cu.ptr, lens.ptr, tables.ptr,
-      T, S, H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, DTYPE_CODE[qt.dtype],
+      T, S, H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, DTYPE_CODE[qt.dtype], maxQ, plan.splits, workspace,
     );
     return out;
   }
@@ -369,40 +479,92 @@ export class CudaBackend implements Backend {
       if (!Number.isInteger(k) || k < 0) throw new Error(`sample: row ${row}: topLogprobs must be an integer >= 0, got ${k}`);
     });
     if (S === 0) return { ids: new Int32Array(0), logprobs: new Float32Array(0), top: [] };
-    if (!params.every(greedyOnDevice)) {
+    if (!deviceCanSample(params, V, this.native.sampleLimits())) {
       const x = (await this.native.download(lt.ptr, lt.size, DTYPE_CODE[lt.dtype])) as Float32Array;
       return this.sampler.sample(x, S, V, params);
     }
-    // ids then logprobs in one buffer, so one download brings both back.
-    const buf = this.scratch([2 * S], 'i32');
-    this.native.greedySample(buf.ptr, buf.ptr + 4 * S, lt.ptr, S, V, DTYPE_CODE[lt.dtype]);
-    const words = (await this.native.download(buf.ptr, 2 * S, DTYPE_CODE.i32)) as Int32Array;
-    const empty = { ids: new Int32Array(0), logprobs: new Float32Array(0) };
-    return {
-      ids: words.subarray(0, S),
-      logprobs: new Float32Array(words.buffer, words.byteOffset + 4 * S, S),
-      top: Array.from({ length: S }, () => empty),
-    };
+    // One upload of every row's parameters; ids, logprobs and top lists come back in one download.
+    const packed = packSamplingParams(params, V);
+    const pbuf = this.scratch([packed.words.length], 'i32');
+    this.native.upload(pbuf.ptr, packed.words, DTYPE_CODE.i32);
+    const K = packed.maxTop;
+    const out = this.scratch([2 * S * (1 + K)], 'i32');
+    const topIds = out.ptr + 8 * S;
+    this.native.sample(
+      out.ptr, out.ptr + 4 * S, topIds, topIds + 4 * S * K, K, lt.ptr, S, V, DTYPE_CODE[lt.dtype],
+      pbuf.ptr, pbuf.ptr + 4 * S * ROW_WORDS, packed.anyPenalties ? 1 : 0,
+    );
+    const words = (await this.native.download(out.ptr, out.size, DTYPE_CODE.i32)) as Int32Array;
+    return unpackSampleResult(words, params, V, K);
   }
 
-  // ---- training ops: not on the GPU yet; the CPU backend is the training backend for now ----
+  // ---- in-place helpers, backward and training ops (checked and run by training-ops.ts) ----
 
-  viewAt(): Tensor { return notYet('viewAt'); }
-  copy(): void { notYet('copy'); }
-  zero(): void { notYet('zero'); }
-  axpy(): void { notYet('axpy'); }
-  linearBackwardInput(): Tensor { return notYet('linearBackwardInput'); }
-  linearBackwardWeight(): void { notYet('linearBackwardWeight'); }
-  rmsnormBackward(): Tensor { return notYet('rmsnormBackward'); }
-  ropeBackward(): void { notYet('ropeBackward'); }
-  swigluBackward(): { dGate: Tensor; dUp: Tensor } { return notYet('swigluBackward'); }
-  attentionPacked(): { out: Tensor; lse: Tensor } { return notYet('attentionPacked'); }
-  attentionPackedBackward(): { dq: Tensor; dk: Tensor; dv: Tensor } { return notYet('attentionPackedBackward'); }
-  tokenLogprobs(): Tensor { return notYet('tokenLogprobs'); }
-  tokenLogprobsBackward(): Tensor { return notYet('tokenLogprobsBackward'); }
-  scatterRows(): Tensor { return notYet('scatterRows'); }
-  sumSquares(): Tensor { return notYet('sumSquares'); }
-  adamw(): void { notYet('adamw'); }
+  viewAt(t: Tensor, offset: number, shape: readonly number[]): Tensor {
+    return this.training.viewAt(t, offset, shape);
+  }
+
+  copy(dst: Tensor, src: Tensor): void {
+    this.training.copy(dst, src);
+  }
+
+  zero(t: Tensor): void {
+    this.training.zero(t);
+  }
+
+  axpy(y: Tensor, x: Tensor, alpha: number): void {
+    this.training.axpy(y, x, alpha);
+  }
+
+  linearBackwardInput(dy: Tensor, w: Tensor): Tensor {
+    return this.training.linearBackwardInput(dy, w);
+  }
+
+  linearBackwardWeight(dy: Tensor, x: Tensor, dw: Tensor, alpha: number): void {
+    this.training.linearBackwardWeight(dy, x, dw, alpha);
+  }
+
+  rmsnormBackward(dy: Tensor, x: Tensor, w: Tensor, eps: number): Tensor {
+    return this.training.rmsnormBackward(dy, x, w, eps);
+  }
+
+  ropeBackward(dq: Tensor, dk: Tensor, positions: Tensor, invFreq: Tensor): void {
+    this.training.ropeBackward(dq, dk, positions, invFreq);
+  }
+
+  swigluBackward(dy: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor } {
+    return this.training.swigluBackward(dy, gate, up);
+  }
+
+  attentionPacked(q: Tensor, k: Tensor, v: Tensor, cuSeqlens: Tensor, scale: number): { out: Tensor; lse: Tensor } {
+    return this.training.attentionPacked(q, k, v, cuSeqlens, scale);
+  }
+
+  attentionPackedBackward(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, cuSeqlens: Tensor, scale: number,
+  ): { dq: Tensor; dk: Tensor; dv: Tensor } {
+    return this.training.attentionPackedBackward(dout, q, k, v, out, lse, cuSeqlens, scale);
+  }
+
+  tokenLogprobs(logits: Tensor, targets: Tensor, temperature: number): Tensor {
+    return this.training.tokenLogprobs(logits, targets, temperature);
+  }
+
+  tokenLogprobsBackward(logits: Tensor, targets: Tensor, temperature: number, dlogp: Tensor): Tensor {
+    return this.training.tokenLogprobsBackward(logits, targets, temperature, dlogp);
+  }
+
+  scatterRows(src: Tensor, idx: Tensor, T: number): Tensor {
+    return this.training.scatterRows(src, idx, T);
+  }
+
+  sumSquares(x: Tensor): Tensor {
+    return this.training.sumSquares(x);
+  }
+
+  adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, h: AdamWStep): void {
+    this.training.adamw(param, grad, m, v, h);
+  }
 
   // ---- helpers ----
 
@@ -411,8 +573,17 @@ export class CudaBackend implements Backend {
     const bytes = n * elemBytes(dtype);
     const frozen = Object.freeze([...shape]);
     if (lifetime === 'persistent') {
-      const ptr = this.native.malloc(bytes);
       const held = allocatedBytes(bytes);
+      if (this.budget !== null) {
+        const used = this.persistentBytes - Math.min(this.persistentBytes, this.budget.weights);
+        if (used + held > this.budget.adapters) {
+          throw new Error(
+            `out of the GPU memory budget for adapters: a ${fmtShape(shape)} ${dtype} tensor (${formatBytes(held)}) on top of ` +
+              `${formatBytes(used)} held exceeds the ${formatBytes(this.budget.adapters)} reserve: unload an adapter, or raise --adapter-memory`,
+          );
+        }
+      }
+      const ptr = this.native.malloc(bytes);
       this.persistentBytes += held;
       return new CudaTensor(this, frozen, dtype, ptr, n, 'persistent', -1, null, host, held);
     }
@@ -466,8 +637,4 @@ export class CudaBackend implements Backend {
   private checkLayer(op: string, layer: number, numLayers: number): void {
     if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) throw new Error(`${op}: layer ${layer} is outside the cache's ${numLayers} layers`);
   }
-}
-
-function notYet(op: string): never {
-  throw new Error(`${op}: not implemented on the cuda backend yet`);
 }

@@ -1,12 +1,14 @@
 /**
- * Sampling on the host, for rows the device does not sample yet.
+ * Sampling on the host, for the batches the device sampler does not take, and the unpacking of
+ * what the device sampler returns.
  *
- * The CUDA backend samples greedy rows (temperature 0, no penalties, no top logprobs) on the
- * GPU and downloads only ids and logprobs. Any other batch (temperature > 0 with top-k / top-p /
- * min-p, penalties, top logprobs) downloads the logits as f32 and runs this: the CPU backend's
- * sampler (src/backend/cpu/sampling.ts and friends), row by row, so both backends draw exactly
- * the same tokens from the same logits. Moving these filters onto the device (FlashInfer-style
- * sorting-free top-k / top-p) is later work.
+ * The device samples every row (kernels/sampling.cu) except in two cases, where the whole batch
+ * downloads its logits as f32 and runs the CPU backend's sampler row by row (so both backends
+ * draw exactly the same tokens from the same logits):
+ * - a row asks for more top logprobs than one block sorts (sampleLimits().maxTopLogprobs, 1024;
+ *   the OpenAI API allows 20);
+ * - a row has penalties and the vocabulary is too large for the kernel's bitmap of penalised
+ *   ids in shared memory (sampleLimits().maxPenaltyVocab, 1.3M tokens).
  */
 import type { SampleResult, SamplingParams } from '../backend.ts';
 import { uniformAt } from '../rng.ts';
@@ -15,9 +17,35 @@ import { SamplingWorkspace, argmax, sampleFiltered } from '../cpu/sampling.ts';
 import { logSumExp } from '../cpu/softmax.ts';
 import { topLogprobs } from '../cpu/top-logprobs.ts';
 
-/** True when the device's greedy path can sample this row. */
-export function greedyOnDevice(p: SamplingParams): boolean {
-  return p.temperature === 0 && !hasPenalties(p) && (p.topLogprobs ?? 0) === 0;
+export interface DeviceSamplingLimits {
+  maxTopLogprobs: number;
+  maxPenaltyVocab: number;
+}
+
+/** True when the device sampler takes every row of this batch (params already validated). */
+export function deviceCanSample(params: readonly SamplingParams[], V: number, limits: DeviceSamplingLimits): boolean {
+  return params.every(
+    (p) => Math.min(p.topLogprobs ?? 0, V) <= limits.maxTopLogprobs && (V <= limits.maxPenaltyVocab || !hasPenalties(p)),
+  );
+}
+
+/**
+ * The device sampler's output words: ids (S), logprobs (S, f32 bits), then top ids and top
+ * logprobs, each (S, K) with K the batch's largest top-logprobs count.
+ */
+export function unpackSampleResult(words: Int32Array, params: readonly SamplingParams[], V: number, K: number): SampleResult {
+  const S = params.length;
+  const floats = new Float32Array(words.buffer, words.byteOffset, words.length);
+  const topIds = 2 * S;
+  const topLp = topIds + S * K;
+  return {
+    ids: words.subarray(0, S),
+    logprobs: floats.subarray(S, 2 * S),
+    top: params.map((p, s) => {
+      const k = Math.min(p.topLogprobs ?? 0, V);
+      return { ids: words.subarray(topIds + s * K, topIds + s * K + k), logprobs: floats.subarray(topLp + s * K, topLp + s * K + k) };
+    }),
+  };
 }
 
 export class HostSampler {

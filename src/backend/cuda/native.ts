@@ -50,17 +50,65 @@ export interface NativeCuda {
   rmsnorm(y: number, sum: number, x: number, residual: number, w: number, eps: number, R: number, C: number, dt: number): void;
   linear(out: number, outDt: number, x: number, w: number, xwDt: number, bias: number, biasDt: number, T: number, K: number, N: number): void;
   rope(q: number, k: number, positions: number, invFreq: number, freqDt: number, T: number, H: number, Hkv: number, D: number, dt: number): void;
+  /**
+   * maxSeqlenQ > 1 sends multi-row sequences to the flash prefill kernel; `splits` and the
+   * workspace (scratch of workspaceBytes, or 0) come from attentionPlan().
+   */
   attention(
     out: number, q: number, kPool: number, vPool: number, cuSeqlensQ: number, contextLens: number, blockTables: number,
     T: number, S: number, H: number, Hkv: number, D: number, blockSize: number, maxBlocks: number, numBlocks: number,
-    scale: number, dt: number,
+    scale: number, dt: number, maxSeqlenQ: number, splits: number, workspace: number,
   ): void;
+  /** How many chunks decode rows split their context into (split-K), and the workspace that needs. */
+  attentionPlan(T: number, H: number, Hkv: number, D: number, maxContextLen: number): { splits: number; workspaceBytes: number };
   attentionHeadDimSupported(D: number): boolean;
   swiglu(out: number, gate: number, up: number, n: number, dt: number): void;
   add(out: number, a: number, b: number, n: number, dt: number): void;
   cast(out: number, outDt: number, x: number, xDt: number, n: number): void;
   logSoftmax(out: number, x: number, S: number, V: number, dt: number): void;
   greedySample(ids: number, logprobs: number, logits: number, S: number, V: number, dt: number): void;
+
+  // sampling on the device (kernels/binding-sampling.cpp, kernels/sampling.cu)
+  /** params and penalties: the words of packSamplingParams() (sampling-params.ts), uploaded. */
+  sample(
+    ids: number, logprobs: number, topIds: number, topLogprobs: number, topStride: number, logits: number,
+    S: number, V: number, dt: number, params: number, penalties: number, anyPenalties: number,
+  ): void;
+  /** Rows asking for more top logprobs, or penalties over a larger vocabulary, sample on the host. */
+  sampleLimits(): { maxTopLogprobs: number; maxPenaltyVocab: number };
+  /** out (S) f32 = uniformAt(seed, step) of each packed row, computed on the device (a check hook). */
+  sampleUniforms(out: number, params: number, S: number): void;
+
+  // training ops (kernels/binding-train.cpp, kernels/ops-train.h)
+  axpy(y: number, yDt: number, x: number, xDt: number, alpha: number, n: number): void;
+  linearBackwardInput(dx: number, dxDt: number, dy: number, w: number, abDt: number, T: number, K: number, N: number): void;
+  linearBackwardWeight(dw: number, dwDt: number, dy: number, x: number, abDt: number, T: number, K: number, N: number, alpha: number): void;
+  rmsnormBackward(dx: number, dy: number, gDt: number, x: number, xDt: number, w: number, wDt: number, eps: number, R: number, C: number): void;
+  ropeBackward(dq: number, dk: number, positions: number, invFreq: number, freqDt: number, T: number, H: number, Hkv: number, D: number, dt: number): void;
+  swigluBackward(dGate: number, dUp: number, dy: number, gDt: number, gate: number, up: number, xDt: number, n: number): void;
+  attentionPacked(
+    out: number, lse: number, q: number, k: number, v: number, cuSeqlens: number,
+    T: number, S: number, H: number, Hkv: number, D: number, scale: number, dt: number,
+  ): void;
+  attentionPackedBackward(
+    dq: number, dk: number, dv: number, delta: number, dout: number, gDt: number, q: number, k: number, v: number,
+    out: number, lse: number, cuSeqlens: number, T: number, S: number, H: number, Hkv: number, D: number, scale: number, dt: number,
+  ): void;
+  attentionPackedHeadDimSupported(D: number): boolean;
+  tokenLogprobs(out: number, logits: number, targets: number, temperature: number, R: number, V: number, dt: number): void;
+  tokenLogprobsBackward(
+    dlogits: number, logits: number, targets: number, temperature: number, dlogp: number, dlogpDt: number, R: number, V: number, dt: number,
+  ): void;
+  /** work: scratch of 2 * T i32. */
+  scatterAddRows(out: number, src: number, idx: number, R: number, T: number, C: number, dt: number, work: number): void;
+  /** partials: scratch of sumSquaresPartials() doubles. */
+  sumSquares(out: number, x: number, n: number, dt: number, partials: number): void;
+  sumSquaresPartials(): number;
+  /** The step's constants in double, as src/train/optimizer.ts forms them. */
+  adamw(
+    param: number, grad: number, m: number, v: number, n: number,
+    beta1: number, beta2: number, eps: number, decay: number, stepSize: number, bc2Sqrt: number, gradScale: number,
+  ): void;
 }
 
 /** Where the addon is looked for: $TANDEM_CUDA_ADDON, else build/tandem_cuda.node in the repository. */

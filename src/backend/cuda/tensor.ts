@@ -79,21 +79,32 @@ const MAX_CHUNK = 1 << 30;
  * moves to the next one that fits, or to a new chunk (sized to the arena so far, so the chunk
  * count stays logarithmic). Reuse after reset is safe without waiting: the GPU runs everything on
  * one stream, so new work on recycled memory is queued behind the old work.
+ *
+ * Under a memory budget the arena is one chunk of `limit` bytes, allocated by reserve(), and a
+ * step that needs more gets a clear error instead of growing it (or running the GPU out of memory).
  */
 export class DeviceArena {
   private readonly chunks: { ptr: number; bytes: number }[] = [];
   private current = 0;
   private offset = 0;
+  /** Bytes taken since the last reset (the size one chunk would need for this step). */
+  private taken = 0;
   /** Bumped by every reset; scratch tensors of older generations are stale. */
   generation = 0;
   /** Chunks allocated so far (constant once steps repeat). */
   allocations = 0;
+  /** Most bytes taken between two resets so far (see resetPeak). */
+  peakBytes = 0;
+  /** Bytes the arena may hold in all, or null: no limit. */
+  private limit: number | null = null;
 
   constructor(private readonly native: NativeCuda) {}
 
   /** Device address of `bytes` bytes, 256-byte aligned, valid until the next reset. */
   take(bytes: number): number {
     const need = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    this.taken += need;
+    this.peakBytes = Math.max(this.peakBytes, this.taken);
     while (this.current < this.chunks.length) {
       const c = this.chunks[this.current];
       if (c.bytes - this.offset >= need) {
@@ -104,7 +115,16 @@ export class DeviceArena {
       this.current++;
       this.offset = 0;
     }
-    const size = Math.max(need, Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, this.bytesHeld)));
+    let size = Math.max(need, Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, this.bytesHeld)));
+    if (this.limit !== null) {
+      size = this.limit - this.bytesHeld;
+      if (size < need) {
+        throw new Error(
+          `scratch arena full: this step needs more than the ${fmtMiB(this.limit)} of scratch the GPU memory budget gives it ` +
+            `(${fmtMiB(this.taken)} asked for so far): lower --max-num-batched-tokens (or the training micro-batch), or raise --gpu-memory`,
+        );
+      }
+    }
     const ptr = this.native.malloc(size);
     this.allocations++;
     this.chunks.push({ ptr, bytes: size });
@@ -116,7 +136,25 @@ export class DeviceArena {
   reset(): void {
     this.current = 0;
     this.offset = 0;
+    this.taken = 0;
     this.generation++;
+  }
+
+  /**
+   * Hold exactly one chunk of `bytes` from now on, allocated at once, and never grow past it
+   * (scratch tensors die, as at a reset).
+   */
+  reserve(bytes: number): void {
+    if (!Number.isSafeInteger(bytes) || bytes < ALIGN) throw new Error(`scratch reserve must be an integer of at least ${ALIGN} bytes, got ${bytes}`);
+    this.release();
+    this.limit = bytes;
+    this.chunks.push({ ptr: this.native.malloc(bytes), bytes });
+    this.allocations++;
+  }
+
+  /** Start measuring peakBytes afresh. */
+  resetPeak(): void {
+    this.peakBytes = this.taken;
   }
 
   /** Give every chunk back to the allocator (the arena stays usable and starts over). */
@@ -131,4 +169,8 @@ export class DeviceArena {
     for (const c of this.chunks) n += c.bytes;
     return n;
   }
+}
+
+function fmtMiB(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }

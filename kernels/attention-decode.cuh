@@ -1,0 +1,207 @@
+/*
+Decode attention over the paged KV cache: one block per (query row, KV head, context split),
+all query heads of the KV head's group in that block, so each K/V row is read once for the
+whole group (7 or 8 heads on GQA models) instead of once per head. Shapes and paging as in
+attention.cu.
+
+Layout as the per-row kernel's (attention.cu): a warp owns runs of UNROLL consecutive keys
+strided by the block, lane l holds dims [l*VEC, (l+1)*VEC) of q, K, V and the accumulators, one
+online softmax (max m, sum l, accumulator acc) per head of the group in registers.
+
+Split-K: a batch of a few long sequences gives T * Hkv blocks, far fewer than the GPU has SMs, so
+the context is cut into `splits` chunks of ceil(keys / splits) keys, one block each. With one
+split the block writes the output; with more it writes its unnormalised state (m, l, acc) to
+`partial` and mergeSplitsKernel combines the chunks: out = sum_i e^(m_i - M) acc_i / sum_i
+e^(m_i - M) l_i, M = max_i m_i. The chunk length is computed on the device from the row's own
+context, so a captured CUDA graph stays correct as contexts grow.
+
+Speed (bench/results/cuda-attention-h200.json): 6-15% of the K/V-bytes floor at batch 64-256.
+The loop is latency-bound: each run reads the block table, then K and V (two dependent global
+loads), then reduces G x UNROLL dot products with shuffles before the next run's loads issue.
+Next: stage the sequence's block-table slice in shared memory and stream K/V tiles through a
+multi-stage cp.async pipeline (FlashInfer's decode), so loads run ahead of the math.
+*/
+#pragma once
+
+#include "common.cuh"
+
+namespace tandem {
+
+// The sequence owning query row t: the last s with cuSeqlensQ[s] <= t (skips empty sequences).
+__device__ __forceinline__ int sequenceOfRow(const int* cuSeqlensQ, int S, int t) {
+  int lo = 0;
+  int hi = S - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (cuSeqlensQ[mid] <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// partial: (T, H, splits, 2 + D) f32 = m, l, acc[D] of each chunk (used when splits > 1).
+// skipMulti: rows of sequences with more than one query row belong to the prefill kernel.
+template <typename T, int VEC, int GMAX, int WARPS, int UNROLL>
+__global__ void __launch_bounds__(WARPS * 32)
+    groupedDecodeKernel(T* out, float* partial, const T* q, const T* kPool, const T* vPool, const int* cuSeqlensQ,
+                        const int* contextLens, const int* blockTables, int S, int H, int Hkv, int blockSize,
+                        int maxBlocks, int numBlocks, float scale, int splits, int skipMulti) {
+  constexpr int D = 32 * VEC;
+  __shared__ float sharedM[WARPS][GMAX];
+  __shared__ float sharedL[WARPS][GMAX];
+  __shared__ float sharedAcc[WARPS][GMAX][D];
+  const int t = blockIdx.x;
+  const int kvHead = blockIdx.y;
+  const int split = blockIdx.z;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+
+  const int s = sequenceOfRow(cuSeqlensQ, S, t);
+  const int qlen = cuSeqlensQ[s + 1] - cuSeqlensQ[s];
+  if (skipMulti && qlen > 1) return;
+  const int ctx = contextLens[s];
+  const int keys = min(ctx, ctx - qlen + (t - cuSeqlensQ[s]) + 1);  // causal: positions [0, keys)
+  const int G = H / Hkv;
+  const int chunk = (keys + splits - 1) / splits;
+  const int kBegin = split * chunk;
+  const int kEnd = min(keys, kBegin + chunk);
+  const int* table = blockTables + static_cast<size_t>(s) * maxBlocks;
+  const size_t rowStride = static_cast<size_t>(Hkv) * D;
+  const size_t headOffset = static_cast<size_t>(kvHead) * D + lane * VEC;
+
+  float qv[GMAX][VEC];
+  float m[GMAX];
+  float l[GMAX];
+  float acc[GMAX][VEC];
+#pragma unroll
+  for (int g = 0; g < GMAX; g++) {
+    if (g < G) {
+      loadFloats<VEC>(q + (static_cast<size_t>(t) * H + kvHead * G + g) * D + lane * VEC, qv[g]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < VEC; i++) qv[g][i] = 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < VEC; i++) {
+      qv[g][i] *= scale;
+      acc[g][i] = 0.0f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+  }
+
+  for (int p0 = kBegin + warp * UNROLL; p0 < kEnd; p0 += WARPS * UNROLL) {
+    float kf[UNROLL][VEC];
+    float vf[UNROLL][VEC];
+    bool ok[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+      const int p = p0 + u;
+      const int block = p < kEnd ? table[p / blockSize] : -1;
+      ok[u] = block >= 0 && block < numBlocks;
+      if (ok[u]) {
+        const size_t row = (static_cast<size_t>(block) * blockSize + p % blockSize) * rowStride + headOffset;
+        loadFloats<VEC>(kPool + row, kf[u]);
+        loadFloats<VEC>(vPool + row, vf[u]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < VEC; i++) kf[u][i] = vf[u][i] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < GMAX; g++) {
+      if (g >= G) break;  // (block-uniform)
+      float score[UNROLL];
+#pragma unroll
+      for (int u = 0; u < UNROLL; u++) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < VEC; i++) dot += qv[g][i] * kf[u][i];
+        score[u] = warpSum(dot);
+      }
+      float mNew = m[g];
+#pragma unroll
+      for (int u = 0; u < UNROLL; u++) {
+        if (!ok[u]) score[u] = -INFINITY;
+        mNew = fmaxf(mNew, score[u]);
+      }
+      if (mNew == -INFINITY) continue;  // (warp-uniform) nothing readable in this run
+      const float correction = __expf(m[g] - mNew);
+      l[g] *= correction;
+#pragma unroll
+      for (int i = 0; i < VEC; i++) acc[g][i] *= correction;
+#pragma unroll
+      for (int u = 0; u < UNROLL; u++) {
+        const float pu = __expf(score[u] - mNew);
+        l[g] += pu;
+#pragma unroll
+        for (int i = 0; i < VEC; i++) acc[g][i] += pu * vf[u][i];
+      }
+      m[g] = mNew;
+    }
+  }
+
+#pragma unroll
+  for (int g = 0; g < GMAX; g++) {
+    if (lane == 0) {
+      sharedM[warp][g] = m[g];
+      sharedL[warp][g] = l[g];
+    }
+#pragma unroll
+    for (int i = 0; i < VEC; i++) sharedAcc[warp][g][lane * VEC + i] = acc[g][i];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * D; idx += WARPS * 32) {
+    const int g = idx / D;
+    const int d = idx % D;
+    float mAll = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < WARPS; w++) mAll = fmaxf(mAll, sharedM[w][g]);
+    float lAll = 0.0f;
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; w++) {
+      const float weight = sharedM[w][g] == -INFINITY ? 0.0f : __expf(sharedM[w][g] - mAll);
+      lAll += sharedL[w][g] * weight;
+      v += sharedAcc[w][g][d] * weight;
+    }
+    const size_t head = static_cast<size_t>(t) * H + kvHead * G + g;
+    if (splits == 1) {
+      out[head * D + d] = fromF<T>(lAll > 0.0f ? v / lAll : 0.0f);
+    } else {
+      float* part = partial + (head * splits + split) * (D + 2);
+      if (d == 0) {
+        part[0] = mAll;
+        part[1] = lAll;
+      }
+      part[2 + d] = v;
+    }
+  }
+}
+
+// Combines the split chunks of every (row, head): grid (T, H).
+template <typename T>
+__global__ void mergeSplitsKernel(T* out, const float* partial, const int* cuSeqlensQ, int S, int H, int D, int splits,
+                                  int skipMulti) {
+  const int t = blockIdx.x;
+  const int h = blockIdx.y;
+  const int s = sequenceOfRow(cuSeqlensQ, S, t);
+  if (skipMulti && cuSeqlensQ[s + 1] - cuSeqlensQ[s] > 1) return;
+  const size_t head = static_cast<size_t>(t) * H + h;
+  const float* part = partial + head * splits * (D + 2);
+  float mAll = -INFINITY;
+  for (int i = 0; i < splits; i++) mAll = fmaxf(mAll, part[i * (D + 2)]);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float lAll = 0.0f;
+    float v = 0.0f;
+    for (int i = 0; i < splits; i++) {
+      const float* p = part + i * (D + 2);
+      const float weight = p[0] == -INFINITY ? 0.0f : __expf(p[0] - mAll);
+      lAll += p[1] * weight;
+      v += p[2 + d] * weight;
+    }
+    out[head * D + d] = fromF<T>(lAll > 0.0f ? v / lAll : 0.0f);
+  }
+}
+
+}  // namespace tandem

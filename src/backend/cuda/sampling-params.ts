@@ -1,0 +1,89 @@
+/**
+ * Packs a batch's SamplingParams into the one buffer the device sampler reads
+ * (kernels/sampling.cu, struct RowParams), so a step uploads its sampling state in one copy.
+ *
+ * Layout, as 32-bit words: S rows of ROW_WORDS words, then the penalty entries (id, output count)
+ * of every row, each row's ids ascending. A row is 6 doubles (temperature, topP, minP,
+ * repetition, frequency, presence) then 8 ints (topK, topLogprobs, seed low / high word,
+ * step low / high word, first penalty entry, penalty entry count).
+ *
+ * The seed and step split into 32-bit words exactly as src/backend/rng.ts splits them (two's
+ * complement for negative seeds), so the device's Philox draws the host's uniformAt(seed, step).
+ * topK <= 0 and topK >= V (both "off") become 0. A row whose penalties are all neutral carries
+ * no entries; with repetition off, prompt tokens are left out (they only matter to it).
+ *
+ * Usage:
+ *   const packed = packSamplingParams(params, V);
+ *   native.upload(buf.ptr, packed.words, DTYPE_CODE.i32);
+ */
+import type { SamplingParams } from '../backend.ts';
+import { hasPenalties } from '../cpu/penalties.ts';
+
+/** 32-bit words per row (80 bytes, sizeof(RowParams)). */
+export const ROW_WORDS = 20;
+
+export interface PackedSampling {
+  /** Row params then penalty entries (see the file comment). */
+  words: Int32Array;
+  /** Whether any row carries penalty entries (the kernel then needs its bitmap). */
+  anyPenalties: boolean;
+  /** The largest topLogprobs of the batch (capped at V): the stride of the top lists. */
+  maxTop: number;
+}
+
+const TWO_POW_32 = 4294967296;
+
+function lowWord(x: number): number {
+  return x >>> 0;
+}
+
+function highWord(x: number): number {
+  return Math.floor(x / TWO_POW_32) >>> 0;
+}
+
+/** Distinct ids a row penalises with their output counts, ids ascending (empty: no penalties). */
+export function penaltyEntries(p: SamplingParams): Array<[number, number]> {
+  if (!hasPenalties(p)) return [];
+  const counts = new Map<number, number>();
+  if ((p.repetitionPenalty ?? 1) !== 1) for (const id of p.promptTokens ?? []) counts.set(id, 0);
+  for (const id of p.outputTokens ?? []) counts.set(id, (counts.get(id) ?? 0) + 1);
+  return [...counts.entries()].sort((a, b) => a[0] - b[0]);
+}
+
+/** The batch's parameters as the device reads them; params must already be validated. */
+export function packSamplingParams(params: readonly SamplingParams[], V: number): PackedSampling {
+  const S = params.length;
+  const entries = params.map(penaltyEntries);
+  const totalEntries = entries.reduce((n, e) => n + e.length, 0);
+  const buffer = new ArrayBuffer(4 * (S * ROW_WORDS + 2 * totalEntries));
+  const words = new Int32Array(buffer);
+  const doubles = new Float64Array(buffer, 0, (S * ROW_WORDS) / 2);
+  let next = 0;
+  let maxTop = 0;
+  params.forEach((p, s) => {
+    const d = s * (ROW_WORDS / 2);
+    doubles[d] = p.temperature;
+    doubles[d + 1] = p.topP;
+    doubles[d + 2] = p.minP;
+    doubles[d + 3] = p.repetitionPenalty ?? 1;
+    doubles[d + 4] = p.frequencyPenalty ?? 0;
+    doubles[d + 5] = p.presencePenalty ?? 0;
+    const w = s * ROW_WORDS + 12;
+    const top = Math.min(p.topLogprobs ?? 0, V);
+    words[w] = p.topK > 0 && p.topK < V ? p.topK : 0;
+    words[w + 1] = top;
+    words[w + 2] = lowWord(p.seed) | 0;
+    words[w + 3] = highWord(p.seed) | 0;
+    words[w + 4] = lowWord(p.step) | 0;
+    words[w + 5] = highWord(p.step) | 0;
+    words[w + 6] = next;
+    words[w + 7] = entries[s].length;
+    for (const [id, count] of entries[s]) {
+      words[S * ROW_WORDS + 2 * next] = id;
+      words[S * ROW_WORDS + 2 * next + 1] = count;
+      next++;
+    }
+    maxTop = Math.max(maxTop, top);
+  });
+  return { words, anyPenalties: totalEntries > 0, maxTop };
+}
