@@ -19,7 +19,7 @@
  *
  * Usage: node --import tsx bench/gpu-decode.ts --model DIR [--backend cuda|cpu|auto] [--batch 1,64,256]
  *   [--prompt-len 32] [--steps 128] [--warmup-steps 8] [--max-num-batched-tokens 2048] [--bandwidth-gbs X] [--gemm-tflops Y]
- *   [--peer hf.json] [--card NAME] [--deadline-s S] [--out FILE.json]
+ *   [--peer hf.json] [--card NAME] [--deadline-s S] [--out FILE.json] [--cuda-graphs]
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -49,6 +49,7 @@ const { values: v } = parseArgs({
     card: { type: 'string' },
     'deadline-s': { type: 'string' },
     out: { type: 'string' },
+    'cuda-graphs': { type: 'boolean' },
   },
 });
 
@@ -211,6 +212,7 @@ async function measureBatch(batch: number): Promise<BatchResult> {
     maxWaiting: batch,
     maxModelLen: Math.min(loaded.config.maxPositionEmbeddings, perSeq),
     deviceQueue: queue,
+    cudaGraphs: v['cuda-graphs'] === true,
   });
   try {
     await round(engine, queue, batch, warmupSteps, `warm${batch}`);

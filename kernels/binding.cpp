@@ -498,6 +498,7 @@ NAPI_MODULE_INIT() {
     registerForwardOps(env, exports);
     registerTrainingOps(env, exports);
     registerSampling(env, exports);
+    registerGraphs(env, exports);
   } catch (...) {
     return nullptr;
   }

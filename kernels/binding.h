@@ -142,5 +142,6 @@ inline void defineFunctions(napi_env env, napi_value exports, const napi_propert
 void registerForwardOps(napi_env env, napi_value exports);  // binding-ops.cpp
 void registerTrainingOps(napi_env env, napi_value exports);  // binding-train.cpp
 void registerSampling(napi_env env, napi_value exports);     // binding-sampling.cpp
+void registerGraphs(napi_env env, napi_value exports);       // binding-graph.cpp
 
 }  // namespace tandem

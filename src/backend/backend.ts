@@ -113,8 +113,33 @@ export interface AdamWStep {
   gradScale: number;
 }
 
+/** A captured sequence of device work (GraphOps.capture) and the tensor it leaves its result in. */
+export interface CapturedGraph {
+  readonly id: number;
+  /** The work's result: valid after each replay() until free(), across resetScratch(). */
+  readonly output: Tensor;
+}
+
+/**
+ * Record device work once, replay it with one launch. Captured work must read its per-replay
+ * inputs from persistent tensors (input(), rewritten with write() before replay()) and may not
+ * upload, download or sample; its scratch comes from an arena the graph owns.
+ */
+export interface GraphOps {
+  /** A persistent tensor for a graph's per-replay inputs. Ops skip host-side range checks on it: the caller validates. */
+  input(shape: readonly number[], dtype: DType): Tensor;
+  /** Run `work` once eagerly (sizing the graph's arena), then capture it. Its inputs must already hold valid data. */
+  capture(work: () => Tensor): CapturedGraph;
+  /** Queue one replay: the output then holds the work's result for the inputs written now. */
+  replay(g: CapturedGraph): void;
+  /** Free the graph and its arena; its output dies. */
+  free(g: CapturedGraph): void;
+}
+
 export interface Backend {
   readonly name: string;
+  /** CUDA graph capture and replay, where the backend has it (cuda); absent on cpu. */
+  readonly graphs?: GraphOps;
   /**
    * The dtype the model stores weights, activations, the KV cache and the training workspace in
    * on this backend ('f32' on cpu, 'bf16' on cuda). LoRA parameters, their gradients and Adam
@@ -131,6 +156,12 @@ export interface Backend {
   upload(data: Float32Array | Int32Array, shape: readonly number[], dtype?: DType, lifetime?: Lifetime): Tensor;
   /** A zero-filled tensor. */
   alloc(shape: readonly number[], dtype: DType, lifetime: Lifetime): Tensor;
+  /**
+   * Overwrite an existing tensor's contents with host data of its element count (f32 data for
+   * float tensors, i32 for i32 ones), queued in order with other device work: the inputs of a
+   * replayed CUDA graph are rewritten this way before each replay.
+   */
+  write(t: Tensor, data: Float32Array | Int32Array): void;
   /** Read a tensor back to the host as f32 (float dtypes) or i32. Never blocks the event loop. */
   download(t: Tensor): Promise<Float32Array | Int32Array>;
   /** Release a persistent tensor. */

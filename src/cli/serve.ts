@@ -51,6 +51,8 @@ export const SERVE_USAGE = `tandem serve [--model DIR] [options]
   --shutdown-grace-seconds S    on SIGTERM, wait this long for requests in flight (default 30)
   --lora NAME=DIR               serve the PEFT LoRA adapter in DIR as model NAME (repeatable)
   --rewards FILE                a JS/TS module whose exported functions become training rewards (repeatable)
+  --cuda-graphs                 replay decode steps as CUDA graphs per batch-size bucket (cuda only;
+                                experimental, default off; env TANDEM_CUDA_GRAPHS=1)
   env: TANDEM_MODEL for --model`;
 
 interface ServeConfig {
@@ -78,6 +80,8 @@ interface ServeConfig {
   loras: { name: string; dir: string }[];
   /** --rewards FILE: reward modules for training jobs. */
   rewardModules: string[];
+  /** --cuda-graphs / TANDEM_CUDA_GRAPHS=1: decode steps as CUDA graph replays. */
+  cudaGraphs: boolean;
 }
 
 function parseServeArgs(argv: string[]): ServeConfig {
@@ -92,6 +96,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
       'gpu-memory': str, 'adapter-memory': str,
       lora: { type: 'string', multiple: true },
       rewards: { type: 'string', multiple: true },
+      'cuda-graphs': { type: 'boolean' },
     },
   });
   const env = process.env;
@@ -128,6 +133,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
     graceSeconds: floatOption('shutdown-grace-seconds', v['shutdown-grace-seconds'], 30, 0, 86400),
     loras: parseLoras(v.lora ?? [], servedModelName),
     rewardModules: v.rewards ?? [],
+    cudaGraphs: v['cuda-graphs'] === true || env.TANDEM_CUDA_GRAPHS === '1',
   };
 }
 
@@ -244,6 +250,7 @@ export async function runServe(argv: string[]): Promise<void> {
       maxWaiting: cfg.maxWaiting,
       maxModelLen,
       metrics,
+      cudaGraphs: cfg.cudaGraphs,
     });
     for (const { name, dir } of cfg.loras) {
       const v = engine.adapters.loadPeft(name, dir);

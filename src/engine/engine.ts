@@ -15,7 +15,7 @@
  * generated so far, and the backend's draw is a pure function of (seed, step), so a request
  * gets the same tokens alone, batched with others, or after preemption and recompute.
  */
-import type { Backend, KvCache, SampleResult } from '../backend/backend.ts';
+import type { Backend, KvCache, SampleResult, SamplingParams } from '../backend/backend.ts';
 import type { LoadedModel } from '../model/load.ts';
 import { packBatch } from '../model/transformer.ts';
 import { Metrics } from '../metrics.ts';
@@ -27,6 +27,7 @@ import { RequestStream } from './request-stream.ts';
 import { validateRequest } from './validate.ts';
 import { Scheduler, type ScheduledSeq, type StepPlan } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
+import { DecodeGraphs } from './decode-graphs.ts';
 import { EngineError, type EngineStats, type FinishReason, type GenerationRequest, type TokenEvent } from './types.ts';
 
 export interface EngineOptions {
@@ -49,6 +50,11 @@ export interface EngineOptions {
    * it, so steps and training slices take turns (default: a queue of the engine's own).
    */
   deviceQueue?: DeviceQueue;
+  /**
+   * Replay all-decode, base-model steps as CUDA graphs per batch-size bucket (decode-graphs.ts);
+   * needs a backend with graphs (cuda). Default off.
+   */
+  cudaGraphs?: boolean;
 }
 
 export interface EngineStatsDetail extends EngineStats {
@@ -89,6 +95,7 @@ export class Engine {
   #idleWaiters: (() => void)[] = [];
   #inStep = false;
   #unpinAfterStep: AdapterVersion[] = [];
+  readonly #graphs: DecodeGraphs | null;
 
   constructor(
     readonly loaded: LoadedModel,
@@ -113,6 +120,9 @@ export class Engine {
     this.#scheduler = new Scheduler(this.#blocks, opts);
     this.#cache = this.#backend.allocKvCache(loaded.model.kvCacheSpec(opts.numBlocks, opts.blockSize));
     this.#texts = new TokenTexts(loaded.tokenizer);
+    this.#graphs = opts.cudaGraphs
+      ? new DecodeGraphs(loaded.model, this.#cache, { blockSize: opts.blockSize, numBlocks: opts.numBlocks, maxModelLen, maxNumSeqs: opts.maxNumSeqs })
+      : null;
     this.adapters = new AdapterRegistry(this.#backend, loaded.config);
     this.metrics = opts.metrics ?? new Metrics();
     this.metrics.bind({
@@ -213,6 +223,7 @@ export class Engine {
     this.#closed = true;
     this.abortAll();
     await this.#whenIdle();
+    this.#graphs?.free();
     this.#backend.freeKvCache(this.#cache);
     this.adapters.unloadAll();
   }
@@ -313,6 +324,11 @@ export class Engine {
 
   /** One forward over the plan's batch; logits and sampling only for rows at their last token. */
   async #forwardAndSample(plan: StepPlan, sampleAt: number[]): Promise<SampleResult | null> {
+    const params = (): SamplingParams[] => sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
+    if (this.#graphs && this.#graphable(plan, sampleAt)) {
+      const rows = plan.scheduled.map(({ seq }) => ({ token: seq.tokens[seq.numComputed], position: seq.numComputed, blockTable: seq.blockTable }));
+      return this.#backend.sample(this.#graphs.run(rows), params());
+    }
     const batch = packBatch(
       plan.scheduled.map(({ seq, numTokens }) => ({
         newTokens: seq.tokens.slice(seq.numComputed, seq.numComputed + numTokens),
@@ -328,7 +344,14 @@ export class Engine {
     batch.logitRows = Int32Array.from(rows, (i) => batch.logitRows[i]);
     const logits = this.loaded.model.forward(batch, this.#cache);
     if (sampleAt.length === 0) return null;
-    return this.#backend.sample(logits, sampleAt.map((i) => plan.scheduled[i].seq.samplingParams()));
+    return this.#backend.sample(logits, params());
+  }
+
+  /** A step a decode graph can run: one sampled token per sequence, base model, within the buckets. */
+  #graphable(plan: StepPlan, sampleAt: number[]): boolean {
+    const n = plan.scheduled.length;
+    if (sampleAt.length !== n || this.#graphs!.bucketFor(n) === null) return false;
+    return plan.scheduled.every(({ seq, numTokens }) => numTokens === 1 && (seq.adapter?.lora ?? null) === null);
   }
 
   #emitToken(seq: Sequence, sampled: SampledToken): void {

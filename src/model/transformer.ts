@@ -38,6 +38,19 @@ export interface ForwardBatch {
   lora?: LoraSegment<DeviceLora>[];
 }
 
+/**
+ * A batch already on the device: what forwardDevice() reads. A CUDA graph keeps one per batch
+ * size in persistent tensors and rewrites their contents before each replay.
+ */
+export interface DeviceBatch {
+  tokens: Tensor; // [T] i32
+  positions: Tensor; // [T] i32
+  slots: Tensor; // [T] i32
+  meta: AttnMeta;
+  logitRows: Tensor; // [R] i32
+  lora?: LoraSegment<DeviceLora>[];
+}
+
 /** What a sequence contributes to a batch: its new tokens and its cache layout. */
 export interface SequenceSlice {
   /** Tokens to run now (the uncached suffix when prefilling, one token when decoding). */
@@ -144,22 +157,38 @@ export class Transformer {
    */
   forward(batch: ForwardBatch, cache: KvCache): Tensor {
     const be = this.backend;
-    const c = this.config;
-    const w = this.weights;
     const T = batch.tokens.length;
     const S = batch.contextLens.length;
-    const { H, Hkv, D } = { H: c.numHeads, Hkv: c.numKvHeads, D: c.headDim };
+    return this.forwardDevice(
+      {
+        tokens: be.upload(batch.tokens, [T], 'i32', 'scratch'),
+        positions: be.upload(batch.positions, [T], 'i32', 'scratch'),
+        slots: be.upload(batch.slots, [T], 'i32', 'scratch'),
+        meta: {
+          cuSeqlensQ: be.upload(batch.cuSeqlensQ, [S + 1], 'i32', 'scratch'),
+          contextLens: be.upload(batch.contextLens, [S], 'i32', 'scratch'),
+          blockTables: be.upload(batch.blockTables, [S, batch.maxBlocksPerSeq], 'i32', 'scratch'),
+          maxSeqlenQ: maxDiff(batch.cuSeqlensQ),
+          maxContextLen: Math.max(...batch.contextLens),
+        },
+        logitRows: be.upload(batch.logitRows, [batch.logitRows.length], 'i32', 'scratch'),
+        ...(batch.lora ? { lora: batch.lora } : {}),
+      },
+      cache,
+    );
+  }
 
-    const tokens = be.upload(batch.tokens, [T], 'i32', 'scratch');
-    const positions = be.upload(batch.positions, [T], 'i32', 'scratch');
-    const slots = be.upload(batch.slots, [T], 'i32', 'scratch');
-    const meta: AttnMeta = {
-      cuSeqlensQ: be.upload(batch.cuSeqlensQ, [S + 1], 'i32', 'scratch'),
-      contextLens: be.upload(batch.contextLens, [S], 'i32', 'scratch'),
-      blockTables: be.upload(batch.blockTables, [S, batch.maxBlocksPerSeq], 'i32', 'scratch'),
-      maxSeqlenQ: maxDiff(batch.cuSeqlensQ),
-      maxContextLen: Math.max(...batch.contextLens),
-    };
+  /**
+   * forward() on inputs already on the device: no uploads, so it can be captured in a CUDA graph.
+   * Returns logits [R, V] f32 for `batch.logitRows`.
+   */
+  forwardDevice(batch: DeviceBatch, cache: KvCache): Tensor {
+    const be = this.backend;
+    const c = this.config;
+    const w = this.weights;
+    const T = batch.tokens.shape[0];
+    const { H, Hkv, D } = { H: c.numHeads, Hkv: c.numKvHeads, D: c.headDim };
+    const { tokens, positions, slots, meta } = batch;
 
     const segments = batch.lora ?? [];
     checkSegments(segments, T);
@@ -202,7 +231,7 @@ export class Transformer {
       pending = project(be.swiglu(gate, up), L.down, L.downBias, l, 'down_proj');
     }
     const final = be.rmsnorm(pending, w.finalNorm, c.rmsNormEps, residual).y;
-    const rows = be.gatherRows(final, be.upload(batch.logitRows, [batch.logitRows.length], 'i32', 'scratch'));
+    const rows = be.gatherRows(final, batch.logitRows);
     // f32 logits whatever the activations are: sampling and logprobs want their full precision.
     return be.linear(rows, w.lmHead, undefined, 'f32');
   }

@@ -166,6 +166,14 @@ export class CpuBackend implements Backend {
     return this.make(shape, cpuDtype(dtype), lifetime, true);
   }
 
+  write(t: Tensor, data: Float32Array | Int32Array): void {
+    const c = this.use('write', 't', t);
+    const want = c.dtype === 'i32' ? 'Int32Array' : 'Float32Array';
+    if (data.constructor.name !== want) throw new Error(`write: a ${c.dtype} tensor takes a ${want}, got ${data.constructor.name}`);
+    if (data.length !== c.size) throw new Error(`write: t ${fmtShape(c.shape)} holds ${c.size} elements, data has ${data.length}`);
+    c.data.set(data);
+  }
+
   async download(t: Tensor): Promise<Float32Array | Int32Array> {
     const c = this.use('download', 't', t);
     return c.data.slice();

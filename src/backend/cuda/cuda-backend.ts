@@ -45,6 +45,7 @@ import { ROW_WORDS, packSamplingParams } from './sampling-params.ts';
 import type { DeviceInfo, NativeCuda } from './native.ts';
 import { CudaTensor, DeviceArena, allocatedBytes, cudaDtype, elemBytes } from './tensor.ts';
 import { CudaTrainingOps } from './training-ops.ts';
+import { CudaGraphs } from './graphs.ts';
 import type { CudaDType } from './tensor.ts';
 
 export { cudaAvailable, cudaUnavailableReason } from './available.ts';
@@ -110,7 +111,9 @@ export class CudaBackend implements Backend {
   /** The GPU in use (name, memory, multiprocessors, compute capability). */
   readonly device: DeviceInfo;
   private readonly native: NativeCuda;
-  private readonly arena: DeviceArena;
+  /** The step's scratch arena; a graph's own arena while one is being captured (see graphs.ts). */
+  private arena: DeviceArena;
+  readonly graphs: CudaGraphs;
   private readonly sampler = new HostSampler();
   private persistentBytes = 0;
   private readonly caches = new Set<CudaKvCache>();
@@ -128,6 +131,24 @@ export class CudaBackend implements Backend {
       float: (op, name, t, rank) => this.float(op, name, t, rank),
       i32: (op, name, t, rank) => this.i32(op, name, t, rank),
       scratch: (shape, dtype) => this.scratch(shape, dtype),
+    });
+    this.graphs = new CudaGraphs({
+      native: this.native,
+      deviceOnly: (shape, dtype) => {
+        checkShape('graphs.input', shape);
+        const t = this.make(shape, cudaDtype(dtype), 'persistent', null);
+        this.native.zero(t.ptr, t.bytes);
+        return t;
+      },
+      withArena: (arena, fn) => {
+        const step = this.arena;
+        this.arena = arena;
+        try {
+          return fn();
+        } finally {
+          this.arena = step;
+        }
+      },
     });
   }
 
@@ -215,6 +236,15 @@ export class CudaBackend implements Backend {
     return t;
   }
 
+  write(t: Tensor, data: Float32Array | Int32Array): void {
+    const c = this.use('write', 't', t);
+    const want = c.dtype === 'i32' ? Int32Array : Float32Array;
+    if (!(data instanceof want)) throw new Error(`write: a ${c.dtype} tensor takes a ${want.name}, got ${data.constructor.name}`);
+    if (data.length !== c.size) throw new Error(`write: t ${fmtShape(c.shape)} holds ${c.size} elements, data has ${data.length}`);
+    c.host?.set(data);
+    if (c.size > 0) this.native.upload(c.ptr, data, DTYPE_CODE[c.dtype]);
+  }
+
   async download(t: Tensor): Promise<Float32Array | Int32Array> {
     const c = this.use('download', 't', t);
     if (c.size === 0) return c.dtype === 'i32' ? new Int32Array(0) : new Float32Array(0);
@@ -249,7 +279,7 @@ export class CudaBackend implements Backend {
   memoryUsage(): Record<string, number> {
     const stats = this.native.memStats();
     const usage: Record<string, number> = {
-      weights: this.persistentBytes, kv_cache: this.kvBytes(), scratch: this.arena.bytesHeld, cached: stats.cached, workspace: stats.workspace,
+      weights: this.persistentBytes, kv_cache: this.kvBytes(), scratch: this.arena.bytesHeld + this.graphs.bytesHeld, cached: stats.cached, workspace: stats.workspace,
     };
     if (this.budget !== null) {
       // Under a budget, persistent tensors made after setBudget() are adapters (and training state).
@@ -601,7 +631,11 @@ export class CudaBackend implements Backend {
     if (t.owner !== this) throw new Error(`${op}: ${name} ${fmtShape(t.shape)} belongs to another CudaBackend instance`);
     if ((t.root ?? t).freed) throw new Error(`${op}: ${name} ${fmtShape(t.shape)} was freed`);
     if (t.lifetime === 'scratch' && t.generation !== this.arena.generation) {
-      throw new Error(`${op}: ${name} ${fmtShape(t.shape)} is a scratch tensor used after resetScratch()`);
+      // Negative generations tag a CUDA graph's arena: valid while the graph lives.
+      if (t.generation < -1 && !this.graphs.liveTags.has(t.generation)) {
+        throw new Error(`${op}: ${name} ${fmtShape(t.shape)} belongs to a CUDA graph that was freed`);
+      }
+      if (t.generation >= -1) throw new Error(`${op}: ${name} ${fmtShape(t.shape)} is a scratch tensor used after resetScratch()`);
     }
     return t;
   }

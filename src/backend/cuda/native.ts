@@ -45,6 +45,11 @@ export interface NativeCuda {
   upload(dst: number, data: Float32Array | Int32Array, dtype: number): void;
   download(src: number, n: number, dtype: number): Promise<Float32Array | Int32Array>;
   synchronize(): Promise<void>;
+  /** CUDA graphs (binding-graph.cpp): capture the stream's launches, instantiate, replay, free. */
+  graphBegin(): void;
+  graphEnd(): number;
+  graphLaunch(id: number): void;
+  graphDestroy(id: number): void;
   embedding(out: number, ids: number, table: number, T: number, V: number, rowBytes: number): void;
   scatterRows(pool: number, rows: number, slots: number, T: number, numSlots: number, rowBytes: number): void;
   rmsnorm(y: number, sum: number, x: number, residual: number, w: number, eps: number, R: number, C: number, dt: number): void;

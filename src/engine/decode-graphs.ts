@@ -1,0 +1,175 @@
+/**
+ * Decode steps replayed as CUDA graphs, one graph per batch-size bucket (opt-in: engine option
+ * cudaGraphs, serve --cuda-graphs). A decode step at small batch is launch-bound (hundreds of
+ * kernels of a few microseconds each, plus the JS per op); a replay is one launch.
+ *
+ * A step of n decodes runs the graph of the smallest bucket B >= n. Its inputs live in one
+ * persistent i32 tensor per bucket, rewritten with one write() before each replay; the n real
+ * rows come first, then B - n padding rows that write no K/V (slot -1: the scatter skips it) and
+ * attend to one position of block 0 (read only, so any finite values do). Rows are independent
+ * in every op, so padding never changes the real rows' logits. The attention metadata states
+ * fixed maxima (one query row; a context of the whole block table), as a replayed grid cannot
+ * change; the kernels route rows by their real lengths on the device.
+ *
+ * Graphs are captured lazily, on a bucket's first use; LoRA rows and prefill stay eager (the
+ * engine decides which steps come here).
+ */
+import type { CapturedGraph, GraphOps, KvCache, Tensor } from '../backend/backend.ts';
+import type { Transformer } from '../model/transformer.ts';
+
+export const GRAPH_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/** One decoding sequence: the token to run, its position, its blocks. */
+export interface DecodeRow {
+  token: number;
+  position: number;
+  blockTable: readonly number[];
+}
+
+interface Bucket {
+  size: number;
+  /** [tokens B | positions B | slots B | contextLens B | cuSeqlensQ B+1 | logitRows B | blockTables B*maxBlocks] */
+  inputs: Tensor;
+  host: Int32Array;
+  graph: CapturedGraph | null;
+}
+
+export interface DecodeGraphOptions {
+  blockSize: number;
+  numBlocks: number;
+  /** Longest sequence: sizes the block tables (and the attention grid) the graphs are fixed to. */
+  maxModelLen: number;
+  /** Largest batch a step can have: buckets above it are never made. */
+  maxNumSeqs: number;
+}
+
+export class DecodeGraphs {
+  readonly buckets: readonly number[];
+  readonly maxBlocks: number;
+  private readonly graphs: GraphOps;
+  private readonly made = new Map<number, Bucket>();
+
+  constructor(
+    private readonly model: Transformer,
+    private readonly cache: KvCache,
+    private readonly opts: DecodeGraphOptions,
+  ) {
+    const graphs = model.backend.graphs;
+    if (!graphs) throw new Error(`cudaGraphs: backend '${model.backend.name}' has no CUDA graphs (use the cuda backend, or turn cudaGraphs off)`);
+    this.graphs = graphs;
+    this.maxBlocks = Math.ceil(opts.maxModelLen / opts.blockSize);
+    const capped = GRAPH_BUCKETS.filter((b) => b < opts.maxNumSeqs);
+    const top = GRAPH_BUCKETS.find((b) => b >= opts.maxNumSeqs);
+    this.buckets = top === undefined ? capped : [...capped, top];
+  }
+
+  /** The bucket a step of n decodes runs in, or null: too many for any graph. */
+  bucketFor(n: number): number | null {
+    return this.buckets.find((b) => b >= n) ?? null;
+  }
+
+  /** Graphs captured so far, by bucket size. */
+  get captured(): number[] {
+    return [...this.made.values()].filter((b) => b.graph !== null).map((b) => b.size);
+  }
+
+  /**
+   * Run one decode step for `rows` (K/V written to their caches) and return their logits
+   * [n, V] f32: a view of the graph's output, valid until the next run() of the same bucket.
+   */
+  run(rows: readonly DecodeRow[]): Tensor {
+    const n = rows.length;
+    const size = this.bucketFor(n);
+    if (n === 0 || size === null) throw new Error(`DecodeGraphs.run: ${n} rows; a graph takes 1 to ${this.buckets[this.buckets.length - 1]}`);
+    const bucket = this.bucket(size);
+    this.fill(bucket, rows);
+    const be = this.model.backend;
+    be.write(bucket.inputs, bucket.host);
+    if (bucket.graph === null) {
+      const batch = this.deviceBatch(bucket);
+      bucket.graph = this.graphs.capture(() => this.model.forwardDevice(batch, this.cache));
+    }
+    this.graphs.replay(bucket.graph);
+    const logits = bucket.graph.output;
+    return n === size ? logits : be.viewAt(logits, 0, [n, logits.shape[1]]);
+  }
+
+  /** Free every graph and input tensor. */
+  free(): void {
+    for (const b of this.made.values()) {
+      if (b.graph) this.graphs.free(b.graph);
+      this.model.backend.free(b.inputs);
+    }
+    this.made.clear();
+  }
+
+  private bucket(size: number): Bucket {
+    let b = this.made.get(size);
+    if (!b) {
+      const len = size * (6 + this.maxBlocks) + 1;
+      b = { size, inputs: this.graphs.input([len], 'i32'), host: new Int32Array(len), graph: null };
+      this.made.set(size, b);
+    }
+    return b;
+  }
+
+  /** Lay the rows (then padding) out in the bucket's host buffer, checking what the kernels will not. */
+  private fill(b: Bucket, rows: readonly DecodeRow[]): void {
+    const { blockSize, numBlocks } = this.opts;
+    const B = b.size;
+    const M = this.maxBlocks;
+    const h = b.host;
+    const [tok, pos, slot, lens, cu, lrows, tables] = [0, B, 2 * B, 3 * B, 4 * B, 5 * B + 1, 6 * B + 1];
+    h.fill(-1, tables);
+    for (let i = 0; i < B; i++) {
+      h[cu + i] = i;
+      h[lrows + i] = i;
+      if (i >= rows.length) {
+        h[tok + i] = 0;
+        h[pos + i] = 0;
+        h[slot + i] = -1;
+        h[lens + i] = 1;
+        h[tables + i * M] = 0;
+        continue;
+      }
+      const r = rows[i];
+      const ctx = r.position + 1;
+      const needed = Math.ceil(ctx / blockSize);
+      if (!Number.isInteger(r.position) || r.position < 0 || needed > M) {
+        throw new Error(`DecodeGraphs.run: row ${i} position ${r.position} is outside the graphs' ${M * blockSize}-token block tables`);
+      }
+      if (r.blockTable.length < needed) throw new Error(`DecodeGraphs.run: row ${i} needs ${needed} blocks, its block table has ${r.blockTable.length}`);
+      for (let j = 0; j < needed; j++) {
+        const blk = r.blockTable[j];
+        if (!Number.isInteger(blk) || blk < 0 || blk >= numBlocks) throw new Error(`DecodeGraphs.run: row ${i} block ${j} is ${blk}, outside the cache's ${numBlocks} blocks`);
+        h[tables + i * M + j] = blk;
+      }
+      const V = this.model.config.vocabSize;
+      if (!Number.isInteger(r.token) || r.token < 0 || r.token >= V) throw new Error(`DecodeGraphs.run: row ${i} token ${r.token} is outside the vocabulary of ${V}`);
+      h[tok + i] = r.token;
+      h[pos + i] = r.position;
+      h[slot + i] = r.blockTable[Math.floor(r.position / blockSize)] * blockSize + (r.position % blockSize);
+      h[lens + i] = ctx;
+    }
+    h[cu + B] = B;
+  }
+
+  private deviceBatch(b: Bucket): Parameters<Transformer['forwardDevice']>[0] {
+    const be = this.model.backend;
+    const B = b.size;
+    const at = (offset: number, shape: number[]): Tensor => be.viewAt(b.inputs, offset, shape);
+    return {
+      tokens: at(0, [B]),
+      positions: at(B, [B]),
+      slots: at(2 * B, [B]),
+      meta: {
+        contextLens: at(3 * B, [B]),
+        cuSeqlensQ: at(4 * B, [B + 1]),
+        blockTables: at(6 * B + 1, [B, this.maxBlocks]),
+        maxSeqlenQ: 1,
+        maxContextLen: this.maxBlocks * this.opts.blockSize,
+      },
+      logitRows: at(5 * B + 1, [B]),
+    };
+  }
+}
