@@ -5,7 +5,7 @@
  * huggingface/trl v1.9.0 (GRPOConfig, SFTConfig, BaseConfig) and the transformers
  * TrainingArguments it builds on:
  *   GRPO learning_rate 1e-6, num_generations 8, max_completion_length 256 (main at f2cd577 has
- *   512, not yet released), temperature 1, top_p 1, beta 0, epsilon 0.2, epsilon_high = epsilon,
+ *   512, not yet released), temperature 1, top_p 1, top_k 0, min_p off, repetition_penalty 1, beta 0, epsilon 0.2, epsilon_high = epsilon,
  *   loss_type "dapo", scale_rewards "group" (true -> "group", false -> "none", as its
  *   __post_init__ maps them), num_iterations 1; SFT learning_rate 2e-5, max_length 1024,
  *   completion_only_loss unset, assistant_only_loss false; logging_steps 10 (TRL's override);
@@ -174,6 +174,9 @@ export const grpoJobSchema = z.strictObject({
   max_completion_length: intIn(1, MAX_TOKENS).default(256),
   temperature: numIn(0, 2, { min: true }).default(1),
   top_p: numIn(0, 1, { min: true }).default(1),
+  top_k: intIn(0, 1_000_000).default(0).describe('Keep the k most likely tokens when sampling rollouts; 0 is off (TRL default).'),
+  min_p: numIn(0, 1).default(0).describe('Drop tokens below min_p times the top probability; 0 is off (TRL: None).'),
+  repetition_penalty: numIn(0, 10, { min: true }).default(1).describe('> 1 discourages repeats in rollouts; 1 is off.'),
   beta: numIn(0, 1000).default(0).describe('KL coefficient; 0 skips the reference model.'),
   epsilon: numIn(0, 1, { min: true, max: true }).default(0.2),
   epsilon_high: numIn(0, 100, { min: true }).optional().describe('Default: epsilon.'),

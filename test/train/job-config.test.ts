@@ -60,6 +60,9 @@ describe('job config defaults', () => {
     assert.equal(c.max_prompt_length, 512);
     assert.equal(c.temperature, 1);
     assert.equal(c.top_p, 1);
+    assert.equal(c.top_k, 0);
+    assert.equal(c.min_p, 0);
+    assert.equal(c.repetition_penalty, 1);
     assert.equal(c.beta, 0);
     assert.equal(c.epsilon, 0.2);
     assert.equal(c.epsilon_high, 0.2);
@@ -181,6 +184,9 @@ describe('bad fields', () => {
     [{ num_generations: 1 }, 'num_generations', 'integer from 2'],
     [{ temperature: 0 }, 'temperature', '> 0'],
     [{ top_p: 1.5 }, 'top_p', '<= 1'],
+    [{ top_k: -1 }, 'top_k', 'integer from 0'],
+    [{ min_p: 2 }, 'min_p', '<= 1'],
+    [{ repetition_penalty: 0 }, 'repetition_penalty', '> 0'],
     [{ epsilon: 1 }, 'epsilon', '< 1'],
     [{ beta: -0.1 }, 'beta', '>= 0'],
     [{ loss_type: 'cispo' }, 'loss_type', '"dapo"'],
