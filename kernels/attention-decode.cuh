@@ -27,6 +27,29 @@ multi-stage cp.async pipeline (FlashInfer's decode), so loads run ahead of the m
 
 namespace tandem {
 
+// UNROLL consecutive key positions p0.. of one KV head from the paged pools into registers (this
+// lane's VEC dims of each K and V row); ok[u] is false for positions at or past `end` or whose
+// block-table entry is not a valid block, whose rows read as zeros. Shared by every paged kernel.
+template <typename T, int VEC, int UNROLL>
+__device__ __forceinline__ void loadKvRun(float (&kf)[UNROLL][VEC], float (&vf)[UNROLL][VEC], bool (&ok)[UNROLL],
+                                          const T* kPool, const T* vPool, const int* table, int p0, int end,
+                                          int blockSize, int numBlocks, size_t rowStride, size_t headOffset) {
+#pragma unroll
+  for (int u = 0; u < UNROLL; u++) {
+    const int p = p0 + u;
+    const int block = p < end ? table[p / blockSize] : -1;
+    ok[u] = block >= 0 && block < numBlocks;
+    if (ok[u]) {
+      const size_t row = (static_cast<size_t>(block) * blockSize + p % blockSize) * rowStride + headOffset;
+      loadFloats<VEC>(kPool + row, kf[u]);
+      loadFloats<VEC>(vPool + row, vf[u]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < VEC; i++) kf[u][i] = vf[u][i] = 0.0f;
+    }
+  }
+}
+
 // The sequence owning query row t: the last s with cuSeqlensQ[s] <= t (skips empty sequences).
 __device__ __forceinline__ int sequenceOfRow(const int* cuSeqlensQ, int S, int t) {
   int lo = 0;
@@ -94,20 +117,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     float kf[UNROLL][VEC];
     float vf[UNROLL][VEC];
     bool ok[UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int p = p0 + u;
-      const int block = p < kEnd ? table[p / blockSize] : -1;
-      ok[u] = block >= 0 && block < numBlocks;
-      if (ok[u]) {
-        const size_t row = (static_cast<size_t>(block) * blockSize + p % blockSize) * rowStride + headOffset;
-        loadFloats<VEC>(kPool + row, kf[u]);
-        loadFloats<VEC>(vPool + row, vf[u]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < VEC; i++) kf[u][i] = vf[u][i] = 0.0f;
-      }
-    }
+    loadKvRun<T, VEC, UNROLL>(kf, vf, ok, kPool, vPool, table, p0, kEnd, blockSize, numBlocks, rowStride, headOffset);
 #pragma unroll
     for (int g = 0; g < GMAX; g++) {
       if (g >= G) break;  // (block-uniform)

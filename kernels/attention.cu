@@ -72,20 +72,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     float kf[UNROLL][VEC];
     float vf[UNROLL][VEC];
     bool ok[UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int p = p0 + u;
-      const int block = p < keys ? table[p / blockSize] : -1;
-      ok[u] = block >= 0 && block < numBlocks;
-      if (ok[u]) {
-        const size_t row = (static_cast<size_t>(block) * blockSize + p % blockSize) * rowStride + headOffset;
-        loadFloats<VEC>(kPool + row, kf[u]);
-        loadFloats<VEC>(vPool + row, vf[u]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < VEC; i++) kf[u][i] = vf[u][i] = 0.0f;
-      }
-    }
+    loadKvRun<T, VEC, UNROLL>(kf, vf, ok, kPool, vPool, table, p0, keys, blockSize, numBlocks, rowStride, headOffset);
     float score[UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {

@@ -225,12 +225,20 @@ void destroyPlan(Plan& p) {
 }
 
 // The heuristic's first algorithm for the descriptors as they stand, or false when it has none.
-bool pickAlgo(Plan& p) {
+// `aligns` (bytes of A, B, C, D), when given, tells cuBLASLt the real pointer alignments (views
+// into flat LoRA buffers are only 4-byte aligned); without it cuBLASLt assumes 256 bytes.
+bool pickAlgo(Plan& p, const uint32_t* aligns = nullptr) {
   cublasLtMatmulPreference_t pref = nullptr;
   cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
   uint64_t ws = kWorkspaceBytes;
   cublasStatus_t st =
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  const cublasLtMatmulPreferenceAttributes_t alignAttrs[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int i = 0; aligns != nullptr && i < 4 && st == CUBLAS_STATUS_SUCCESS; i++) {
+    st = cublasLtMatmulPreferenceSetAttribute(pref, alignAttrs[i], &aligns[i], sizeof(aligns[i]));
+  }
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   if (st == CUBLAS_STATUS_SUCCESS) {
@@ -369,29 +377,9 @@ int alignmentOf(const void* p) {
 }
 
 bool pickProductAlgo(Plan& p, const ProductKey& q) {
-  cublasLtMatmulPreference_t pref = nullptr;
-  cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
-  uint64_t ws = kWorkspaceBytes;
   const uint32_t aligns[4] = {static_cast<uint32_t>(q.alignA), static_cast<uint32_t>(q.alignB),
                               static_cast<uint32_t>(q.alignD), static_cast<uint32_t>(q.alignD)};
-  cublasStatus_t st =
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-  const cublasLtMatmulPreferenceAttributes_t alignAttrs[4] = {
-      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-  for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++) {
-    st = cublasLtMatmulPreferenceSetAttribute(pref, alignAttrs[i], &aligns[i], sizeof(aligns[i]));
-  }
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  if (st == CUBLAS_STATUS_SUCCESS) {
-    st = cublasLtMatmulAlgoGetHeuristic(lt.handle, p.desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
-  }
-  cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(st);
-  if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
-  p.algo = result.algo;
-  return true;
+  return pickAlgo(p, aligns);
 }
 
 Plan makeProductPlan(const ProductKey& q) {
