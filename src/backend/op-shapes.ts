@@ -5,7 +5,9 @@
  * and returns the dimensions the op works with. Dtype, lifetime and content checks (token ids,
  * slots) stay with each backend, since they depend on how it stores tensors.
  */
-import type { AdamWStep, KvCacheSpec } from './backend.ts';
+import type { AdamWStep, KvCacheSpec, SamplingParams } from './backend.ts';
+import { checkPenalties } from './cpu/penalties.ts';
+import { checkSamplingParams } from './cpu/sampling.ts';
 import { fmtShape, numel } from './cpu/tensor.ts';
 
 type Shape = readonly number[];
@@ -212,4 +214,17 @@ export function sameShape(op: string, aName: string, a: Shape, bName: string, b:
   if (a.length !== b.length || a.some((d, i) => d !== b[i])) {
     throw new Error(`${op}: ${aName} is ${fmtShape(a)} but ${bName} is ${fmtShape(b)}; they must match`);
   }
+}
+
+/** sample(): one params entry per row of logits [S, V], each valid for a vocabulary of V. */
+export function sampleArgs(shape: readonly number[], params: readonly SamplingParams[]): void {
+  const [S, V] = shape;
+  if (params.length !== S) throw new Error(`sample: logits ${fmtShape(shape)} has ${S} rows but ${params.length} sampling params were given`);
+  if (V < 1) throw new Error(`sample: logits ${fmtShape(shape)} has an empty vocabulary`);
+  params.forEach((p, row) => {
+    checkSamplingParams(p, row);
+    checkPenalties(p, row, V);
+    const k = p.topLogprobs ?? 0;
+    if (!Number.isInteger(k) || k < 0) throw new Error(`sample: row ${row}: topLogprobs must be an integer >= 0, got ${k}`);
+  });
 }

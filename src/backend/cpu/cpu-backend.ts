@@ -17,7 +17,7 @@
  * stops them early. On a machine whose cores are busy with other work, TANDEM_CPU_THREADS=1 is
  * the better choice.
  */
-import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape } from '../op-shapes.ts';
+import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape, sampleArgs } from '../op-shapes.ts';
 import type {
   AdamWStep,
   AttnMeta,
@@ -39,8 +39,8 @@ import { linearForward, linearPlan } from './matmul.ts';
 import { CpuThreadPool, cpuThreadsDefault } from './pool.ts';
 import { addRmsnormForward, rmsnormForward } from './norm.ts';
 import { ropeForward } from './rope.ts';
-import { applyPenalties, checkPenalties, hasPenalties } from './penalties.ts';
-import { SamplingWorkspace, argmax, checkSamplingParams, sampleFiltered } from './sampling.ts';
+import { applyPenalties, hasPenalties } from './penalties.ts';
+import { SamplingWorkspace, argmax, sampleFiltered } from './sampling.ts';
 import { topLogprobs } from './top-logprobs.ts';
 import { logSoftmaxForward, logSumExp } from './softmax.ts';
 import { CpuTensor, ScratchArena, checkShape, cpuDtype, fmtShape, numel } from './tensor.ts';
@@ -366,14 +366,7 @@ export class CpuBackend implements Backend {
   async sample(logits: Tensor, params: readonly SamplingParams[]): Promise<SampleResult> {
     const lt = this.f32('sample', 'logits', logits, 2);
     const [S, V] = lt.shape;
-    if (params.length !== S) throw new Error(`sample: logits ${fmtShape(lt.shape)} has ${S} rows but ${params.length} sampling params were given`);
-    if (V < 1) throw new Error(`sample: logits ${fmtShape(lt.shape)} has an empty vocabulary`);
-    params.forEach((p, row) => {
-      checkSamplingParams(p, row);
-      checkPenalties(p, row, V);
-      const k = p.topLogprobs ?? 0;
-      if (!Number.isInteger(k) || k < 0) throw new Error(`sample: row ${row}: topLogprobs must be an integer >= 0, got ${k}`);
-    });
+    sampleArgs(lt.shape, params);
     const ids = new Int32Array(S);
     const logprobs = new Float32Array(S);
     const top: SampleResult['top'] = [];

@@ -20,7 +20,7 @@
  *   const host = await be.download(y);                 // Float32Array
  *   be.resetScratch();
  */
-import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape } from '../op-shapes.ts';
+import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape, sampleArgs } from '../op-shapes.ts';
 import type {
   AdamWStep,
   AttnMeta,
@@ -35,8 +35,6 @@ import type {
 } from '../backend.ts';
 import { checkAttnMeta } from '../cpu/attention.ts';
 import { firstOutOfRange } from '../cpu/gather.ts';
-import { checkPenalties } from '../cpu/penalties.ts';
-import { checkSamplingParams } from '../cpu/sampling.ts';
 import { checkShape, fmtShape, numel } from '../cpu/tensor.ts';
 import { formatBytes } from '../memory-plan.ts';
 import { HostSampler, deviceCanSample, unpackSampleResult } from './host-sampling.ts';
@@ -500,14 +498,7 @@ export class CudaBackend implements Backend {
   async sample(logits: Tensor, params: readonly SamplingParams[]): Promise<SampleResult> {
     const lt = this.float('sample', 'logits', logits, 2);
     const [S, V] = lt.shape;
-    if (params.length !== S) throw new Error(`sample: logits ${fmtShape(lt.shape)} has ${S} rows but ${params.length} sampling params were given`);
-    if (V < 1) throw new Error(`sample: logits ${fmtShape(lt.shape)} has an empty vocabulary`);
-    params.forEach((p, row) => {
-      checkSamplingParams(p, row);
-      checkPenalties(p, row, V);
-      const k = p.topLogprobs ?? 0;
-      if (!Number.isInteger(k) || k < 0) throw new Error(`sample: row ${row}: topLogprobs must be an integer >= 0, got ${k}`);
-    });
+    sampleArgs(lt.shape, params);
     if (S === 0) return { ids: new Int32Array(0), logprobs: new Float32Array(0), top: [] };
     if (!deviceCanSample(params, V, this.native.sampleLimits())) {
       const x = (await this.native.download(lt.ptr, lt.size, DTYPE_CODE[lt.dtype])) as Float32Array;
