@@ -39,6 +39,39 @@ napi_value Linear(napi_env env, napi_callback_info info) {  // (out, outDt, x, w
   return undefinedValue(env);
 }
 
+// (outDt, x, xwDt, T, K, count, then count x (out, w, bias, biasDt, N)) -> whether the decode kernel took it
+napi_value GemvMany(napi_env env, napi_callback_info info) {
+  Args a(env, info, 21, "gemvMany");
+  requireReady("gemvMany");
+  const int count = a.i32(5);
+  if (count < 1 || count > 3) throw Error("gemvMany: count must be 1, 2 or 3, got " + std::to_string(count));
+  GemvPart parts[3] = {};
+  for (int p = 0; p < count; p++) {
+    const int o = 6 + 5 * p;
+    parts[p] = GemvPart{a.ptr(o), a.ptr(o + 1), a.ptr(o + 2), a.i32(o + 3), a.i32(o + 4)};
+  }
+  return boolValue(env, gemvMany(parts, count, a.i32(0), a.ptr(1), a.i32(2), a.i32(3), a.i32(4), bindingStream()));
+}
+
+// (out, x, xwDt, T, K, N, wGate, gateBias, gateBiasDt, wUp, upBias, upBiasDt) -> whether the decode kernel took it
+napi_value GemvSwiglu(napi_env env, napi_callback_info info) {
+  Args a(env, info, 12, "gemvSwiglu");
+  requireReady("gemvSwiglu");
+  const int N = a.i32(5);
+  const GemvPart gate{nullptr, a.ptr(6), a.ptr(7), a.i32(8), N};
+  const GemvPart up{nullptr, a.ptr(9), a.ptr(10), a.i32(11), N};
+  return boolValue(env, gemvSwiglu(a.ptr(0), a.ptr(1), gate, up, a.i32(2), a.i32(3), a.i32(4), bindingStream()));
+}
+
+// (q, k, v, positions, invFreq, freqDt, kPool, vPool, slots, numSlots, T, H, Hkv, D, dt)
+napi_value RopeWriteKv(napi_env env, napi_callback_info info) {
+  Args a(env, info, 15, "ropeWriteKv");
+  requireReady("ropeWriteKv");
+  ropeWriteKv(a.ptr(0), a.ptr(1), a.ptr(2), a.iptr(3), a.ptr(4), a.i32(5), a.ptr(6), a.ptr(7), a.iptr(8), a.i32(9),
+              a.i32(10), a.i32(11), a.i32(12), a.i32(13), a.i32(14), bindingStream());
+  return undefinedValue(env);
+}
+
 napi_value Rope(napi_env env, napi_callback_info info) {  // (q, k, positions, invFreq, freqDt, T, H, Hkv, D, dt)
   Args a(env, info, 10, "rope");
   requireReady("rope");
@@ -120,6 +153,9 @@ void registerForwardOps(napi_env env, napi_value exports) {
       TANDEM_FN("scatterRows", ScatterRows),
       TANDEM_FN("rmsnorm", Rmsnorm),
       TANDEM_FN("linear", Linear),
+      TANDEM_FN("gemvMany", GemvMany),
+      TANDEM_FN("gemvSwiglu", GemvSwiglu),
+      TANDEM_FN("ropeWriteKv", RopeWriteKv),
       TANDEM_FN("rope", Rope),
       TANDEM_FN("attention", Attention),
       TANDEM_FN("attentionPlan", AttentionPlan),

@@ -94,6 +94,12 @@ inline napi_value undefinedValue(napi_env env) {
   return v;
 }
 
+inline napi_value boolValue(napi_env env, bool b) {
+  napi_value v;
+  NAPI_CALL(napi_get_boolean(env, b, &v));
+  return v;
+}
+
 inline napi_value numberValue(napi_env env, double d) {
   napi_value v;
   NAPI_CALL(napi_create_double(env, d, &v));

@@ -11,6 +11,9 @@ in the epilogue (CUBLASLT_EPILOGUE_BIAS) when cuBLASLt offers an algorithm for i
 kernel adds it afterwards. A plan (descriptors + the heuristic's algorithm) is cached per shape
 and dtype combination, so a repeated step only sets the bias pointer and calls cublasLtMatmul.
 
+Batches of at most kGemvMaxRows rows (decode) go to gemv.cu's weight-streaming kernel first when
+their operands suit it (bf16, K % 8 == 0, 16-byte aligned).
+
 Fallback: a plain tiled kernel (fp32 accumulate) for what cuBLASLt declines (no algorithm for
 the shape, K = 0, pointers not 256-byte aligned) and for builds without cuBLASLt
 (TANDEM_NO_CUBLASLT, or no cublasLt.h), where it is the only path: correct, but slow.
@@ -148,6 +151,13 @@ void inputFallback(void* dx, int dxDt, const void* dy, const void* w, int abDt, 
 void weightFallback(void* dw, int dwDt, const void* dy, const void* x, int abDt, int T, int K, int N, float alpha,
                     cudaStream_t stream) {
   productFallback(dw, dwDt, dy, x, abDt, N, K, T, 1, N, alpha, true, stream);
+}
+
+// Decode-sized batches (gemv.cu): a weight-streaming kernel beats cuBLASLt's small-M path.
+bool gemvSmall(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T, int K,
+               int N, cudaStream_t stream) {
+  const GemvPart part{out, w, bias, biasDt, N};
+  return gemvMany(&part, 1, outDt, x, xwDt, T, K, stream);
 }
 
 void linearFallback(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T,
@@ -319,6 +329,7 @@ size_t linearWorkspaceBytes() { return lt.workspace != nullptr ? kWorkspaceBytes
 void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T, int K,
             int N, cudaStream_t stream) {
   if (T == 0 || N == 0) return;
+  if (T <= kGemvMaxRows && gemvSmall(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream)) return;
   if (lt.handle == nullptr) throw Error("linear: linearInit() was not called");
   // cuBLASLt's heuristics assume 256-byte aligned operands unless told otherwise.
   const bool aligned = aligned256(out) && aligned256(x) && aligned256(w);
@@ -462,6 +473,7 @@ size_t linearWorkspaceBytes() { return 0; }
 void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T, int K,
             int N, cudaStream_t stream) {
   if (T == 0 || N == 0) return;
+  if (T <= kGemvMaxRows && gemvSmall(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream)) return;
   linearFallback(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream);
 }
 

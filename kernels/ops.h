@@ -42,6 +42,9 @@ void cast(void* out, int outDt, const void* x, int xDt, size_t n, cudaStream_t s
 // rope.cu: q (T, H, D) and k (T, Hkv, D) rotated in place; positions (T) i32; invFreq (D/2) of freqDt.
 void rope(void* q, void* k, const int* positions, const void* invFreq, int freqDt, int T, int H, int Hkv, int D, int dt,
           cudaStream_t stream);
+// rope.cu: rope(q, k), then k and v (T, Hkv, D) stored at slots[t] of one layer's pools (numSlots, Hkv, D) of dt.
+void ropeWriteKv(void* q, void* k, const void* v, const int* positions, const void* invFreq, int freqDt, void* kPool,
+                 void* vPool, const int* slots, int numSlots, int T, int H, int Hkv, int D, int dt, cudaStream_t stream);
 
 // attention.cu: out and q are (T, H, D); kPool, vPool one layer's (numBlocks, blockSize, Hkv, D);
 // cuSeqlensQ (S+1), contextLens (S), blockTables (S, maxBlocks) i32, as AttnMeta describes.
@@ -73,6 +76,23 @@ void sample(int* ids, float* logprobs, int* topIds, float* topLogprobs, int topS
             int dt, const void* params, const void* penalties, bool anyPenalties, cudaStream_t stream);
 // sampling.cu: out (S) f32 = the uniform uniformAt(seed, step) of each row of params (a check hook).
 void sampleUniforms(float* out, const void* params, int S, cudaStream_t stream);
+
+// gemv.cu: decode-sized products (T <= kGemvMaxRows rows of x), bf16 x and w, fp32 accumulation.
+// Each returns false, doing nothing, when the operands don't suit it (then use linear()).
+constexpr int kGemvMaxRows = 8;
+struct GemvPart {
+  void* out;         // (T, N) of the call's outDt
+  const void* w;     // (N, K) bf16
+  const void* bias;  // (N) of biasDt, or null
+  int biasDt;
+  int N;
+};
+// Up to 3 products of one x (T, K): parts[i].out = x @ parts[i].w^T + parts[i].bias, one launch.
+bool gemvMany(const GemvPart* parts, int count, int outDt, const void* x, int xwDt, int T, int K, cudaStream_t stream);
+// out (T, N) = silu(x @ gate.w^T + gate.bias) * (x @ up.w^T + up.bias), both products rounded to xwDt
+// first; out has xwDt (gate.out and up.out are ignored).
+bool gemvSwiglu(void* out, const void* x, const GemvPart& gate, const GemvPart& up, int xwDt, int T, int K,
+                cudaStream_t stream);
 
 // linear.cu: out (T, N) = x (T, K) @ w (N, K)^T + bias (N), fp32 accumulation.
 // x and w share xwDt; out has outDt; bias (may be null) has biasDt.

@@ -12,6 +12,11 @@ tens of thousands of radians, where single-precision range reduction would lose 
 One thread per (token, pair): it computes the angle once and rotates that pair in every q and k
 head of the token; consecutive threads touch consecutive elements of a head.
 
+ropeWriteKv: rope, then k and v (T, Hkv, D) stored into one layer's paged pools (numSlots, Hkv, D)
+at slots[t] (slots outside [0, numSlots) are skipped, as scatterRows skips them): one launch for
+what rope + two scatterRows did at every layer of a decode step. The same thread that rotates a
+pair of k writes it to the pool, and copies the same pair of v.
+
 ropeBackward: the gradient of a rotation is its transpose, the rotation by -a: the same kernel
 with sin negated (exactly), in place on dq (T, H, D) and dk (T, Hkv, D).
 */
@@ -50,6 +55,39 @@ __global__ void ropeKernel(T* q, T* k, const int* positions, const void* invFreq
   for (int h = 0; h < Hkv; h++) rotatePair(kt + static_cast<size_t>(h) * D, half, c, s);
 }
 
+template <typename T>
+__global__ void ropeWriteKvKernel(T* q, T* k, const T* v, const int* positions, const void* invFreq, int freqDt,
+                                  T* kPool, T* vPool, const int* slots, int numSlots, int T_, int H, int Hkv, int D) {
+  const int half = D / 2;
+  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= static_cast<long long>(T_) * half) return;
+  const int t = static_cast<int>(i / half);
+  const int j = static_cast<int>(i % half);
+  const float angle = __fmul_rn(static_cast<float>(positions[t]), loadAny(invFreq, freqDt, j));
+  double sd, cd;
+  sincos(static_cast<double>(angle), &sd, &cd);
+  const float c = static_cast<float>(cd);
+  const float s = static_cast<float>(sd);
+  T* qt = q + static_cast<size_t>(t) * H * D + j;
+  for (int h = 0; h < H; h++) rotatePair(qt + static_cast<size_t>(h) * D, half, c, s);
+  const int slot = slots[t];
+  const bool store = slot >= 0 && slot < numSlots;
+  const size_t row = static_cast<size_t>(t) * Hkv * D + j;
+  const size_t to = static_cast<size_t>(slot) * Hkv * D + j;
+  for (int h = 0; h < Hkv; h++) {
+    T* kh = k + row + static_cast<size_t>(h) * D;
+    rotatePair(kh, half, c, s);
+    if (store) {
+      const size_t o = to + static_cast<size_t>(h) * D;
+      const size_t r = row + static_cast<size_t>(h) * D;
+      kPool[o] = kh[0];
+      kPool[o + half] = kh[half];
+      vPool[o] = v[r];
+      vPool[o + half] = v[r + half];
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------
 // kernel launchers
 
@@ -72,6 +110,19 @@ void rotate(void* q, void* k, const int* positions, const void* invFreq, int fre
 void rope(void* q, void* k, const int* positions, const void* invFreq, int freqDt, int T, int H, int Hkv, int D, int dt,
           cudaStream_t stream) {
   rotate(q, k, positions, invFreq, freqDt, T, H, Hkv, D, dt, 1.0f, stream);
+}
+
+void ropeWriteKv(void* q, void* k, const void* v, const int* positions, const void* invFreq, int freqDt, void* kPool,
+                 void* vPool, const int* slots, int numSlots, int T, int H, int Hkv, int D, int dt, cudaStream_t stream) {
+  const long long pairs = static_cast<long long>(T) * (D / 2);
+  if (pairs == 0) return;
+  const int threads = 128;
+  const unsigned blocks = static_cast<unsigned>(CEIL_DIV(pairs, static_cast<long long>(threads)));
+  DISPATCH_FLOAT(dt, E,
+                 ropeWriteKvKernel<E><<<blocks, threads, 0, stream>>>(
+                     static_cast<E*>(q), static_cast<E*>(k), static_cast<const E*>(v), positions, invFreq, freqDt,
+                     static_cast<E*>(kPool), static_cast<E*>(vPool), slots, numSlots, T, H, Hkv, D));
+  launchCheck();
 }
 
 void ropeBackward(void* dq, void* dk, const int* positions, const void* invFreq, int freqDt, int T, int H, int Hkv, int D,

@@ -136,6 +136,12 @@ export interface GraphOps {
   free(g: CapturedGraph): void;
 }
 
+/** One product of linearMany / linearSwiglu: a weight [N, K] and its optional bias [N]. */
+export interface LinearPart {
+  w: Tensor;
+  bias?: Tensor;
+}
+
 export interface Backend {
   readonly name: string;
   /** CUDA graph capture and replay, where the backend has it (cuda); absent on cpu. */
@@ -193,6 +199,17 @@ export interface Backend {
    */
   linear(x: Tensor, w: Tensor, bias?: Tensor, outDtype?: DType): Tensor;
   /**
+   * linear(x, part.w, part.bias) for each part, in x's dtype: [T, N_i] each. A backend may run
+   * them as one launch (q, k and v of a decode step).
+   */
+  linearMany(x: Tensor, parts: readonly LinearPart[]): Tensor[];
+  /**
+   * swiglu(linear(x, gate.w, gate.bias), linear(x, up.w, up.bias)) -> [T, F]: the first half of
+   * the MLP. A backend may fuse it (one launch, no gate / up tensors), rounding the two products
+   * to x's dtype before the SwiGLU as the unfused ops do.
+   */
+  linearSwiglu(x: Tensor, gate: LinearPart, up: LinearPart): Tensor;
+  /**
    * Rotary embedding in place, NeoX / Qwen half-rotation layout: for pair j < D/2 the
    * elements (j, j + D/2) rotate by angle positions[t] * invFreq[j].
    * q [T, H, D], k [T, Hkv, D], positions [T] i32, invFreq [D/2] f32 (from config.ts, so
@@ -201,6 +218,10 @@ export interface Backend {
   rope(q: Tensor, k: Tensor, positions: Tensor, invFreq: Tensor): void;
   /** Store k, v [T, Hkv, D] at cache slots slots[t] = block * blockSize + offset, layer `layer`. */
   writeKv(cache: KvCache, layer: number, k: Tensor, v: Tensor, slots: Tensor): void;
+  /** rope(q, k, positions, invFreq), then writeKv(cache, layer, k, v, slots); one launch where the backend can. */
+  ropeWriteKv(
+    q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
+  ): void;
   /** Causal GQA attention of q [T, H, D] over the paged cache (see AttnMeta) -> [T, H, D]. */
   attention(q: Tensor, cache: KvCache, layer: number, meta: AttnMeta, scale: number): Tensor;
   /** silu(gate) * up, both [T, F] -> [T, F] */

@@ -13,12 +13,40 @@ import { fmtShape, numel } from './cpu/tensor.ts';
 type Shape = readonly number[];
 
 /** x [T, K], w [N, K], bias [N] */
-export function linearShape(x: Shape, w: Shape, bias?: Shape): { T: number; K: number; N: number } {
+export function linearShape(x: Shape, w: Shape, bias?: Shape, op = 'linear'): { T: number; K: number; N: number } {
   const [T, K] = x;
   const [N, Kw] = w;
-  if (Kw !== K) throw new Error(`linear: x is ${fmtShape(x)} and w is ${fmtShape(w)}: w must be [N, ${K}]`);
-  if (bias !== undefined && bias[0] !== N) throw new Error(`linear: bias is ${fmtShape(bias)}, w ${fmtShape(w)} needs [${N}]`);
+  if (Kw !== K) throw new Error(`${op}: x is ${fmtShape(x)} and w is ${fmtShape(w)}: w must be [N, ${K}]`);
+  if (bias !== undefined && bias[0] !== N) throw new Error(`${op}: bias is ${fmtShape(bias)}, w ${fmtShape(w)} needs [${N}]`);
   return { T, K, N };
+}
+
+/** x [T, K], w [N, K], bias [N] by rank (linear's backends check ranks with their dtype checks). */
+function linearRanks(op: string, x: Shape, w: Shape, bias?: Shape): void {
+  const rank = (name: string, s: Shape, r: number): void => {
+    if (s.length !== r) throw new Error(`${op}: ${name} must have ${r} dims, got ${fmtShape(s)}`);
+  };
+  rank('x', x, 2);
+  rank('w', w, 2);
+  if (bias !== undefined) rank('bias', bias, 1);
+}
+
+/** linearMany: one or more parts, each a linear of x. */
+export function linearManyShape(x: Shape, parts: readonly { w: Shape; bias?: Shape }[]): { T: number; K: number; Ns: number[] } {
+  if (parts.length === 0) throw new Error('linearMany: no parts given');
+  for (const p of parts) linearRanks('linearMany', x, p.w, p.bias);
+  const Ns = parts.map((p) => linearShape(x, p.w, p.bias, 'linearMany').N);
+  return { T: x[0], K: x[1], Ns };
+}
+
+/** linearSwiglu: gate and up are linears of x with the same number of rows. */
+export function linearSwigluShape(x: Shape, gate: { w: Shape; bias?: Shape }, up: { w: Shape; bias?: Shape }): { T: number; K: number; N: number } {
+  linearRanks('linearSwiglu', x, gate.w, gate.bias);
+  linearRanks('linearSwiglu', x, up.w, up.bias);
+  const g = linearShape(x, gate.w, gate.bias, 'linearSwiglu');
+  const u = linearShape(x, up.w, up.bias, 'linearSwiglu');
+  if (g.N !== u.N) throw new Error(`linearSwiglu: gate w is ${fmtShape(gate.w)} but up w is ${fmtShape(up.w)}; they must match`);
+  return g;
 }
 
 /** x [..., C], w [C]; returns rows R and width C. */

@@ -192,9 +192,8 @@ export class Transformer {
 
     const segments = batch.lora ?? [];
     checkSegments(segments, T);
-    /** A projection: the base linear (bias included), then each segment's LoRA on its rows. */
-    const project = (x: Tensor, weight: Tensor, bias: Tensor | undefined, layer: number, target: LoraTarget): Tensor => {
-      const y = be.linear(x, weight, bias);
+    /** Each segment's LoRA for `target`, added on its rows to y = the base projection of x. */
+    const addLora = (y: Tensor, x: Tensor, layer: number, target: LoraTarget): Tensor => {
       if (segments.length > 0) {
         loraForwardSegments(be, y, x, segments, (lora) => {
           const m = lora.views[layer]?.get(target);
@@ -203,6 +202,11 @@ export class Transformer {
       }
       return y;
     };
+    /** A projection: the base linear (bias included), then each segment's LoRA on its rows. */
+    const project = (x: Tensor, weight: Tensor, bias: Tensor | undefined, layer: number, target: LoraTarget): Tensor =>
+      addLora(be.linear(x, weight, bias), x, layer, target);
+    const adapted = (layer: number, target: LoraTarget): boolean =>
+      segments.some((s) => s.lora.views[layer]?.has(target) === true);
 
     // Pre-norm blocks with the residual add fused into the next norm: `pending` is the output
     // of the last sub-block, not yet added to the residual stream.
@@ -212,23 +216,31 @@ export class Transformer {
       const L = w.layers[l];
       const n1 = be.rmsnorm(pending, L.inputNorm, c.rmsNormEps, residual);
       residual = n1.sum;
-      let q = be.view(project(n1.y, L.q, L.qBias, l, 'q_proj'), [T, H, D]);
-      let k = be.view(project(n1.y, L.k, L.kBias, l, 'k_proj'), [T, Hkv, D]);
-      const v = be.view(project(n1.y, L.v, L.vBias, l, 'v_proj'), [T, Hkv, D]);
+      // q, k and v in one launch where the backend can (decode), each adapter's LoRA added after.
+      const [qBase, kBase, vBase] = be.linearMany(n1.y, [
+        { w: L.q, bias: L.qBias },
+        { w: L.k, bias: L.kBias },
+        { w: L.v, bias: L.vBias },
+      ]);
+      let q = be.view(addLora(qBase, n1.y, l, 'q_proj'), [T, H, D]);
+      let k = be.view(addLora(kBase, n1.y, l, 'k_proj'), [T, Hkv, D]);
+      const v = be.view(addLora(vBase, n1.y, l, 'v_proj'), [T, Hkv, D]);
       if (L.qNorm && L.kNorm) {
         q = be.view(be.rmsnorm(be.view(q, [T * H, D]), L.qNorm, c.rmsNormEps).y, [T, H, D]);
         k = be.view(be.rmsnorm(be.view(k, [T * Hkv, D]), L.kNorm, c.rmsNormEps).y, [T, Hkv, D]);
       }
-      be.rope(q, k, positions, this.invFreq);
-      be.writeKv(cache, l, k, v, slots);
+      be.ropeWriteKv(q, k, v, positions, this.invFreq, cache, l, slots);
       const attn = be.attention(q, cache, l, meta, this.scale);
       const o = project(be.view(attn, [T, H * D]), L.o, L.oBias, l, 'o_proj');
 
       const n2 = be.rmsnorm(o, L.postNorm, c.rmsNormEps, residual);
       residual = n2.sum;
-      const gate = project(n2.y, L.gate, L.gateBias, l, 'gate_proj');
-      const up = project(n2.y, L.up, L.upBias, l, 'up_proj');
-      pending = project(be.swiglu(gate, up), L.down, L.downBias, l, 'down_proj');
+      // The SwiGLU sits between the products and their LoRA: fused only when no adapter here has them.
+      const hidden =
+        adapted(l, 'gate_proj') || adapted(l, 'up_proj')
+          ? be.swiglu(project(n2.y, L.gate, L.gateBias, l, 'gate_proj'), project(n2.y, L.up, L.upBias, l, 'up_proj'))
+          : be.linearSwiglu(n2.y, { w: L.gate, bias: L.gateBias }, { w: L.up, bias: L.upBias });
+      pending = project(hidden, L.down, L.downBias, l, 'down_proj');
     }
     const final = be.rmsnorm(pending, w.finalNorm, c.rmsNormEps, residual).y;
     const rows = be.gatherRows(final, batch.logitRows);

@@ -31,6 +31,7 @@ import type { DenseSequence } from './reference.ts';
 import { expectClose } from './expect-close.ts';
 import type { Tolerance } from './expect-close.ts';
 import { runTrainingConformance } from './conformance-training.ts';
+import { runFusedConformance } from './conformance-fused.ts';
 
 export { expectClose };
 export type { Tolerance };
@@ -189,6 +190,10 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
         [64, 64, 48],
         [1, 256, 130],
         [9, 130, 67],
+        [2, 64, 33],
+        [8, 520, 33],
+        [6, 1032, 21],
+        [1, 2056, 12],
       ];
       for (const [T, K, N] of shapes) {
         for (const withBias of [false, true]) {
@@ -672,6 +677,7 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
     });
 
     // Backward and training ops (conformance-training.ts), with the same backend and tolerance.
+    runFusedConformance(be, tol, floatDtype);
     runTrainingConformance(be, tol, floatDtype);
   });
 }

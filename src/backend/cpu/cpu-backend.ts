@@ -26,10 +26,12 @@ import type {
   KvCache,
   KvCacheSpec,
   Lifetime,
+  LinearPart,
   SampleResult,
   SamplingParams,
   Tensor,
 } from '../backend.ts';
+import { composedLinearMany, composedLinearSwiglu, composedRopeWriteKv } from '../composed-ops.ts';
 import { uniformAt } from '../rng.ts';
 import { AttentionWorkspace, attentionForward, checkAttnMeta } from './attention.ts';
 import { addForward, axpyForward, swigluForward } from './elementwise.ts';
@@ -272,6 +274,20 @@ export class CpuBackend implements Backend {
       linearForward(out.data, xt.data, wt.data, b, T, K, N);
     }
     return out;
+  }
+
+  linearMany(x: Tensor, parts: readonly LinearPart[]): Tensor[] {
+    return composedLinearMany(this, x, parts);
+  }
+
+  linearSwiglu(x: Tensor, gate: LinearPart, up: LinearPart): Tensor {
+    return composedLinearSwiglu(this, x, gate, up);
+  }
+
+  ropeWriteKv(
+    q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
+  ): void {
+    composedRopeWriteKv(this, q, k, v, positions, invFreq, cache, layer, slots);
   }
 
   rope(q: Tensor, k: Tensor, positions: Tensor, invFreq: Tensor): void {

@@ -29,6 +29,7 @@ import type {
   KvCache,
   KvCacheSpec,
   Lifetime,
+  LinearPart,
   SampleResult,
   SamplingParams,
   Tensor,
@@ -43,6 +44,7 @@ import { ROW_WORDS, packSamplingParams } from './sampling-params.ts';
 import type { DeviceInfo, NativeCuda } from './native.ts';
 import { CudaTensor, DeviceArena, allocatedBytes, cudaDtype, elemBytes } from './tensor.ts';
 import { CudaTrainingOps } from './training-ops.ts';
+import { CudaFusedOps } from './fused-ops.ts';
 import { CudaGraphs } from './graphs.ts';
 import type { CudaDType } from './tensor.ts';
 
@@ -116,6 +118,7 @@ export class CudaBackend implements Backend {
   private persistentBytes = 0;
   private readonly caches = new Set<CudaKvCache>();
   private readonly training: CudaTrainingOps;
+  private readonly fused: CudaFusedOps;
   private budget: (CudaMemoryBudget & { weights: number }) | null = null;
 
   constructor(opts: CudaBackendOptions = {}) {
@@ -128,6 +131,12 @@ export class CudaBackend implements Backend {
       use: (op, name, t) => this.use(op, name, t),
       float: (op, name, t, rank) => this.float(op, name, t, rank),
       i32: (op, name, t, rank) => this.i32(op, name, t, rank),
+      scratch: (shape, dtype) => this.scratch(shape, dtype),
+    });
+    this.fused = new CudaFusedOps({
+      native: this.native,
+      plain: this,
+      linearOperands: (op, x, w, bias) => this.linearOperands(op, x, w, bias),
       scratch: (shape, dtype) => this.scratch(shape, dtype),
     });
     this.graphs = new CudaGraphs({
@@ -370,10 +379,8 @@ export class CudaBackend implements Backend {
    */
   linear(x: Tensor, w: Tensor, bias?: Tensor, outDtype?: DType): Tensor {
     const op = 'linear';
-    const xt = this.float(op, 'x', x, 2);
+    const { xt, bt, T, K, N } = this.linearOperands(op, x, w, bias);
     let wt = this.float(op, 'w', w, 2);
-    const bt: FloatTensor | null = bias === undefined ? null : this.float(op, 'bias', bias, 1);
-    const { T, K, N } = linearShape(xt.shape, wt.shape, bt?.shape);
     if (wt.dtype !== xt.dtype) {
       const cast = this.scratch(wt.shape, xt.dtype) as FloatTensor;
       this.native.cast(cast.ptr, DTYPE_CODE[cast.dtype], wt.ptr, DTYPE_CODE[wt.dtype], wt.size);
@@ -389,19 +396,56 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  /** linear()'s checks: x [T, K] and w [N, K] float tensors, bias [N] if given. */
+  linearOperands(op: string, x: Tensor, w: Tensor, bias?: Tensor) {
+    const xt = this.float(op, 'x', x, 2);
+    const wt = this.float(op, 'w', w, 2);
+    const bt: FloatTensor | null = bias === undefined ? null : this.float(op, 'bias', bias, 1);
+    return { xt, wt, bt, ...linearShape(xt.shape, wt.shape, bt?.shape, op) };
+  }
+
+  linearMany(x: Tensor, parts: readonly LinearPart[]): Tensor[] {
+    return this.fused.linearMany(x, parts);
+  }
+
+  linearSwiglu(x: Tensor, gate: LinearPart, up: LinearPart): Tensor {
+    return this.fused.linearSwiglu(x, gate, up);
+  }
+
   rope(q: Tensor, k: Tensor, positions: Tensor, invFreq: Tensor): void {
-    const op = 'rope';
+    const r = this.ropeOperands('rope', q, k, positions, invFreq);
+    this.native.rope(r.qt.ptr, r.kt.ptr, r.pt.ptr, r.ft.ptr, DTYPE_CODE[r.ft.dtype], r.T, r.H, r.Hkv, r.D, DTYPE_CODE[r.qt.dtype]);
+  }
+
+  private ropeOperands(op: string, q: Tensor, k: Tensor, positions: Tensor, invFreq: Tensor) {
     const qt = this.float(op, 'q', q, 3);
     const kt = this.float(op, 'k', k, 3);
     const pt = this.i32(op, 'positions', positions, 1);
     const ft = this.float(op, 'invFreq', invFreq, 1);
-    const { T, H, Hkv, D } = ropeShape(qt.shape, kt.shape, pt.shape, ft.shape);
+    const shape = ropeShape(qt.shape, kt.shape, pt.shape, ft.shape);
     this.sameDtype(op, 'q', qt, 'k', kt);
-    this.native.rope(qt.ptr, kt.ptr, pt.ptr, ft.ptr, DTYPE_CODE[ft.dtype], T, H, Hkv, D, DTYPE_CODE[qt.dtype]);
+    return { qt, kt, pt, ft, ...shape };
   }
 
   writeKv(cache: KvCache, layer: number, k: Tensor, v: Tensor, slots: Tensor): void {
-    const op = 'writeKv';
+    const { c, kt, vt, st, T, rowBytes } = this.writeKvOperands('writeKv', cache, layer, k, v, slots);
+    this.native.scatterRows(c.kPool(layer), kt.ptr, st.ptr, T, c.numSlots, rowBytes);
+    this.native.scatterRows(c.vPool(layer), vt.ptr, st.ptr, T, c.numSlots, rowBytes);
+  }
+
+  ropeWriteKv(
+    q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
+  ): void {
+    const op = 'ropeWriteKv';
+    const r = this.ropeOperands(op, q, k, positions, invFreq);
+    const { c, vt, st, T } = this.writeKvOperands(op, cache, layer, k, v, slots);
+    this.native.ropeWriteKv(
+      r.qt.ptr, r.kt.ptr, vt.ptr, r.pt.ptr, r.ft.ptr, DTYPE_CODE[r.ft.dtype], c.kPool(layer), c.vPool(layer), st.ptr,
+      c.numSlots, T, r.H, r.Hkv, r.D, DTYPE_CODE[r.qt.dtype],
+    );
+  }
+
+  private writeKvOperands(op: string, cache: KvCache, layer: number, k: Tensor, v: Tensor, slots: Tensor) {
     const c = this.useCache(op, cache);
     const kt = this.float(op, 'k', k, 3);
     const vt = this.float(op, 'v', v, 3);
@@ -409,13 +453,11 @@ export class CudaBackend implements Backend {
     this.checkLayer(op, layer, c.spec.numLayers);
     const { T, Hkv, D } = writeKvShape(kt.shape, vt.shape, st.shape, c.spec);
     if (kt.dtype !== c.spec.dtype || vt.dtype !== c.spec.dtype) {
-      throw new Error(`writeKv: k and v are ${kt.dtype} / ${vt.dtype} but the cache stores ${c.spec.dtype}`);
+      throw new Error(`${op}: k and v are ${kt.dtype} / ${vt.dtype} but the cache stores ${c.spec.dtype}`);
     }
     const bad = st.host === null ? -1 : firstOutOfRange(st.host, T, c.numSlots);
-    if (bad >= 0) throw new Error(`writeKv: slot ${st.host![bad]} of token ${bad} is outside the cache's ${c.numSlots} slots`);
-    const rowBytes = Hkv * D * elemBytes(c.spec.dtype);
-    this.native.scatterRows(c.kPool(layer), kt.ptr, st.ptr, T, c.numSlots, rowBytes);
-    this.native.scatterRows(c.vPool(layer), vt.ptr, st.ptr, T, c.numSlots, rowBytes);
+    if (bad >= 0) throw new Error(`${op}: slot ${st.host![bad]} of token ${bad} is outside the cache's ${c.numSlots} slots`);
+    return { c, kt, vt, st, T, rowBytes: Hkv * D * elemBytes(c.spec.dtype) };
   }
 
   attention(q: Tensor, cache: KvCache, layer: number, meta: AttnMeta, scale: number): Tensor {

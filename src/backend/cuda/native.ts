@@ -55,6 +55,17 @@ export interface NativeCuda {
   rmsnorm(y: number, sum: number, x: number, residual: number, w: number, eps: number, R: number, C: number, dt: number): void;
   linear(out: number, outDt: number, x: number, w: number, xwDt: number, bias: number, biasDt: number, T: number, K: number, N: number): void;
   rope(q: number, k: number, positions: number, invFreq: number, freqDt: number, T: number, H: number, Hkv: number, D: number, dt: number): void;
+  ropeWriteKv(
+    q: number, k: number, v: number, positions: number, invFreq: number, freqDt: number, kPool: number, vPool: number,
+    slots: number, numSlots: number, T: number, H: number, Hkv: number, D: number, dt: number,
+  ): void;
+  /** Up to 3 products of one x; `parts` is 3 x (out, w, bias, biasDt, N), zeros past `count`. False: not taken, nothing ran. */
+  gemvMany(outDt: number, x: number, xwDt: number, T: number, K: number, count: number, ...parts: number[]): boolean;
+  /** out = silu(x @ wGate^T + gateBias) * (x @ wUp^T + upBias). False: not taken, nothing ran. */
+  gemvSwiglu(
+    out: number, x: number, xwDt: number, T: number, K: number, N: number, wGate: number, gateBias: number, gateBiasDt: number,
+    wUp: number, upBias: number, upBiasDt: number,
+  ): boolean;
   /**
    * maxSeqlenQ > 1 sends multi-row sequences to the flash prefill kernel; `splits` and the
    * workspace (scratch of workspaceBytes, or 0) come from attentionPlan().

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One device call for a round of decode-kernel work (about 7 minutes):
+#   source .device/env.sh && bash bench/peer/device-decode-round.sh
+# build -> conformance on cuda (incl. the fused decode ops) + CUDA-graph engine tests -> per-op
+# table eager / in a graph, with gemv.cu and with cuBLASLt only (TANDEM_GEMV=0) -> engine decode of a
+# random Qwen2.5-3B-shaped model at batch 1, 8, 64 with --cuda-graphs and at batch 1 eager.
+# Floors: DECODE_BW_GBS / DECODE_GEMM_TFLOPS (default: the copy bandwidth and GEMM rate measured on
+# the H100 on 2026-11-28 by device-gpu-bench.sh; rerun that script for same-run floors).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/decode-round-out}
+mkdir -p "$out"
+bw=${DECODE_BW_GBS:-3003}
+tf=${DECODE_GEMM_TFLOPS:-756}
+model=${GPU_BENCH_MODEL_DIR:-/tmp/tandem-qwen2.5-3b-random}
+summary=()
+step() {
+  local name=$1 limit=$2 t0 rc
+  shift 2
+  t0=$(date +%s)
+  timeout --kill-after=5 "$limit" "$@" >"$out/$name.log" 2>&1
+  rc=$?
+  summary+=("$(printf '%-22s %4ss  exit %s' "$name" "$(($(date +%s) - t0))" "$rc")")
+  return $rc
+}
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+echo "card: $card  date: $(date -u +%F)"
+if ! step build 150 bash kernels/build.sh; then tail -40 "$out/build.log"; exit 1; fi
+( [ -f "$model/.complete" ] || { python3 bench/peer/make_qwen_random.py --preset 3b --out "$model" && touch "$model/.complete"; } ) \
+  >"$out/make-model.log" 2>&1 &
+maker=$!
+step cuda-tests 200 node --import tsx --test --test-reporter=spec test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts
+grep -E "^ℹ (tests|pass|fail|skipped)" "$out/cuda-tests.log"
+sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -40
+step ops-gemv 120 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
+step ops-cublaslt 120 env TANDEM_GEMV=0 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
+wait $maker || tail -5 "$out/make-model.log"
+step decode-graphs 150 node --import tsx bench/gpu-decode.ts --model "$model" --batch 1,8,64 --steps 96 --cuda-graphs \
+  --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card" --out "$out/gpu-decode-graphs.json"
+step decode-eager 90 node --import tsx bench/gpu-decode.ts --model "$model" --batch 1 --steps 64 \
+  --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card" --out "$out/gpu-decode-eager.json"
+echo "== per-op, gemv.cu"; tail -32 "$out/ops-gemv.log"
+echo "== per-op, TANDEM_GEMV=0"; tail -32 "$out/ops-cublaslt.log" | grep -E "linear|lm head|batch"
+echo "== decode"; grep -vE "^\s*$" "$out/decode-graphs.log" | tail -14; grep -vE "^\s*$" "$out/decode-eager.log" | tail -6
+printf '%s\n' "${summary[@]}"

@@ -1,0 +1,249 @@
+/*
+Small-batch products for decode: out (T, N) = x (T, K) @ w (N, K)^T + bias (N), T <= kGemvMaxRows,
+bf16 x and w, fp32 accumulation, out bf16 or f32.
+
+At batch 1-8 a decode step is a stream of weight bytes; cuBLASLt's M=1 kernels reached 71-75% of
+the copy bandwidth on the MLP shapes of a 3B model (bench/results/decode-ops-h100.txt), so these
+read the weights directly: one warp per output row, each lane streaming 16-byte packs of the row
+(U packs in flight per lane, loaded with the streaming hint so they don't evict x from L1), x read
+through L1 (every warp of the grid reads the same T rows), a warp-shuffle sum per row of x.
+
+Two fusions that save launches at decode:
+  gemvMany:   up to 3 products of one x (q, k, v) in one grid; parts keep their own w, bias, out.
+  gemvSwiglu: out = silu(g) * u with g = x @ wGate^T + gBias and u = x @ wUp^T + uBias, one warp
+              computing row n of both; g and u are rounded to out's dtype first, as
+              swiglu(linear(x, gate), linear(x, up)) rounds them.
+Each entry point returns false (and does nothing) when the operands don't suit it: dtype not bf16,
+K not a multiple of 8, a pointer not 16-byte aligned, T out of range; the caller then takes the
+general path (cuBLASLt).
+
+TANDEM_GEMV=0 in the environment turns these off (linear() then always uses cuBLASLt), so a
+benchmark can compare the two paths in one build.
+*/
+#include <cstdint>
+#include <cstdlib>
+
+#include "common.cuh"
+
+namespace tandem {
+
+// ----------------------------------------------------------------------------
+// CUDA kernels
+
+constexpr int kGemvWarps = 8;  // rows per block
+constexpr int kGemvMaxParts = 3;
+
+struct GemvArgs {
+  void* out[kGemvMaxParts];
+  const uint4* w[kGemvMaxParts];
+  const void* bias[kGemvMaxParts];
+  int biasDt[kGemvMaxParts];
+  int n[kGemvMaxParts];
+  int rowEnd[kGemvMaxParts];  // cumulative rows: part p owns global rows [rowEnd[p-1], rowEnd[p])
+  int count;
+  int rows;  // rowEnd[count - 1]
+  const uint4* x;
+  int chunks;  // K / 8: 16-byte packs per row
+};
+
+// acc[t] += dot(8 bf16 of w, 8 bf16 of x row t), both given as packs.
+__device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
+  const uint32_t wv[4] = {w.x, w.y, w.z, w.w};
+  const uint32_t xv[4] = {x.x, x.y, x.z, x.w};
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    // A bf16 is the high half of an f32: shift the low element up, mask the high one.
+    s = fmaf(__uint_as_float(wv[i] << 16), __uint_as_float(xv[i] << 16), s);
+    s = fmaf(__uint_as_float(wv[i] & 0xffff0000u), __uint_as_float(xv[i] & 0xffff0000u), s);
+  }
+  return s;
+}
+
+// Dot products of NW weight rows (w[s]) with the T rows of x, summed over the warp: every lane
+// gets acc[s][t].
+template <int T, int NW, int U>
+__device__ __forceinline__ void warpDots(const uint4* const (&w)[NW], const uint4* x, int chunks, float (&acc)[NW][T]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int s = 0; s < NW; s++) {
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[s][t] = 0.0f;
+  }
+  for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+    uint4 wv[NW][U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int c = c0 + u * 32;
+#pragma unroll
+      for (int s = 0; s < NW; s++) wv[s][u] = c < chunks ? __ldcs(w[s] + c) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int c = c0 + u * 32;
+      if (c >= chunks) break;
+#pragma unroll
+      for (int t = 0; t < T; t++) {
+        const uint4 xv = __ldg(x + static_cast<size_t>(t) * chunks + c);
+#pragma unroll
+        for (int s = 0; s < NW; s++) acc[s][t] += dot8(wv[s][u], xv);
+      }
+    }
+  }
+#pragma unroll
+  for (int s = 0; s < NW; s++) {
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[s][t] = warpSum(acc[s][t]);
+  }
+}
+
+template <int T, typename TO>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a) {
+  const int row = blockIdx.x * kGemvWarps + threadIdx.x / 32;
+  if (row >= a.rows) return;  // (warp-uniform) past the last row
+  // The part owning this row, picked with compile-time indices so the arguments stay in the
+  // parameter bank (a runtime index would copy the struct to local memory).
+  int n = row, N = a.n[0], biasDt = a.biasDt[0];
+  const uint4* wp = a.w[0];
+  const void* bias = a.bias[0];
+  void* outp = a.out[0];
+#pragma unroll
+  for (int i = 1; i < kGemvMaxParts; i++) {
+    if (i < a.count && row >= a.rowEnd[i - 1]) {
+      n = row - a.rowEnd[i - 1];
+      N = a.n[i];
+      biasDt = a.biasDt[i];
+      wp = a.w[i];
+      bias = a.bias[i];
+      outp = a.out[i];
+    }
+  }
+  const uint4* const w[1] = {wp + static_cast<size_t>(n) * a.chunks};
+  float acc[1][T];
+  warpDots<T, 1, 4>(w, a.x, a.chunks, acc);
+  const int lane = threadIdx.x % 32;
+  const float b = bias != nullptr ? loadAny(bias, biasDt, n) : 0.0f;
+  TO* out = static_cast<TO*>(outp);
+#pragma unroll
+  for (int t = 0; t < T; t++) {
+    if (lane == t) out[static_cast<size_t>(t) * N + n] = fromF<TO>(acc[0][t] + b);
+  }
+}
+
+// Parts 0 and 1 of `a` are gate and up (same N); out is part 0's.
+template <int T, typename TO>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemvSwigluKernel(GemvArgs a) {
+  const int n = blockIdx.x * kGemvWarps + threadIdx.x / 32;
+  const int N = a.n[0];
+  if (n >= N) return;
+  const uint4* const w[2] = {a.w[0] + static_cast<size_t>(n) * a.chunks, a.w[1] + static_cast<size_t>(n) * a.chunks};
+  float acc[2][T];
+  warpDots<T, 2, 4>(w, a.x, a.chunks, acc);
+  const int lane = threadIdx.x % 32;
+  const float bg = a.bias[0] != nullptr ? loadAny(a.bias[0], a.biasDt[0], n) : 0.0f;
+  const float bu = a.bias[1] != nullptr ? loadAny(a.bias[1], a.biasDt[1], n) : 0.0f;
+  TO* out = static_cast<TO*>(a.out[0]);
+#pragma unroll
+  for (int t = 0; t < T; t++) {
+    if (lane == t) {
+      const float g = roundTo<TO>(acc[0][t] + bg);
+      const float u = roundTo<TO>(acc[1][t] + bu);
+      // For very negative g, expf(-g) overflows to inf and g / inf -> -0: the right limit.
+      out[static_cast<size_t>(t) * N + n] = fromF<TO>(g / (1.0f + expf(-g)) * u);
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------
+// kernel launchers
+
+namespace {
+
+bool gemvEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("TANDEM_GEMV");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Whether the fast path takes these operands (bias may be null; outs and ws are checked by the caller).
+bool suits(int xwDt, int outDt, const void* x, int T, int K) {
+  return gemvEnabled() && xwDt == kBF16 && (outDt == kBF16 || outDt == kF32) && T >= 1 && T <= kGemvMaxRows &&
+         K >= 8 && K % 8 == 0 && aligned16(x);
+}
+
+template <int T, typename TO>
+void launchRows(const GemvArgs& a, int rows, bool swiglu, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>(CEIL_DIV(rows, kGemvWarps));
+  if (swiglu) gemvSwigluKernel<T, TO><<<blocks, kGemvWarps * 32, 0, stream>>>(a);
+  else gemvKernel<T, TO><<<blocks, kGemvWarps * 32, 0, stream>>>(a);
+  launchCheck();
+}
+
+template <typename TO>
+void dispatchRows(const GemvArgs& a, int T, int rows, bool swiglu, cudaStream_t stream) {
+  switch (T) {
+    case 1: return launchRows<1, TO>(a, rows, swiglu, stream);
+    case 2: return launchRows<2, TO>(a, rows, swiglu, stream);
+    case 3: return launchRows<3, TO>(a, rows, swiglu, stream);
+    case 4: return launchRows<4, TO>(a, rows, swiglu, stream);
+    case 5: return launchRows<5, TO>(a, rows, swiglu, stream);
+    case 6: return launchRows<6, TO>(a, rows, swiglu, stream);
+    case 7: return launchRows<7, TO>(a, rows, swiglu, stream);
+    case 8: return launchRows<8, TO>(a, rows, swiglu, stream);
+    default: throw Error("gemv: " + std::to_string(T) + " rows is past kGemvMaxRows");
+  }
+}
+
+void launch(const GemvArgs& a, int outDt, int T, int rows, bool swiglu, cudaStream_t stream) {
+  if (outDt == kF32) dispatchRows<float>(a, T, rows, swiglu, stream);
+  else dispatchRows<__nv_bfloat16>(a, T, rows, swiglu, stream);
+}
+
+// Fills `a` from the parts; false if one of them doesn't suit.
+bool fill(GemvArgs& a, const GemvPart* parts, int count, const void* x, int K) {
+  if (count < 1 || count > kGemvMaxParts) return false;
+  a = GemvArgs{};
+  int rows = 0;
+  for (int p = 0; p < count; p++) {
+    const GemvPart& g = parts[p];
+    if (!aligned16(g.w) || !aligned16(g.out) || g.N < 0) return false;
+    if (g.bias != nullptr && g.biasDt != kBF16 && g.biasDt != kF32) return false;
+    rows += g.N;
+    a.out[p] = g.out;
+    a.w[p] = static_cast<const uint4*>(g.w);
+    a.bias[p] = g.bias;
+    a.biasDt[p] = g.biasDt;
+    a.n[p] = g.N;
+    a.rowEnd[p] = rows;
+  }
+  a.count = count;
+  a.rows = rows;
+  a.x = static_cast<const uint4*>(x);
+  a.chunks = K / 8;
+  return true;
+}
+
+}  // namespace
+
+bool gemvMany(const GemvPart* parts, int count, int outDt, const void* x, int xwDt, int T, int K, cudaStream_t stream) {
+  GemvArgs a;
+  if (!suits(xwDt, outDt, x, T, K) || !fill(a, parts, count, x, K)) return false;
+  if (a.rows > 0) launch(a, outDt, T, a.rows, false, stream);
+  return true;
+}
+
+bool gemvSwiglu(void* out, const void* x, const GemvPart& gate, const GemvPart& up, int xwDt, int T, int K,
+                cudaStream_t stream) {
+  if (gate.N != up.N) return false;
+  const GemvPart parts[2] = {{out, gate.w, gate.bias, gate.biasDt, gate.N}, {out, up.w, up.bias, up.biasDt, up.N}};
+  GemvArgs a;
+  if (!suits(xwDt, xwDt, x, T, K) || !fill(a, parts, 2, x, K)) return false;
+  if (gate.N > 0) launch(a, xwDt, T, gate.N, true, stream);
+  return true;
+}
+
+}  // namespace tandem

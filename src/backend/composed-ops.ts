@@ -1,0 +1,27 @@
+/**
+ * The fused forward ops of the Backend contract (linearMany, linearSwiglu, ropeWriteKv) written
+ * as the plain ops they stand for: the CPU backend's implementation, and what the CUDA backend
+ * falls back to when its fused kernels don't take the operands (large batches, f32 tensors).
+ */
+import type { Backend, KvCache, LinearPart, Tensor } from './backend.ts';
+import { linearManyShape, linearSwigluShape } from './op-shapes.ts';
+
+type PlainOps = Pick<Backend, 'linear' | 'swiglu' | 'rope' | 'writeKv'>;
+
+export function composedLinearMany(be: PlainOps, x: Tensor, parts: readonly LinearPart[]): Tensor[] {
+  linearManyShape(x.shape, parts.map((p) => ({ w: p.w.shape, bias: p.bias?.shape })));
+  return parts.map((p) => be.linear(x, p.w, p.bias));
+}
+
+export function composedLinearSwiglu(be: PlainOps, x: Tensor, gate: LinearPart, up: LinearPart): Tensor {
+  linearSwigluShape(x.shape, { w: gate.w.shape, bias: gate.bias?.shape }, { w: up.w.shape, bias: up.bias?.shape });
+  return be.swiglu(be.linear(x, gate.w, gate.bias), be.linear(x, up.w, up.bias));
+}
+
+export function composedRopeWriteKv(
+  be: PlainOps, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number,
+  slots: Tensor,
+): void {
+  be.rope(q, k, positions, invFreq);
+  be.writeKv(cache, layer, k, v, slots);
+}

@@ -1,0 +1,72 @@
+/**
+ * The CUDA backend's fused decode products (Backend.linearMany / linearSwiglu): batches of at
+ * most GEMV_MAX_ROWS rows of bf16 go to kernels/gemv.cu in one launch (q, k and v together; gate,
+ * up and the SwiGLU together); everything else, or what the kernels decline (f32 tensors, K not a
+ * multiple of 8, unaligned views), runs as the plain ops they stand for (composed-ops.ts).
+ */
+import type { LinearPart, Tensor } from '../backend.ts';
+import { composedLinearMany, composedLinearSwiglu } from '../composed-ops.ts';
+import { linearManyShape, linearSwigluShape } from '../op-shapes.ts';
+import { DTYPE_CODE } from './native.ts';
+import type { NativeCuda } from './native.ts';
+import type { CudaTensor, CudaDType } from './tensor.ts';
+import type { FloatTensor } from './training-ops.ts';
+
+/** kernels/ops.h kGemvMaxRows: the largest batch the decode kernels take (the kernel checks it again). */
+const GEMV_MAX_ROWS = 8;
+/** kernels/gemv.cu kGemvMaxParts. */
+const GEMV_MAX_PARTS = 3;
+
+export interface FusedOpContext {
+  readonly native: NativeCuda;
+  /** The backend itself, for the plain ops. */
+  readonly plain: Parameters<typeof composedLinearMany>[0];
+  linearOperands(
+    op: string, x: Tensor, w: Tensor, bias?: Tensor,
+  ): { xt: FloatTensor; wt: FloatTensor; bt: FloatTensor | null; T: number; K: number; N: number };
+  scratch(shape: readonly number[], dtype: CudaDType): CudaTensor;
+}
+
+export class CudaFusedOps {
+  constructor(private readonly ctx: FusedOpContext) {}
+
+  linearMany(x: Tensor, parts: readonly LinearPart[]): Tensor[] {
+    linearManyShape(x.shape, parts.map((p) => ({ w: p.w.shape, bias: p.bias?.shape })));
+    const ops = parts.map((p) => this.ctx.linearOperands('linearMany', x, p.w, p.bias));
+    const { xt, T, K } = ops[0];
+    if (parts.length <= GEMV_MAX_PARTS && this.decodeSized(xt, T, ops)) {
+      const outs = ops.map((o) => this.ctx.scratch([T, o.N], xt.dtype));
+      const args: number[] = [];
+      ops.forEach((o, i) => args.push(outs[i].ptr, o.wt.ptr, o.bt?.ptr ?? 0, DTYPE_CODE[o.bt?.dtype ?? xt.dtype], o.N));
+      while (args.length < 5 * GEMV_MAX_PARTS) args.push(0);
+      const dt = DTYPE_CODE[xt.dtype];
+      if (this.ctx.native.gemvMany(dt, xt.ptr, dt, T, K, parts.length, ...args)) return outs;
+    }
+    return composedLinearMany(this.ctx.plain, x, parts);
+  }
+
+  linearSwiglu(x: Tensor, gate: LinearPart, up: LinearPart): Tensor {
+    linearSwigluShape(x.shape, { w: gate.w.shape, bias: gate.bias?.shape }, { w: up.w.shape, bias: up.bias?.shape });
+    const g = this.ctx.linearOperands('linearSwiglu', x, gate.w, gate.bias);
+    const u = this.ctx.linearOperands('linearSwiglu', x, up.w, up.bias);
+    const { xt, T, K, N } = g;
+    if (this.decodeSized(xt, T, [g, u])) {
+      const out = this.ctx.scratch([T, N], xt.dtype);
+      const dt = DTYPE_CODE[xt.dtype];
+      const biasDt = (b: FloatTensor | null): number => DTYPE_CODE[b?.dtype ?? xt.dtype];
+      if (
+        this.ctx.native.gemvSwiglu(
+          out.ptr, xt.ptr, dt, T, K, N, g.wt.ptr, g.bt?.ptr ?? 0, biasDt(g.bt), u.wt.ptr, u.bt?.ptr ?? 0, biasDt(u.bt),
+        )
+      ) {
+        return out;
+      }
+    }
+    return composedLinearSwiglu(this.ctx.plain, x, gate, up);
+  }
+
+  /** bf16 x and weights, a decode-sized batch: worth asking the kernel. */
+  private decodeSized(xt: FloatTensor, T: number, ops: readonly { wt: FloatTensor }[]): boolean {
+    return xt.dtype === 'bf16' && T >= 1 && T <= GEMV_MAX_ROWS && ops.every((o) => o.wt.dtype === 'bf16');
+  }
+}

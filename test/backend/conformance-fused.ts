@@ -1,0 +1,161 @@
+/**
+ * Conformance of the fused forward ops (linearMany, linearSwiglu, ropeWriteKv): each must give
+ * what the plain ops it stands for give. Products are checked against the float64 references
+ * (the fused path may round differently from the plain one, within `tol`); ropeWriteKv against
+ * rope + writeKv on the same backend, bit for bit (q, k, and attention over the written cache).
+ * Shapes cover the decode kernels' batch sizes (1-8 rows, K a multiple of 8, several packs per
+ * lane) and what they decline (9 rows, K odd), so both paths of a backend with a fast path run.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { AttnMeta, Backend, DType, Tensor } from '../../src/backend/backend.ts';
+import { SeededRandom } from '../../src/util/random.ts';
+import { expectClose, type Tolerance } from './expect-close.ts';
+import { linearRef, ropeRef, swigluRef } from './reference.ts';
+
+export function runFusedConformance(be: () => Backend, tol: Tolerance, floatDtype: DType): void {
+  const randn = (n: number, seed: number, std = 1): Float32Array => new SeededRandom(seed).normals(n, std);
+  const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
+  const upF = (data: Float32Array, shape: number[]): Tensor => be().upload(data, shape, floatDtype);
+  const upI = (data: readonly number[]): Tensor => be().upload(Int32Array.from(data), [data.length], 'i32', 'scratch');
+  const down = async (t: Tensor): Promise<Float32Array> => (await be().download(t)) as Float32Array;
+  const held = async (shape: number[], seed: number, std = 1): Promise<[Tensor, Float32Array]> => {
+    const t = upF(randn(size(shape), seed, std), shape);
+    return [t, await down(t)];
+  };
+  /** Values rounded as the backend rounds its activations (bf16 backends hold products in bf16). */
+  const roundTrip = async (v: Float64Array, shape: number[]): Promise<Float32Array> => down(upF(Float32Array.from(v), shape));
+
+  describe('fused: linearMany', () => {
+    const cases: { T: number; K: number; Ns: number[]; bias: boolean }[] = [
+      { T: 1, K: 64, Ns: [32, 8, 8], bias: true },
+      { T: 3, K: 520, Ns: [24, 16, 16], bias: false },
+      { T: 8, K: 1032, Ns: [16, 8], bias: true },
+      { T: 5, K: 2056, Ns: [9], bias: true },
+      { T: 9, K: 64, Ns: [16, 8, 8], bias: true },
+      { T: 2, K: 13, Ns: [5, 3, 3], bias: false },
+      { T: 4, K: 64, Ns: [8, 8, 8, 8], bias: false },
+    ];
+    for (const c of cases) {
+      it(`x [${c.T}, ${c.K}] with ${c.Ns.length} parts of ${c.Ns.join('/')} rows${c.bias ? ' + bias' : ''}`, async () => {
+        const [x, xs] = await held([c.T, c.K], 7 + c.T);
+        const parts = await Promise.all(
+          c.Ns.map(async (N, i) => {
+            const [w, ws] = await held([N, c.K], 100 + 10 * i + N, 1 / Math.sqrt(c.K));
+            const [b, bs] = await held([N], 200 + i);
+            return { w, ws, b, bs, N };
+          }),
+        );
+        const outs = be().linearMany(x, parts.map((p) => (c.bias ? { w: p.w, bias: p.b } : { w: p.w })));
+        assert.equal(outs.length, parts.length);
+        for (let i = 0; i < parts.length; i++) {
+          const p = parts[i];
+          assert.deepEqual(outs[i].shape, [c.T, p.N]);
+          expectClose(`linearMany part ${i}`, await down(outs[i]), linearRef(xs, p.ws, c.bias ? p.bs : null, c.T, c.K, p.N), tol);
+        }
+      });
+    }
+    it('rejects an empty list and mismatched parts', async () => {
+      const [x] = await held([2, 8], 1);
+      const [w] = await held([4, 8], 2);
+      const [bad] = await held([4, 6], 3);
+      assert.throws(() => be().linearMany(x, []), /linearMany/);
+      assert.throws(() => be().linearMany(x, [{ w }, { w: bad }]), /linearMany.*\[2, 8\].*\[4, 6\]/);
+      assert.throws(() => be().linearMany(x, [{ w, bias: bad }]), /linearMany.*bias/);
+    });
+  });
+
+  describe('fused: linearSwiglu', () => {
+    const cases: { T: number; K: number; F: number; bias: boolean }[] = [
+      { T: 1, K: 64, F: 40, bias: false },
+      { T: 2, K: 1032, F: 17, bias: true },
+      { T: 8, K: 264, F: 24, bias: false },
+      { T: 12, K: 64, F: 16, bias: true },
+      { T: 3, K: 7, F: 5, bias: false },
+    ];
+    for (const c of cases) {
+      it(`x [${c.T}, ${c.K}] -> [${c.T}, ${c.F}]${c.bias ? ' + biases' : ''}`, async () => {
+        const [x, xs] = await held([c.T, c.K], 30 + c.T, 2);
+        const [wg, wgs] = await held([c.F, c.K], 31 + c.F, 1 / Math.sqrt(c.K));
+        const [wu, wus] = await held([c.F, c.K], 32 + c.F, 1 / Math.sqrt(c.K));
+        const [bg, bgs] = await held([c.F], 33);
+        const [bu, bus] = await held([c.F], 34);
+        const out = be().linearSwiglu(x, c.bias ? { w: wg, bias: bg } : { w: wg }, c.bias ? { w: wu, bias: bu } : { w: wu });
+        assert.deepEqual(out.shape, [c.T, c.F]);
+        const shape = [c.T, c.F];
+        const g = await roundTrip(linearRef(xs, wgs, c.bias ? bgs : null, c.T, c.K, c.F), shape);
+        const u = await roundTrip(linearRef(xs, wus, c.bias ? bus : null, c.T, c.K, c.F), shape);
+        expectClose('linearSwiglu', await down(out), swigluRef(g, u), tol);
+      });
+    }
+    it('rejects gate and up of different sizes', async () => {
+      const [x] = await held([1, 8], 1);
+      const [wg] = await held([4, 8], 2);
+      const [wu] = await held([5, 8], 3);
+      assert.throws(() => be().linearSwiglu(x, { w: wg }, { w: wu }), /linearSwiglu.*\[4, 8\].*\[5, 8\]/);
+    });
+  });
+
+  describe('fused: ropeWriteKv', () => {
+    const cases: { T: number; H: number; Hkv: number; D: number }[] = [
+      { T: 1, H: 4, Hkv: 2, D: 64 },
+      { T: 5, H: 7, Hkv: 1, D: 128 },
+      { T: 3, H: 2, Hkv: 2, D: 8 },
+    ];
+    for (const c of cases) {
+      it(`q [${c.T}, ${c.H}, ${c.D}], k / v [${c.T}, ${c.Hkv}, ${c.D}] equal rope + writeKv`, async () => {
+        const { T, H, Hkv, D } = c;
+        const blockSize = 4;
+        const prefix = 40;
+        const ctx = prefix + T;
+        // One sequence: a cached prefix of 40 positions (written first, with writeKv), then the T
+        // new tokens at positions 40..; its blocks in reverse order so slots are not positions.
+        const needed = Math.ceil(ctx / blockSize);
+        const blockTable = Array.from({ length: needed }, (_, b) => needed - b);
+        const slotOf = (p: number): number => blockTable[Math.floor(p / blockSize)] * blockSize + (p % blockSize);
+        const positions = Array.from({ length: T }, (_, t) => prefix + t);
+        const slots = positions.map(slotOf);
+        const prefixSlots = Array.from({ length: prefix }, (_, p) => slotOf(p));
+        const spec = { numLayers: 2, numBlocks: needed + 1, blockSize, numKvHeads: Hkv, headDim: D, dtype: floatDtype };
+        const invFreq = upF(Float32Array.from({ length: D / 2 }, (_, j) => 1 / Math.pow(1e6, (2 * j) / D)), [D / 2]);
+        const [q0, qs] = await held([T, H, D], 50 + T);
+        const [k0, ks] = await held([T, Hkv, D], 51 + T);
+        const [v0] = await held([T, Hkv, D], 52 + T);
+        const [pk] = await held([prefix, Hkv, D], 53);
+        const [pv] = await held([prefix, Hkv, D], 54);
+        const copyOf = async (t: Tensor, seedShape: number[]): Promise<Tensor> => upF(await down(t), seedShape);
+        const run = async (fused: boolean): Promise<{ q: Float32Array; k: Float32Array; attn: Float32Array }> => {
+          const cache = be().allocKvCache(spec);
+          try {
+            const q = await copyOf(q0, [T, H, D]);
+            const k = await copyOf(k0, [T, Hkv, D]);
+            be().writeKv(cache, 1, pk, pv, upI(prefixSlots));
+            if (fused) be().ropeWriteKv(q, k, v0, upI(positions), invFreq, cache, 1, upI(slots));
+            else {
+              be().rope(q, k, upI(positions), invFreq);
+              be().writeKv(cache, 1, k, v0, upI(slots));
+            }
+            const meta: AttnMeta = {
+              cuSeqlensQ: upI([0, T]),
+              contextLens: upI([ctx]),
+              blockTables: be().upload(Int32Array.from(blockTable), [1, blockTable.length], 'i32', 'scratch'),
+              maxSeqlenQ: T,
+              maxContextLen: ctx,
+            };
+            const attn = be().attention(q, cache, 1, meta, 1 / Math.sqrt(D));
+            return { q: await down(q), k: await down(k), attn: await down(attn) };
+          } finally {
+            be().freeKvCache(cache);
+          }
+        };
+        const plain = await run(false);
+        const fused = await run(true);
+        expectClose('rotated q vs reference', fused.q, ropeRef(qs, Int32Array.from(positions), await down(invFreq), T, H, D), tol);
+        expectClose('rotated k vs reference', fused.k, ropeRef(ks, Int32Array.from(positions), await down(invFreq), T, Hkv, D), tol);
+        assert.deepEqual(fused.q, plain.q, 'q as rope rotates it');
+        assert.deepEqual(fused.k, plain.k, 'k as rope rotates it');
+        assert.deepEqual(fused.attn, plain.attn, 'attention over the cache as writeKv fills it');
+      });
+    }
+  });
+}
