@@ -107,6 +107,15 @@ for (const B of [1, 64]) {
   await add('writeKv', () => be.writeKv(cache, 0, k, v, slots), 4 * B * Hkv * D * 2);
   await add('ropeWriteKv', () => be.ropeWriteKv(q, k, v, pos, invFreq, cache, 0, slots), 2 * B * (H + 2 * Hkv) * D * 2);
   await add(`attention (ctx ${ctx})`, () => be.attention(q, cache, 0, meta, 1 / Math.sqrt(D)), B * ctx * 2 * Hkv * D * 2);
+  // As a decode graph runs it: the grid planned for 32k-token block tables, the rows at 128 keys.
+  const wide = 32768 / blockSize;
+  const graphMeta: AttnMeta = {
+    ...meta,
+    contextLens: be.upload(new Int32Array(B).fill(128), [B], 'i32'),
+    blockTables: be.upload(Int32Array.from({ length: B * wide }, (_, i) => (i % wide < blocksPer ? Math.floor(i / wide) * blocksPer + (i % wide) : -1)), [B, wide], 'i32'),
+    maxContextLen: 32768,
+  };
+  await add('attention (ctx 128, planned for 32k)', () => be.attention(q, cache, 0, graphMeta, 1 / Math.sqrt(D)), B * 128 * 2 * Hkv * D * 2);
   await add('linear o', () => be.linear(be.view(q, [B, H * D]), W.o), bytes(W.o));
   await add('linear gate', () => be.linear(x, W.gate), bytes(W.gate));
   await add('linear up', () => be.linear(x, W.up), bytes(W.up));
@@ -130,7 +139,7 @@ for (const r of rows) {
 }
 console.log('(% floor: of the graph time)');
 const plainLayer = ['rmsnorm + residual', 'linear q (+bias)', 'linear k', 'linear v', 'rope', 'writeKv', `attention (ctx ${ctx})`, 'linear o', 'rmsnorm + residual', 'linear gate', 'linear up', 'swiglu', 'linear down'];
-const fusedLayer = ['rmsnorm + residual', 'linearMany q (+bias), k, v', 'ropeWriteKv', `attention (ctx ${ctx})`, 'linear o', 'rmsnorm + residual', 'linearSwiglu gate, up', 'linear down'];
+const fusedLayer = ['rmsnorm + residual', 'linearMany q (+bias), k, v', 'ropeWriteKv', 'attention (ctx 128, planned for 32k)', 'linear o', 'rmsnorm + residual', 'linearSwiglu gate, up', 'linear down'];
 for (const B of [1, 64]) {
   const get = (op: string, graph: boolean): number => {
     const r = rows.find((x) => x.op === op && x.batch === B)!;

@@ -24,6 +24,7 @@ multi-stage cp.async pipeline (FlashInfer's decode), so loads run ahead of the m
 #pragma once
 
 #include "common.cuh"
+#include "pdl.cuh"
 
 namespace tandem {
 
@@ -62,6 +63,21 @@ __device__ __forceinline__ int sequenceOfRow(const int* cuSeqlensQ, int S, int t
   return lo;
 }
 
+// Keys per split chunk of a row with `keys` keys: an even share, but at least kMinSplitKeys, so a
+// short context inside a graph planned for long ones (many splits) uses a few full chunks; the
+// chunks past the context are skipped by the decode kernel and by the merge.
+constexpr int kMinSplitKeys = 64;
+__device__ __forceinline__ int splitChunk(int keys, int splits) {
+  return max((keys + splits - 1) / splits, kMinSplitKeys);
+}
+
+// Causal keys of query row t of sequence s: positions [0, keys).
+__device__ __forceinline__ int rowKeys(const int* cuSeqlensQ, const int* contextLens, int s, int t) {
+  const int qlen = cuSeqlensQ[s + 1] - cuSeqlensQ[s];
+  const int ctx = contextLens[s];
+  return min(ctx, ctx - qlen + (t - cuSeqlensQ[s]) + 1);
+}
+
 // partial: (T, H, splits, 2 + D) f32 = m, l, acc[D] of each chunk (used when splits > 1).
 // skipMulti: rows of sequences with more than one query row belong to the prefill kernel.
 template <typename T, int VEC, int GMAX, int WARPS, int UNROLL>
@@ -73,6 +89,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   __shared__ float sharedM[WARPS][GMAX];
   __shared__ float sharedL[WARPS][GMAX];
   __shared__ float sharedAcc[WARPS][GMAX][D];
+  pdlLaunchDependents();
+  pdlWait();
   const int t = blockIdx.x;
   const int kvHead = blockIdx.y;
   const int split = blockIdx.z;
@@ -82,11 +100,11 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int s = sequenceOfRow(cuSeqlensQ, S, t);
   const int qlen = cuSeqlensQ[s + 1] - cuSeqlensQ[s];
   if (skipMulti && qlen > 1) return;
-  const int ctx = contextLens[s];
-  const int keys = min(ctx, ctx - qlen + (t - cuSeqlensQ[s]) + 1);  // causal: positions [0, keys)
+  const int keys = rowKeys(cuSeqlensQ, contextLens, s, t);
   const int G = H / Hkv;
-  const int chunk = (keys + splits - 1) / splits;
+  const int chunk = splitChunk(keys, splits);
   const int kBegin = split * chunk;
+  if (split > 0 && kBegin >= keys) return;  // (block-uniform) past the context: the merge skips it
   const int kEnd = min(keys, kBegin + chunk);
   const int* table = blockTables + static_cast<size_t>(s) * maxBlocks;
   const size_t rowStride = static_cast<size_t>(Hkv) * D;
@@ -191,20 +209,25 @@ __global__ void __launch_bounds__(WARPS * 32)
 
 // Combines the split chunks of every (row, head): grid (T, H).
 template <typename T>
-__global__ void mergeSplitsKernel(T* out, const float* partial, const int* cuSeqlensQ, int S, int H, int D, int splits,
-                                  int skipMulti) {
+__global__ void mergeSplitsKernel(T* out, const float* partial, const int* cuSeqlensQ, const int* contextLens, int S,
+                                  int H, int D, int splits, int skipMulti) {
+  pdlLaunchDependents();
+  pdlWait();
   const int t = blockIdx.x;
   const int h = blockIdx.y;
   const int s = sequenceOfRow(cuSeqlensQ, S, t);
   if (skipMulti && cuSeqlensQ[s + 1] - cuSeqlensQ[s] > 1) return;
+  // Only the chunks the decode kernel wrote: those starting inside the context (at least one).
+  const int keys = rowKeys(cuSeqlensQ, contextLens, s, t);
+  const int used = max(1, min(splits, (keys + splitChunk(keys, splits) - 1) / splitChunk(keys, splits)));
   const size_t head = static_cast<size_t>(t) * H + h;
   const float* part = partial + head * splits * (D + 2);
   float mAll = -INFINITY;
-  for (int i = 0; i < splits; i++) mAll = fmaxf(mAll, part[i * (D + 2)]);
+  for (int i = 0; i < used; i++) mAll = fmaxf(mAll, part[i * (D + 2)]);
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float lAll = 0.0f;
     float v = 0.0f;
-    for (int i = 0; i < splits; i++) {
+    for (int i = 0; i < used; i++) {
       const float* p = part + i * (D + 2);
       const float weight = p[0] == -INFINITY ? 0.0f : __expf(p[0] - mAll);
       lAll += p[1] * weight;

@@ -180,14 +180,14 @@ void launchGrouped(const AttnArgs& a, int splits, float* partial, int skipMulti)
   // bench/results/cuda-attention-h200.json), the fastest of 8x2, 8x4, 4x4, 4x2 at 5 of them.
   constexpr int unroll = 4;
   const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.Hkv), static_cast<unsigned>(splits));
-  groupedDecodeKernel<T, VEC, GMAX, kWarps, unroll><<<grid, kWarps * 32, 0, a.stream>>>(
-      static_cast<T*>(a.out), partial, static_cast<const T*>(a.q), static_cast<const T*>(a.kPool),
-      static_cast<const T*>(a.vPool), a.cuSeqlensQ, a.contextLens, a.blockTables, a.S, a.H, a.Hkv, a.blockSize,
-      a.maxBlocks, a.numBlocks, a.scale, splits, skipMulti);
+  launchPdl(groupedDecodeKernel<T, VEC, GMAX, kWarps, unroll>, grid, dim3(kWarps * 32), 0, a.stream,
+            static_cast<T*>(a.out), partial, static_cast<const T*>(a.q), static_cast<const T*>(a.kPool),
+            static_cast<const T*>(a.vPool), a.cuSeqlensQ, a.contextLens, a.blockTables, a.S, a.H, a.Hkv, a.blockSize,
+            a.maxBlocks, a.numBlocks, a.scale, splits, skipMulti);
   if (splits > 1) {
     const dim3 mergeGrid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.H));
-    mergeSplitsKernel<T><<<mergeGrid, 128, 0, a.stream>>>(static_cast<T*>(a.out), partial, a.cuSeqlensQ, a.S, a.H, a.D,
-                                                         splits, skipMulti);
+    launchPdl(mergeSplitsKernel<T>, mergeGrid, dim3(128), 0, a.stream, static_cast<T*>(a.out),
+              static_cast<const float*>(partial), a.cuSeqlensQ, a.contextLens, a.S, a.H, a.D, splits, skipMulti);
   }
 }
 

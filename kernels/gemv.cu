@@ -8,6 +8,10 @@ read the weights directly: one warp per output row, each lane streaming 16-byte 
 (U packs in flight per lane, loaded with the streaming hint so they don't evict x from L1), x read
 through L1 (every warp of the grid reads the same T rows), a warp-shuffle sum per row of x.
 
+Rows of K >= 4096 (kLongRowChunks packs) are split over 4 warps each. Weights for the first
+round are requested before pdlWait() and the kernels are launched with launchPdl() (pdl.cuh), so
+a product's first loads overlap the previous kernel's tail.
+
 Two fusions that save launches at decode:
   gemvMany:   up to 3 products of one x (q, k, v) in one grid; parts keep their own w, bias, out.
   gemvSwiglu: out = silu(g) * u with g = x @ wGate^T + gBias and u = x @ wUp^T + uBias, one warp
@@ -24,6 +28,7 @@ benchmark can compare the two paths in one build.
 #include <cstdlib>
 
 #include "common.cuh"
+#include "pdl.cuh"
 
 namespace tandem {
 
@@ -32,6 +37,7 @@ namespace tandem {
 
 constexpr int kGemvWarps = 8;  // rows per block
 constexpr int kGemvMaxParts = 3;
+constexpr int kLongRowChunks = 512;  // K >= 4096
 
 struct GemvArgs {
   void* out[kGemvMaxParts];
@@ -60,28 +66,44 @@ __device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
   return s;
 }
 
-// Dot products of NW weight rows (w[s]) with the T rows of x, summed over the warp: every lane
-// gets acc[s][t].
+template <int NW, int U>
+__device__ __forceinline__ void loadPacks(uint4 (&wv)[NW][U], const uint4* const (&w)[NW], int c0, int cEnd) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int c = c0 + u * 32;
+#pragma unroll
+    for (int s = 0; s < NW; s++) wv[s][u] = c < cEnd ? __ldcs(w[s] + c) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+// Dot products of NW weight rows (w[s]) with the T rows of x over packs [cBegin, cEnd), summed
+// over the warp: every lane gets acc[s][t]. The first U packs per lane are requested before
+// pdlWait() (weights are never written by an earlier kernel), and each round requests the next
+// round's packs before it does the math on the current ones.
 template <int T, int NW, int U>
-__device__ __forceinline__ void warpDots(const uint4* const (&w)[NW], const uint4* x, int chunks, float (&acc)[NW][T]) {
+__device__ __forceinline__ void warpDots(const uint4* const (&w)[NW], const uint4* x, int chunks, int cBegin, int cEnd,
+                                         float (&acc)[NW][T]) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int s = 0; s < NW; s++) {
 #pragma unroll
     for (int t = 0; t < T; t++) acc[s][t] = 0.0f;
   }
-  for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+  uint4 next[NW][U];
+  loadPacks<NW, U>(next, w, cBegin + lane, cEnd);
+  pdlWait();
+  for (int c0 = cBegin + lane; c0 < cEnd; c0 += 32 * U) {
     uint4 wv[NW][U];
 #pragma unroll
     for (int u = 0; u < U; u++) {
-      const int c = c0 + u * 32;
 #pragma unroll
-      for (int s = 0; s < NW; s++) wv[s][u] = c < chunks ? __ldcs(w[s] + c) : make_uint4(0, 0, 0, 0);
+      for (int s = 0; s < NW; s++) wv[s][u] = next[s][u];
     }
+    loadPacks<NW, U>(next, w, c0 + 32 * U, cEnd);
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int c = c0 + u * 32;
-      if (c >= chunks) break;
+      if (c >= cEnd) break;
 #pragma unroll
       for (int t = 0; t < T; t++) {
         const uint4 xv = __ldg(x + static_cast<size_t>(t) * chunks + c);
@@ -97,10 +119,18 @@ __device__ __forceinline__ void warpDots(const uint4* const (&w)[NW], const uint
   }
 }
 
-template <int T, typename TO>
+// KSPLIT warps share a row (each a contiguous 1/KSPLIT of its packs, summed through shared
+// memory): long rows with few of them (the down projection) get KSPLIT times the warps.
+template <int T, typename TO, int U, int KSPLIT>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a) {
-  const int row = blockIdx.x * kGemvWarps + threadIdx.x / 32;
-  if (row >= a.rows) return;  // (warp-uniform) past the last row
+  static_assert(kGemvWarps % KSPLIT == 0, "KSPLIT must divide the block's warps");
+  __shared__ float partial[kGemvWarps][T];
+  pdlLaunchDependents();
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int row = blockIdx.x * (kGemvWarps / KSPLIT) + warp / KSPLIT;
+  const int piece = warp % KSPLIT;
+  const bool live = row < a.rows;  // (warp-uniform)
   // The part owning this row, picked with compile-time indices so the arguments stay in the
   // parameter bank (a runtime index would copy the struct to local memory).
   int n = row, N = a.n[0], biasDt = a.biasDt[0];
@@ -118,10 +148,30 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a) {
       outp = a.out[i];
     }
   }
-  const uint4* const w[1] = {wp + static_cast<size_t>(n) * a.chunks};
+  const int per = CEIL_DIV(a.chunks, KSPLIT);
+  const int cBegin = piece * per;
+  const int cEnd = min(a.chunks, cBegin + per);
   float acc[1][T];
-  warpDots<T, 1, 4>(w, a.x, a.chunks, acc);
-  const int lane = threadIdx.x % 32;
+  if (live) {
+    const uint4* const w[1] = {wp + static_cast<size_t>(n) * a.chunks};
+    warpDots<T, 1, U>(w, a.x, a.chunks, cBegin, cEnd, acc);
+  }
+  if (KSPLIT > 1) {
+    if (live && lane == 0) {
+#pragma unroll
+      for (int t = 0; t < T; t++) partial[warp][t] = acc[0][t];
+    }
+    __syncthreads();
+    if (!live || piece != 0) return;
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int i = 0; i < KSPLIT; i++) sum += partial[warp + i][t];  // in a fixed order: deterministic
+      acc[0][t] = sum;
+    }
+  }
+  if (!live) return;
   const float b = bias != nullptr ? loadAny(bias, biasDt, n) : 0.0f;
   TO* out = static_cast<TO*>(outp);
 #pragma unroll
@@ -133,12 +183,13 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a) {
 // Parts 0 and 1 of `a` are gate and up (same N); out is part 0's.
 template <int T, typename TO>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemvSwigluKernel(GemvArgs a) {
+  pdlLaunchDependents();
   const int n = blockIdx.x * kGemvWarps + threadIdx.x / 32;
   const int N = a.n[0];
   if (n >= N) return;
   const uint4* const w[2] = {a.w[0] + static_cast<size_t>(n) * a.chunks, a.w[1] + static_cast<size_t>(n) * a.chunks};
   float acc[2][T];
-  warpDots<T, 2, 4>(w, a.x, a.chunks, acc);
+  warpDots<T, 2, 4>(w, a.x, a.chunks, 0, a.chunks, acc);
   const int lane = threadIdx.x % 32;
   const float bg = a.bias[0] != nullptr ? loadAny(a.bias[0], a.biasDt[0], n) : 0.0f;
   const float bu = a.bias[1] != nullptr ? loadAny(a.bias[1], a.biasDt[1], n) : 0.0f;
@@ -177,10 +228,16 @@ bool suits(int xwDt, int outDt, const void* x, int T, int K) {
 
 template <int T, typename TO>
 void launchRows(const GemvArgs& a, int rows, bool swiglu, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(CEIL_DIV(rows, kGemvWarps));
-  if (swiglu) gemvSwigluKernel<T, TO><<<blocks, kGemvWarps * 32, 0, stream>>>(a);
-  else gemvKernel<T, TO><<<blocks, kGemvWarps * 32, 0, stream>>>(a);
-  launchCheck();
+  const dim3 block(kGemvWarps * 32);
+  // Long rows (the MLP's down projection: K = 11008 on a 3B model, 2048 rows) leave few warps per
+  // SM: 4 warps per row there.
+  if (swiglu) {
+    launchPdl(gemvSwigluKernel<T, TO>, dim3(CEIL_DIV(rows, kGemvWarps)), block, 0, stream, a);
+  } else if (a.chunks >= kLongRowChunks) {
+    launchPdl(gemvKernel<T, TO, 4, 4>, dim3(CEIL_DIV(rows, kGemvWarps / 4)), block, 0, stream, a);
+  } else {
+    launchPdl(gemvKernel<T, TO, 4, 1>, dim3(CEIL_DIV(rows, kGemvWarps)), block, 0, stream, a);
+  }
 }
 
 template <typename TO>

@@ -17,6 +17,7 @@ forward is passed straight through, as the CPU backend does. One block per row, 
 */
 #include "common.cuh"
 #include "ops-train.h"
+#include "pdl.cuh"
 
 namespace tandem {
 
@@ -26,6 +27,8 @@ namespace tandem {
 template <typename T>
 __global__ void rmsnormKernel(T* y, T* sum, const T* x, const T* residual, const T* w, float eps, int C) {
   __shared__ float shared[32];
+  pdlLaunchDependents();
+  pdlWait();
   const size_t o = static_cast<size_t>(blockIdx.x) * C;
   const T* src = x + o;
   float ss = 0.0f;
@@ -78,11 +81,9 @@ void rmsnorm(void* y, void* sum, const void* x, const void* residual, const void
   if (R == 0 || C == 0) return;
   const int threads = C >= 1024 ? 512 : C >= 256 ? 256 : C >= 64 ? 64 : 32;
   DISPATCH_FLOAT(dt, T,
-                 rmsnormKernel<T><<<R, threads, 0, stream>>>(static_cast<T*>(y), static_cast<T*>(sum),
-                                                             static_cast<const T*>(x),
-                                                             static_cast<const T*>(residual),
-                                                             static_cast<const T*>(w), eps, C));
-  launchCheck();
+                 launchPdl(rmsnormKernel<T>, dim3(R), dim3(threads), 0, stream, static_cast<T*>(y),
+                           static_cast<T*>(sum), static_cast<const T*>(x), static_cast<const T*>(residual),
+                           static_cast<const T*>(w), eps, C));
 }
 
 void rmsnormBackward(void* dx, const void* dy, int gDt, const void* x, int xDt, const void* w, int wDt, float eps, int R,

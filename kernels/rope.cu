@@ -14,14 +14,15 @@ head of the token; consecutive threads touch consecutive elements of a head.
 
 ropeWriteKv: rope, then k and v (T, Hkv, D) stored into one layer's paged pools (numSlots, Hkv, D)
 at slots[t] (slots outside [0, numSlots) are skipped, as scatterRows skips them): one launch for
-what rope + two scatterRows did at every layer of a decode step. The same thread that rotates a
-pair of k writes it to the pool, and copies the same pair of v.
+what rope + two scatterRows did at every layer of a decode step. One block per token; the thread
+that rotates a pair of k writes it to the pool and copies the same pair of v.
 
 ropeBackward: the gradient of a rotation is its transpose, the rotation by -a: the same kernel
 with sin negated (exactly), in place on dq (T, H, D) and dk (T, Hkv, D).
 */
 #include "common.cuh"
 #include "ops-train.h"
+#include "pdl.cuh"
 
 namespace tandem {
 
@@ -55,35 +56,53 @@ __global__ void ropeKernel(T* q, T* k, const int* positions, const void* invFreq
   for (int h = 0; h < Hkv; h++) rotatePair(kt + static_cast<size_t>(h) * D, half, c, s);
 }
 
+constexpr int kRopeMaxHalf = 128;  // head dims up to 256
+
+// One block per token: its D/2 angles' cos / sin first (shared memory), then one thread per
+// (head, pair) over the q and k heads, so no thread walks the heads one after another (at batch 1
+// that serial chain of dependent loads and stores was most of the kernel's time).
 template <typename T>
-__global__ void ropeWriteKvKernel(T* q, T* k, const T* v, const int* positions, const void* invFreq, int freqDt,
-                                  T* kPool, T* vPool, const int* slots, int numSlots, int T_, int H, int Hkv, int D) {
+__global__ void ropeWriteKvKernel(T* __restrict__ q, T* __restrict__ k, const T* __restrict__ v,
+                                  const int* __restrict__ positions, const void* __restrict__ invFreq, int freqDt,
+                                  T* __restrict__ kPool, T* __restrict__ vPool, const int* __restrict__ slots,
+                                  int numSlots, int H, int Hkv, int D) {
+  __shared__ float cosOf[kRopeMaxHalf];
+  __shared__ float sinOf[kRopeMaxHalf];
+  pdlLaunchDependents();
+  pdlWait();
   const int half = D / 2;
-  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= static_cast<long long>(T_) * half) return;
-  const int t = static_cast<int>(i / half);
-  const int j = static_cast<int>(i % half);
-  const float angle = __fmul_rn(static_cast<float>(positions[t]), loadAny(invFreq, freqDt, j));
-  double sd, cd;
-  sincos(static_cast<double>(angle), &sd, &cd);
-  const float c = static_cast<float>(cd);
-  const float s = static_cast<float>(sd);
-  T* qt = q + static_cast<size_t>(t) * H * D + j;
-  for (int h = 0; h < H; h++) rotatePair(qt + static_cast<size_t>(h) * D, half, c, s);
+  const int t = blockIdx.x;
+  const float position = static_cast<float>(positions[t]);
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const float angle = __fmul_rn(position, loadAny(invFreq, freqDt, j));
+    double sd, cd;
+    sincos(static_cast<double>(angle), &sd, &cd);
+    cosOf[j] = static_cast<float>(cd);
+    sinOf[j] = static_cast<float>(sd);
+  }
+  __syncthreads();
   const int slot = slots[t];
   const bool store = slot >= 0 && slot < numSlots;
-  const size_t row = static_cast<size_t>(t) * Hkv * D + j;
-  const size_t to = static_cast<size_t>(slot) * Hkv * D + j;
-  for (int h = 0; h < Hkv; h++) {
-    T* kh = k + row + static_cast<size_t>(h) * D;
-    rotatePair(kh, half, c, s);
-    if (store) {
-      const size_t o = to + static_cast<size_t>(h) * D;
-      const size_t r = row + static_cast<size_t>(h) * D;
-      kPool[o] = kh[0];
-      kPool[o + half] = kh[half];
-      vPool[o] = v[r];
-      vPool[o + half] = v[r + half];
+  T* qt = q + static_cast<size_t>(t) * H * D;
+  T* kt = k + static_cast<size_t>(t) * Hkv * D;
+  const T* vt = v + static_cast<size_t>(t) * Hkv * D;
+  const size_t to = static_cast<size_t>(slot) * Hkv * D;
+  for (int i = threadIdx.x; i < (H + Hkv) * half; i += blockDim.x) {
+    const int h = i / half;
+    const int j = i % half;
+    const float c = cosOf[j];
+    const float s = sinOf[j];
+    if (h < H) {
+      rotatePair(qt + static_cast<size_t>(h) * D + j, half, c, s);
+    } else {
+      const size_t off = static_cast<size_t>(h - H) * D + j;
+      rotatePair(kt + off, half, c, s);
+      if (store) {
+        kPool[to + off] = kt[off];
+        kPool[to + off + half] = kt[off + half];
+        vPool[to + off] = vt[off];
+        vPool[to + off + half] = vt[off + half];
+      }
     }
   }
 }
@@ -114,15 +133,13 @@ void rope(void* q, void* k, const int* positions, const void* invFreq, int freqD
 
 void ropeWriteKv(void* q, void* k, const void* v, const int* positions, const void* invFreq, int freqDt, void* kPool,
                  void* vPool, const int* slots, int numSlots, int T, int H, int Hkv, int D, int dt, cudaStream_t stream) {
-  const long long pairs = static_cast<long long>(T) * (D / 2);
-  if (pairs == 0) return;
+  if (T == 0 || D == 0) return;
+  if (D % 2 != 0 || D / 2 > kRopeMaxHalf) throw Error("ropeWriteKv: head dim " + std::to_string(D) + " (even, up to 256)");
   const int threads = 128;
-  const unsigned blocks = static_cast<unsigned>(CEIL_DIV(pairs, static_cast<long long>(threads)));
   DISPATCH_FLOAT(dt, E,
-                 ropeWriteKvKernel<E><<<blocks, threads, 0, stream>>>(
-                     static_cast<E*>(q), static_cast<E*>(k), static_cast<const E*>(v), positions, invFreq, freqDt,
-                     static_cast<E*>(kPool), static_cast<E*>(vPool), slots, numSlots, T, H, Hkv, D));
-  launchCheck();
+                 launchPdl(ropeWriteKvKernel<E>, dim3(static_cast<unsigned>(T)), dim3(threads), 0, stream,
+                           static_cast<E*>(q), static_cast<E*>(k), static_cast<const E*>(v), positions, invFreq, freqDt,
+                           static_cast<E*>(kPool), static_cast<E*>(vPool), slots, numSlots, H, Hkv, D));
 }
 
 void ropeBackward(void* dq, void* dk, const int* positions, const void* invFreq, int freqDt, int T, int H, int Hkv, int D,

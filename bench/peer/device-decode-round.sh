@@ -2,8 +2,9 @@
 # One device call for a round of decode-kernel work (about 7 minutes):
 #   source .device/env.sh && bash bench/peer/device-decode-round.sh
 # build -> conformance on cuda (incl. the fused decode ops) + CUDA-graph engine tests -> per-op
-# table eager / in a graph, with gemv.cu and with cuBLASLt only (TANDEM_GEMV=0) -> engine decode of a
-# random Qwen2.5-3B-shaped model at batch 1, 8, 64 with --cuda-graphs and at batch 1 eager.
+# table eager / in a graph (DECODE_OPS_CUBLASLT=1: also with cuBLASLt only, TANDEM_GEMV=0) -> the decode
+# graph replayed without the engine (bench/decode-replay.ts) -> engine decode of a random
+# Qwen2.5-3B-shaped model at batch 1, 8, 64 with --cuda-graphs and at batch 1 eager.
 # Floors: DECODE_BW_GBS / DECODE_GEMM_TFLOPS (default: the copy bandwidth and GEMM rate measured on
 # the H100 on 2026-11-28 by device-gpu-bench.sh; rerun that script for same-run floors).
 set -uo pipefail
@@ -33,13 +34,16 @@ step cuda-tests 200 node --import tsx --test --test-reporter=spec test/backend/c
 grep -E "^ℹ (tests|pass|fail|skipped)" "$out/cuda-tests.log"
 sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -40
 step ops-gemv 120 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
-step ops-cublaslt 120 env TANDEM_GEMV=0 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
+[ "${DECODE_OPS_CUBLASLT:-0}" = 1 ] && step ops-cublaslt 120 env TANDEM_GEMV=0 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
 wait $maker || tail -5 "$out/make-model.log"
+step replay 120 node --import tsx bench/decode-replay.ts --model "$model" --batch 1,8,64 --context 128 --bandwidth-gbs "$bw"
+step replay-nopdl 90 env TANDEM_PDL=0 node --import tsx bench/decode-replay.ts --model "$model" --batch 1,64 --context 128 --bandwidth-gbs "$bw"
 step decode-graphs 150 node --import tsx bench/gpu-decode.ts --model "$model" --batch 1,8,64 --steps 96 --cuda-graphs \
   --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card" --out "$out/gpu-decode-graphs.json"
 step decode-eager 90 node --import tsx bench/gpu-decode.ts --model "$model" --batch 1 --steps 64 \
   --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card" --out "$out/gpu-decode-eager.json"
-echo "== per-op, gemv.cu"; tail -32 "$out/ops-gemv.log"
-echo "== per-op, TANDEM_GEMV=0"; tail -32 "$out/ops-cublaslt.log" | grep -E "linear|lm head|batch"
+echo "== per-op, gemv.cu"; grep -E " 1 |batch 1," "$out/ops-gemv.log"
+[ -f "$out/ops-cublaslt.log" ] && { echo "== per-op, TANDEM_GEMV=0"; grep -E "linear|lm head|batch" "$out/ops-cublaslt.log"; }
+echo "== replay"; cat "$out/replay.log"; echo "== replay, TANDEM_PDL=0"; cat "$out/replay-nopdl.log"
 echo "== decode"; grep -vE "^\s*$" "$out/decode-graphs.log" | tail -14; grep -vE "^\s*$" "$out/decode-eager.log" | tail -6
 printf '%s\n' "${summary[@]}"

@@ -100,7 +100,7 @@ export function runFusedConformance(be: () => Backend, tol: Tolerance, floatDtyp
     const cases: { T: number; H: number; Hkv: number; D: number }[] = [
       { T: 1, H: 4, Hkv: 2, D: 64 },
       { T: 5, H: 7, Hkv: 1, D: 128 },
-      { T: 3, H: 2, Hkv: 2, D: 8 },
+      { T: 3, H: 2, Hkv: 2, D: 32 },
     ];
     for (const c of cases) {
       it(`q [${c.T}, ${c.H}, ${c.D}], k / v [${c.T}, ${c.Hkv}, ${c.D}] equal rope + writeKv`, async () => {

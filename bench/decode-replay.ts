@@ -1,0 +1,76 @@
+/**
+ * A decode step's GPU time without the engine: the model's decode CUDA graph (the one the engine
+ * replays with --cuda-graphs, src/engine/decode-graphs.ts) replayed back to back for B rows at a
+ * context of --context tokens, then the same with greedy sampling and the ids' download awaited
+ * every step (what a synchronous engine step adds). Set against the engine's ms/step
+ * (bench/gpu-decode.ts), the difference is the engine's host work per step.
+ *
+ *   node --import tsx bench/decode-replay.ts --model DIR [--batch 1,8,64] [--context 128] [--steps 50]
+ *     [--max-model-len N] [--bandwidth-gbs 3003]     (needs the CUDA addon)
+ */
+import { parseArgs } from 'node:util';
+import { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
+import { DecodeGraphs, type DecodeRow } from '../src/engine/decode-graphs.ts';
+import { loadModel } from '../src/model/load.ts';
+import { decodeCosts } from './decode-floor.ts';
+
+const { values: v } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    batch: { type: 'string', default: '1,8,64' },
+    context: { type: 'string', default: '128' },
+    steps: { type: 'string', default: '50' },
+    'max-model-len': { type: 'string' },
+    'bandwidth-gbs': { type: 'string', default: '3003' },
+  },
+});
+if (!v.model) throw new Error('--model DIR is required');
+const be = new CudaBackend();
+const loaded = loadModel(v.model, be);
+const model = loaded.model;
+const context = Number(v.context);
+const steps = Number(v.steps);
+const blockSize = 16;
+const maxModelLen = Number(v['max-model-len'] ?? loaded.config.maxPositionEmbeddings);
+const batches = v.batch!.split(',').map(Number);
+const maxBatch = Math.max(...batches);
+const perSeq = Math.ceil((context + steps + 8) / blockSize);
+const numBlocks = maxBatch * perSeq + 1;
+const cache = be.allocKvCache(model.kvCacheSpec(numBlocks, blockSize));
+const costs = decodeCosts(loaded.config, model.weights.layers[0].q.dtype, 'bf16');
+const bw = Number(v['bandwidth-gbs']) * 1e9;
+const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, step: 0 };
+
+console.log(`${be.device.name}: ${v.model}, context ${context}, max_model_len ${maxModelLen} (block tables of ${Math.ceil(maxModelLen / blockSize)})`);
+console.log('batch'.padStart(5) + 'replay ms'.padStart(11) + '+sample+wait ms'.padStart(17) + 'bytes floor ms'.padStart(16) + '% floor (replay)'.padStart(18));
+for (const B of batches) {
+  const graphs = new DecodeGraphs(model, cache, { blockSize, numBlocks, maxModelLen, maxNumSeqs: B });
+  const rowsAt = (pos: number): DecodeRow[] =>
+    Array.from({ length: B }, (_, i) => ({
+      token: (17 * i + pos) % 1000,
+      position: pos,
+      blockTable: Array.from({ length: perSeq }, (_, j) => 1 + i * perSeq + j),
+    }));
+  // Warm-up (captures the bucket's graph), then back-to-back replays at fixed context.
+  for (let i = 0; i < 3; i++) graphs.run(rowsAt(context - 1));
+  await be.synchronize();
+  let t0 = performance.now();
+  for (let i = 0; i < steps; i++) graphs.run(rowsAt(context - 1));
+  await be.synchronize();
+  const replayMs = (performance.now() - t0) / steps;
+  t0 = performance.now();
+  for (let i = 0; i < steps; i++) {
+    const logits = graphs.run(rowsAt(context - 1));
+    await be.sample(logits, Array.from({ length: B }, () => greedy));
+  }
+  const syncMs = (performance.now() - t0) / steps;
+  const kvBytes = B * context * costs.kvBytesPerPosition;
+  const floorMs = ((costs.weightBytesPerStep + kvBytes) / bw) * 1000;
+  console.log(
+    String(B).padStart(5) + replayMs.toFixed(3).padStart(11) + syncMs.toFixed(3).padStart(17) + floorMs.toFixed(3).padStart(16) +
+      `${((100 * floorMs) / replayMs).toFixed(1)}%`.padStart(18),
+  );
+  graphs.free();
+  be.resetScratch();
+}
+be.freeKvCache(cache);
