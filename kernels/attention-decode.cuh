@@ -66,9 +66,16 @@ __device__ __forceinline__ int sequenceOfRow(const int* cuSeqlensQ, int S, int t
 // Keys per split chunk of a row with `keys` keys: an even share, but at least kMinSplitKeys, so a
 // short context inside a graph planned for long ones (many splits) uses a few full chunks; the
 // chunks past the context are skipped by the decode kernel and by the merge.
-constexpr int kMinSplitKeys = 64;
+constexpr int kMinSplitKeys = 128;
 __device__ __forceinline__ int splitChunk(int keys, int splits) {
   return max((keys + splits - 1) / splits, kMinSplitKeys);
+}
+
+// Splits a row's chunks actually cover (at least one): the merge reads only these, and with one
+// the decode block writes the output itself.
+__device__ __forceinline__ int usedSplits(int keys, int splits) {
+  const int chunk = splitChunk(keys, splits);
+  return max(1, min(splits, (keys + chunk - 1) / chunk));
 }
 
 // Causal keys of query row t of sequence s: positions [0, keys).
@@ -194,7 +201,7 @@ __global__ void __launch_bounds__(WARPS * 32)
       v += sharedAcc[w][g][d] * weight;
     }
     const size_t head = static_cast<size_t>(t) * H + kvHead * G + g;
-    if (splits == 1) {
+    if (usedSplits(keys, splits) == 1) {
       out[head * D + d] = fromF<T>(lAll > 0.0f ? v / lAll : 0.0f);
     } else {
       float* part = partial + (head * splits + split) * (D + 2);
@@ -219,7 +226,8 @@ __global__ void mergeSplitsKernel(T* out, const float* partial, const int* cuSeq
   if (skipMulti && cuSeqlensQ[s + 1] - cuSeqlensQ[s] > 1) return;
   // Only the chunks the decode kernel wrote: those starting inside the context (at least one).
   const int keys = rowKeys(cuSeqlensQ, contextLens, s, t);
-  const int used = max(1, min(splits, (keys + splitChunk(keys, splits) - 1) / splitChunk(keys, splits)));
+  const int used = usedSplits(keys, splits);
+  if (used == 1) return;  // the decode block wrote the output
   const size_t head = static_cast<size_t>(t) * H + h;
   const float* part = partial + head * splits * (D + 2);
   float mAll = -INFINITY;

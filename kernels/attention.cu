@@ -11,7 +11,9 @@ h / (H / Hkv). Blocks outside [0, numBlocks) are skipped (their keys count as ab
 Three kernels share the rows (attention() below picks):
   flashPrefillKernel (attention-prefill.cuh)   bf16, D 64 or 128: rows of sequences with more
       than one query row, a tile of (row, head) pairs per block on tensor cores;
-  groupedDecodeKernel (attention-decode.cuh)   D 64 or 128, up to 8 query heads per KV head:
+  tiledDecodeKernel (attention-decode-tiled.cuh)   bf16, D 64 or 128, up to 8 query heads per KV
+      head: every other row, K/V tiles through shared memory, split-K as below;
+  groupedDecodeKernel (attention-decode.cuh)   f32 (or TANDEM_TILED_DECODE=0), D 64 or 128, up to 8 query heads per KV head:
       every other row, one block per (row, KV head, context split), split-K when the batch
       is too small to fill the GPU, then mergeSplitsKernel;
   pagedAttentionKernel (below)                 anything else (D 32 or 256, wide GQA groups):
@@ -24,6 +26,7 @@ and V rows are loaded before any use, UNROLL dot products are reduced with shuff
 warp's online softmax (running max m, sum l, accumulator acc) absorbs them with one rescale.
 The warps' states merge through shared memory at the end.
 */
+#include "attention-decode-tiled.cuh"
 #include "attention-decode.cuh"
 #include "attention-prefill.cuh"
 #include "common.cuh"
@@ -149,6 +152,15 @@ int smCount() {
   return count;
 }
 
+// TANDEM_TILED_DECODE=0: bf16 decode rows take the grouped kernel too (for comparisons).
+bool tiledOff() {
+  static const bool off = [] {
+    const char* v = std::getenv("TANDEM_TILED_DECODE");
+    return v != nullptr && std::strcmp(v, "0") == 0;
+  }();
+  return off;
+}
+
 bool groupedSupported(int H, int Hkv, int D) { return (D == 64 || D == 128) && H / Hkv <= 8; }
 bool flashSupported(int dt, int D) { return dt == kBF16 && (D == 64 || D == 128); }
 
@@ -172,6 +184,27 @@ void launchPerRow(const AttnArgs& a, int skipMulti) {
       static_cast<T*>(a.out), static_cast<const T*>(a.q), static_cast<const T*>(a.kPool), static_cast<const T*>(a.vPool),
       a.cuSeqlensQ, a.contextLens, a.blockTables, a.S, a.H, a.Hkv, a.blockSize, a.maxBlocks, a.numBlocks, a.scale,
       skipMulti);
+}
+
+template <int D, int HPW>
+void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti) {
+  const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.Hkv), static_cast<unsigned>(splits));
+  launchPdl(tiledDecodeKernel<D, HPW>, grid, dim3(kTiledWarps * 32), 0, a.stream, static_cast<__nv_bfloat16*>(a.out),
+            partial, static_cast<const __nv_bfloat16*>(a.q), static_cast<const __nv_bfloat16*>(a.kPool),
+            static_cast<const __nv_bfloat16*>(a.vPool), a.cuSeqlensQ, a.contextLens, a.blockTables, a.S, a.H, a.Hkv,
+            a.blockSize, a.maxBlocks, a.numBlocks, a.scale, splits, skipMulti);
+  if (splits > 1) {
+    const dim3 mergeGrid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.H));
+    launchPdl(mergeSplitsKernel<__nv_bfloat16>, mergeGrid, dim3(128), 0, a.stream, static_cast<__nv_bfloat16*>(a.out),
+              static_cast<const float*>(partial), a.cuSeqlensQ, a.contextLens, a.S, a.H, a.D, splits, skipMulti);
+  }
+}
+
+// bf16 decode rows go to the tiled kernel (attention-decode-tiled.cuh), f32 ones to the grouped one.
+template <int D>
+void dispatchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti) {
+  if (a.H / a.Hkv <= kTiledWarps) launchTiled<D, 1>(a, splits, partial, skipMulti);
+  else launchTiled<D, 2>(a, splits, partial, skipMulti);
 }
 
 template <typename T, int VEC, int GMAX>
@@ -262,7 +295,10 @@ void attention(void* out, const void* q, const void* kPool, const void* vPool, c
   const int skipMulti = flash ? 1 : 0;
   float* partial = static_cast<float*>(workspace);
   DISPATCH_FLOAT(dt, E, {
-    if (grouped) {
+    if (grouped && dt == kBF16 && !tiledOff()) {
+      if (D == 64) dispatchTiled<64>(a, splits, partial, skipMulti);
+      else dispatchTiled<128>(a, splits, partial, skipMulti);
+    } else if (grouped) {
       if (D == 64) dispatchGroup<E, 2>(a, splits, partial, skipMulti);
       else dispatchGroup<E, 4>(a, splits, partial, skipMulti);
     } else {

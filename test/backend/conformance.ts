@@ -63,6 +63,8 @@ interface AttnCase {
   D: number;
   blockSize: number;
   seqs: SeqSpec[];
+  /** Block-table width and stated maxContextLen as a decode graph has them (planned for long contexts). */
+  tableBlocks?: number;
 }
 
 export function runBackendConformance(name: string, make: () => Backend, tol: Tolerance, opts: ConformanceOptions = {}): void {
@@ -293,7 +295,7 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
         const rng = new SeededRandom(seed);
         const S = seqs.length;
         const needed = seqs.map((s) => Math.ceil(s.ctx / blockSize));
-        const maxBlocks = Math.max(...needed) + 1;
+        const maxBlocks = Math.max(Math.max(...needed) + 1, c.tableBlocks ?? 0);
         const numBlocks = needed.reduce((a, b) => a + b, 0) + 3;
         const perm = shuffled(numBlocks, rng);
         const tables: number[][] = [];
@@ -351,7 +353,7 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
             contextLens: upI(seqs.map((s) => s.ctx)),
             blockTables: upI(tableData, [S, maxBlocks]),
             maxSeqlenQ: Math.max(...seqs.map((s) => s.qlen)),
-            maxContextLen: Math.max(...seqs.map((s) => s.ctx)),
+            maxContextLen: c.tableBlocks ? c.tableBlocks * blockSize : Math.max(...seqs.map((s) => s.ctx)),
           };
           const scale = 1 / Math.sqrt(D);
           const out = be().attention(upF(qAll, [T, H, D]), cache, 1, meta, scale);
@@ -381,6 +383,11 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
         it(`block size ${blockSize}, sequences crossing block edges`, () =>
           runCase({ H: 2, Hkv: 1, D: 64, blockSize, seqs: [{ ctx: 17, qlen: 17 }, { ctx: 32, qlen: 3 }, { ctx: 33, qlen: 2 }, { ctx: 15, qlen: 1 }] }, 30 + blockSize));
       }
+      // Long contexts at a small batch: backends may split each context over several blocks (split-K).
+      it('decode of long contexts (1000, 600, 129, 1), GQA 8:1, head dim 128', () =>
+        runCase({ H: 16, Hkv: 2, D: 128, blockSize: 16, seqs: decode([1000, 600, 129, 1]) }, 50));
+      it('decode with block tables planned for 32k tokens (as in a graph): contexts 700, 130, 3', () =>
+        runCase({ H: 14, Hkv: 2, D: 64, blockSize: 16, seqs: decode([700, 130, 3]), tableBlocks: 2048 }, 51));
       it('a single head, a single token', () => runCase({ H: 1, Hkv: 1, D: 64, blockSize: 16, seqs: prefill([1]) }, 40));
       it('large scores stay finite (max subtraction)', async () => {
         const cache = be().allocKvCache({ numLayers: 1, numBlocks: 2, blockSize: 4, numKvHeads: 1, headDim: 64, dtype: floatDtype });
