@@ -5,7 +5,7 @@
  * small ops show their launch cost) and in a CUDA graph (20 calls captured once, the graph
  * replayed back to back: the GPU's time per op as a decode graph runs it, gaps included).
  * The per-layer sums x 36 + head + sampling estimate a step, for the plain ops and for the fused
- * ones the transformer uses (linearMany q/k/v, linearSwiglu, ropeWriteKv).
+ * ones the transformer uses (normLinearMany q/k/v, ropeWriteKv, normLinearSwiglu).
  * TANDEM_GEMV=0 in the environment sends decode-sized products to cuBLASLt instead of gemv.cu.
  *
  *   node --import tsx bench/decode-ops.ts [--bandwidth-gbs 3003] [--context 512]   (needs the CUDA addon)
@@ -103,6 +103,7 @@ for (const B of [1, 64]) {
   await add('linear v', () => be.linear(x, W.v), bytes(W.v));
   await add('linear qkv fused (for comparison)', () => be.linear(x, W.qkv), bytes(W.qkv));
   await add('linearMany q (+bias), k, v', () => be.linearMany(x, [{ w: W.q, bias: W.qb }, { w: W.k }, { w: W.v }]), bytes(W.qkv));
+  await add('normLinearMany (rmsnorm + residual, q, k, v)', () => be.normLinearMany(x, { w: W.norm, eps: 1e-6, residual: x }, [{ w: W.q, bias: W.qb }, { w: W.k }, { w: W.v }]), bytes(W.qkv));
   await add('rope', () => be.rope(q, k, pos, invFreq), 2 * B * (H + Hkv) * D * 2);
   await add('writeKv', () => be.writeKv(cache, 0, k, v, slots), 4 * B * Hkv * D * 2);
   await add('ropeWriteKv', () => be.ropeWriteKv(q, k, v, pos, invFreq, cache, 0, slots), 2 * B * (H + 2 * Hkv) * D * 2);
@@ -121,6 +122,7 @@ for (const B of [1, 64]) {
   await add('linear up', () => be.linear(x, W.up), bytes(W.up));
   await add('swiglu', () => be.swiglu(xf, xf), 3 * B * F * 2);
   await add('linearSwiglu gate, up', () => be.linearSwiglu(x, { w: W.gate }, { w: W.up }), 2 * bytes(W.gate));
+  await add('normLinearSwiglu (rmsnorm + residual, gate, up)', () => be.normLinearSwiglu(x, { w: W.norm, eps: 1e-6, residual: x }, { w: W.gate }, { w: W.up }), 2 * bytes(W.gate));
   await add('linear down', () => be.linear(xf, W.down), bytes(W.down));
   await add('lm head (f32 out)', () => be.linear(x, W.head, undefined, 'f32'), bytes(W.head));
   const greedy = Array.from({ length: B }, () => ({ temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, step: 0 }));
@@ -139,7 +141,7 @@ for (const r of rows) {
 }
 console.log('(% floor: of the graph time)');
 const plainLayer = ['rmsnorm + residual', 'linear q (+bias)', 'linear k', 'linear v', 'rope', 'writeKv', `attention (ctx ${ctx})`, 'linear o', 'rmsnorm + residual', 'linear gate', 'linear up', 'swiglu', 'linear down'];
-const fusedLayer = ['rmsnorm + residual', 'linearMany q (+bias), k, v', 'ropeWriteKv', 'attention (ctx 128, planned for 32k)', 'linear o', 'rmsnorm + residual', 'linearSwiglu gate, up', 'linear down'];
+const fusedLayer = ['normLinearMany (rmsnorm + residual, q, k, v)', 'ropeWriteKv', 'attention (ctx 128, planned for 32k)', 'linear o', 'normLinearSwiglu (rmsnorm + residual, gate, up)', 'linear down'];
 for (const B of [1, 64]) {
   const get = (op: string, graph: boolean): number => {
     const r = rows.find((x) => x.op === op && x.batch === B)!;

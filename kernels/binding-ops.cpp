@@ -39,28 +39,41 @@ napi_value Linear(napi_env env, napi_callback_info info) {  // (out, outDt, x, w
   return undefinedValue(env);
 }
 
-// (outDt, x, xwDt, T, K, count, then count x (out, w, bias, biasDt, N)) -> whether the decode kernel took it
+// The optional fused rmsnorm of gemvMany / gemvSwiglu: (x, residual, w, sum, eps) from argument i; x = 0: none.
+const GemvNorm* normAt(const Args& a, size_t i, GemvNorm& norm) {
+  if (a.ptr(i) == nullptr) return nullptr;
+  norm = GemvNorm{a.ptr(i), a.ptr(i + 1), a.ptr(i + 2), a.ptr(i + 3), a.f32(i + 4)};
+  return &norm;
+}
+
+// (outDt, x, xwDt, T, K, normX, normResidual, normW, normSum, normEps, count, then 3 x (out, w, bias, biasDt, N))
+// -> whether the decode kernel took it
 napi_value GemvMany(napi_env env, napi_callback_info info) {
-  Args a(env, info, 21, "gemvMany");
+  Args a(env, info, 26, "gemvMany");
   requireReady("gemvMany");
-  const int count = a.i32(5);
+  const int count = a.i32(10);
   if (count < 1 || count > 3) throw Error("gemvMany: count must be 1, 2 or 3, got " + std::to_string(count));
   GemvPart parts[3] = {};
   for (int p = 0; p < count; p++) {
-    const int o = 6 + 5 * p;
+    const int o = 11 + 5 * p;
     parts[p] = GemvPart{a.ptr(o), a.ptr(o + 1), a.ptr(o + 2), a.i32(o + 3), a.i32(o + 4)};
   }
-  return boolValue(env, gemvMany(parts, count, a.i32(0), a.ptr(1), a.i32(2), a.i32(3), a.i32(4), bindingStream()));
+  GemvNorm norm;
+  const GemvNorm* nm = normAt(a, 5, norm);
+  return boolValue(env, gemvMany(parts, count, a.i32(0), a.ptr(1), a.i32(2), a.i32(3), a.i32(4), nm, bindingStream()));
 }
 
-// (out, x, xwDt, T, K, N, wGate, gateBias, gateBiasDt, wUp, upBias, upBiasDt) -> whether the decode kernel took it
+// (out, x, xwDt, T, K, N, wGate, gateBias, gateBiasDt, wUp, upBias, upBiasDt, normX, normResidual, normW, normSum,
+//  normEps) -> whether the decode kernel took it
 napi_value GemvSwiglu(napi_env env, napi_callback_info info) {
-  Args a(env, info, 12, "gemvSwiglu");
+  Args a(env, info, 17, "gemvSwiglu");
   requireReady("gemvSwiglu");
   const int N = a.i32(5);
   const GemvPart gate{nullptr, a.ptr(6), a.ptr(7), a.i32(8), N};
   const GemvPart up{nullptr, a.ptr(9), a.ptr(10), a.i32(11), N};
-  return boolValue(env, gemvSwiglu(a.ptr(0), a.ptr(1), gate, up, a.i32(2), a.i32(3), a.i32(4), bindingStream()));
+  GemvNorm norm;
+  const GemvNorm* nm = normAt(a, 12, norm);
+  return boolValue(env, gemvSwiglu(a.ptr(0), a.ptr(1), gate, up, a.i32(2), a.i32(3), a.i32(4), nm, bindingStream()));
 }
 
 // (q, k, v, positions, invFreq, freqDt, kPool, vPool, slots, numSlots, T, H, Hkv, D, dt)

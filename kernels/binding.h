@@ -82,7 +82,7 @@ class Args {
   const int* iptr(size_t i) const { return static_cast<const int*>(ptr(i)); }
 
  private:
-  static constexpr size_t kMax = 24;
+  static constexpr size_t kMax = 32;
   napi_env env_;
   const char* fn_;
   napi_value argv_[kMax] = {};

@@ -52,6 +52,15 @@ struct GemvArgs {
   int chunks;  // K / 8: 16-byte packs per row
 };
 
+// The rmsnorm fused in front of a product (gemv.cu's NORM kernels); x of GemvArgs is then unused.
+struct GemvNormArgs {
+  const __nv_bfloat16* x;         // (T, K)
+  const __nv_bfloat16* residual;  // (T, K) or null
+  const __nv_bfloat16* w;         // (K)
+  __nv_bfloat16* sum;             // (T, K): x + residual (with a residual)
+  float eps;
+};
+
 // acc[t] += dot(8 bf16 of w, 8 bf16 of x row t), both given as packs.
 __device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
   const uint32_t wv[4] = {w.x, w.y, w.z, w.w};
@@ -77,21 +86,19 @@ __device__ __forceinline__ void loadPacks(uint4 (&wv)[NW][U], const uint4* const
 }
 
 // Dot products of NW weight rows (w[s]) with the T rows of x over packs [cBegin, cEnd), summed
-// over the warp: every lane gets acc[s][t]. The first U packs per lane are requested before
-// pdlWait() (weights are never written by an earlier kernel), and each round requests the next
-// round's packs before it does the math on the current ones.
-template <int T, int NW, int U>
-__device__ __forceinline__ void warpDots(const uint4* const (&w)[NW], const uint4* x, int chunks, int cBegin, int cEnd,
-                                         float (&acc)[NW][T]) {
+// over the warp: every lane gets acc[s][t]. `next` holds this lane's first U packs, requested by
+// the caller before pdlWait() (weights are never written by an earlier kernel); each round
+// requests the next round's packs before it does the math on the current ones. XS: x is in
+// shared memory (the normalised rows of a fused rmsnorm), else global (read through L1).
+template <int T, int NW, int U, bool XS>
+__device__ __forceinline__ void warpDots(uint4 (&next)[NW][U], const uint4* const (&w)[NW], const uint4* x, int chunks,
+                                         int cBegin, int cEnd, float (&acc)[NW][T]) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int s = 0; s < NW; s++) {
 #pragma unroll
     for (int t = 0; t < T; t++) acc[s][t] = 0.0f;
   }
-  uint4 next[NW][U];
-  loadPacks<NW, U>(next, w, cBegin + lane, cEnd);
-  pdlWait();
   for (int c0 = cBegin + lane; c0 < cEnd; c0 += 32 * U) {
     uint4 wv[NW][U];
 #pragma unroll
@@ -106,7 +113,8 @@ __device__ __forceinline__ void warpDots(const uint4* const (&w)[NW], const uint
       if (c >= cEnd) break;
 #pragma unroll
       for (int t = 0; t < T; t++) {
-        const uint4 xv = __ldg(x + static_cast<size_t>(t) * chunks + c);
+        const size_t at = static_cast<size_t>(t) * chunks + c;
+        const uint4 xv = XS ? x[at] : __ldg(x + at);
 #pragma unroll
         for (int s = 0; s < NW; s++) acc[s][t] += dot8(wv[s][u], xv);
       }
@@ -119,12 +127,54 @@ __device__ __forceinline__ void warpDots(const uint4* const (&w)[NW], const uint
   }
 }
 
+// The fused rmsnorm in front of a product (GemvNorm): every block normalises the T rows of x
+// into shared memory `xs` (bf16, T x K) with exactly rmsnorm()'s rounding: sum = bf16(x +
+// residual), y = bf16(w * bf16(sum * rstd)); block 0 also stores sum (the residual stream). All
+// threads of the block call it.
+template <int T>
+__device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float* red) {
+  const int packs = K / 8;
+#pragma unroll
+  for (int t = 0; t < T; t++) {
+    const size_t row = static_cast<size_t>(t) * K;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < packs; c += blockDim.x) {
+      float v[8];
+      loadFloats<8>(nm.x + row + c * 8, v);
+      if (nm.residual != nullptr) {
+        float r[8];
+        loadFloats<8>(nm.residual + row + c * 8, r);
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = roundTo<__nv_bfloat16>(v[e] + r[e]);
+        if (blockIdx.x == 0) storeFloats<8>(nm.sum + row + c * 8, v);
+      }
+#pragma unroll
+      for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+      storeFloats<8>(xs + row + c * 8, v);
+    }
+    ss = blockSum(ss, red);
+    const float rstd = rsqrtf(ss / static_cast<float>(K) + nm.eps);
+    for (int c = threadIdx.x; c < packs; c += blockDim.x) {  // the packs this thread stored above
+      float v[8];
+      float w[8];
+      loadFloats<8>(xs + row + c * 8, v);
+      loadFloats<8>(nm.w + c * 8, w);
+#pragma unroll
+      for (int e = 0; e < 8; e++) v[e] = w[e] * roundTo<__nv_bfloat16>(v[e] * rstd);
+      storeFloats<8>(xs + row + c * 8, v);
+    }
+  }
+  __syncthreads();
+}
+
 // KSPLIT warps share a row (each a contiguous 1/KSPLIT of its packs, summed through shared
 // memory): long rows with few of them (the down projection) get KSPLIT times the warps.
-template <int T, typename TO, int U, int KSPLIT>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a) {
+template <int T, typename TO, int U, int KSPLIT, bool NORM>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a, GemvNormArgs nm) {
   static_assert(kGemvWarps % KSPLIT == 0, "KSPLIT must divide the block's warps");
   __shared__ float partial[kGemvWarps][T];
+  __shared__ float red[32];
+  extern __shared__ __align__(16) unsigned char normed[];  // NORM: T x K bf16
   pdlLaunchDependents();
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -152,10 +202,16 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a) {
   const int cBegin = piece * per;
   const int cEnd = min(a.chunks, cBegin + per);
   float acc[1][T];
-  if (live) {
-    const uint4* const w[1] = {wp + static_cast<size_t>(n) * a.chunks};
-    warpDots<T, 1, U>(w, a.x, a.chunks, cBegin, cEnd, acc);
+  const uint4* const w[1] = {wp + static_cast<size_t>(live ? n : 0) * a.chunks};
+  uint4 next[1][U];
+  if (live) loadPacks<1, U>(next, w, cBegin + lane, cEnd);
+  pdlWait();
+  const uint4* x = a.x;
+  if (NORM) {
+    normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red);
+    x = reinterpret_cast<const uint4*>(normed);
   }
+  if (live) warpDots<T, 1, U, NORM>(next, w, x, a.chunks, cBegin, cEnd, acc);
   if (KSPLIT > 1) {
     if (live && lane == 0) {
 #pragma unroll
@@ -181,16 +237,28 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a) {
 }
 
 // Parts 0 and 1 of `a` are gate and up (same N); out is part 0's.
-template <int T, typename TO>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemvSwigluKernel(GemvArgs a) {
+template <int T, typename TO, bool NORM>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemvSwigluKernel(GemvArgs a, GemvNormArgs nm) {
+  __shared__ float red[32];
+  extern __shared__ __align__(16) unsigned char normed[];  // NORM: T x K bf16
   pdlLaunchDependents();
   const int n = blockIdx.x * kGemvWarps + threadIdx.x / 32;
   const int N = a.n[0];
-  if (n >= N) return;
-  const uint4* const w[2] = {a.w[0] + static_cast<size_t>(n) * a.chunks, a.w[1] + static_cast<size_t>(n) * a.chunks};
-  float acc[2][T];
-  warpDots<T, 2, 4>(w, a.x, a.chunks, 0, a.chunks, acc);
+  const bool live = n < N;  // (warp-uniform)
   const int lane = threadIdx.x % 32;
+  const size_t r = static_cast<size_t>(live ? n : 0) * a.chunks;
+  const uint4* const w[2] = {a.w[0] + r, a.w[1] + r};
+  uint4 next[2][4];
+  if (live) loadPacks<2, 4>(next, w, lane, a.chunks);
+  pdlWait();
+  const uint4* x = a.x;
+  if (NORM) {
+    normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red);
+    x = reinterpret_cast<const uint4*>(normed);
+  }
+  if (!live) return;
+  float acc[2][T];
+  warpDots<T, 2, 4, NORM>(next, w, x, a.chunks, 0, a.chunks, acc);
   const float bg = a.bias[0] != nullptr ? loadAny(a.bias[0], a.biasDt[0], n) : 0.0f;
   const float bu = a.bias[1] != nullptr ? loadAny(a.bias[1], a.biasDt[1], n) : 0.0f;
   TO* out = static_cast<TO*>(a.out[0]);
@@ -226,38 +294,54 @@ bool suits(int xwDt, int outDt, const void* x, int T, int K) {
          K >= 8 && K % 8 == 0 && aligned16(x);
 }
 
-template <int T, typename TO>
-void launchRows(const GemvArgs& a, int rows, bool swiglu, cudaStream_t stream) {
+template <int T, typename TO, bool NORM>
+void launchRows(const GemvArgs& a, const GemvNormArgs& nm, int rows, bool swiglu, cudaStream_t stream) {
   const dim3 block(kGemvWarps * 32);
+  const size_t smem = NORM ? static_cast<size_t>(T) * a.chunks * 16 : 0;
   // Long rows (the MLP's down projection: K = 11008 on a 3B model, 2048 rows) leave few warps per
   // SM: 4 warps per row there.
   if (swiglu) {
-    launchPdl(gemvSwigluKernel<T, TO>, dim3(CEIL_DIV(rows, kGemvWarps)), block, 0, stream, a);
+    launchPdl(gemvSwigluKernel<T, TO, NORM>, dim3(CEIL_DIV(rows, kGemvWarps)), block, smem, stream, a, nm);
   } else if (a.chunks >= kLongRowChunks) {
-    launchPdl(gemvKernel<T, TO, 4, 4>, dim3(CEIL_DIV(rows, kGemvWarps / 4)), block, 0, stream, a);
+    launchPdl(gemvKernel<T, TO, 4, 4, NORM>, dim3(CEIL_DIV(rows, kGemvWarps / 4)), block, smem, stream, a, nm);
   } else {
-    launchPdl(gemvKernel<T, TO, 4, 1>, dim3(CEIL_DIV(rows, kGemvWarps)), block, 0, stream, a);
+    launchPdl(gemvKernel<T, TO, 4, 1, NORM>, dim3(CEIL_DIV(rows, kGemvWarps)), block, smem, stream, a, nm);
   }
 }
 
-template <typename TO>
-void dispatchRows(const GemvArgs& a, int T, int rows, bool swiglu, cudaStream_t stream) {
+template <typename TO, bool NORM>
+void dispatchRows(const GemvArgs& a, const GemvNormArgs& nm, int T, int rows, bool swiglu, cudaStream_t stream) {
+  static_assert(kGemvMaxRows == 4, "instantiate one kernel per row count up to kGemvMaxRows");
   switch (T) {
-    case 1: return launchRows<1, TO>(a, rows, swiglu, stream);
-    case 2: return launchRows<2, TO>(a, rows, swiglu, stream);
-    case 3: return launchRows<3, TO>(a, rows, swiglu, stream);
-    case 4: return launchRows<4, TO>(a, rows, swiglu, stream);
-    case 5: return launchRows<5, TO>(a, rows, swiglu, stream);
-    case 6: return launchRows<6, TO>(a, rows, swiglu, stream);
-    case 7: return launchRows<7, TO>(a, rows, swiglu, stream);
-    case 8: return launchRows<8, TO>(a, rows, swiglu, stream);
+    case 1: return launchRows<1, TO, NORM>(a, nm, rows, swiglu, stream);
+    case 2: return launchRows<2, TO, NORM>(a, nm, rows, swiglu, stream);
+    case 3: return launchRows<3, TO, NORM>(a, nm, rows, swiglu, stream);
+    case 4: return launchRows<4, TO, NORM>(a, nm, rows, swiglu, stream);
     default: throw Error("gemv: " + std::to_string(T) + " rows is past kGemvMaxRows");
   }
 }
 
-void launch(const GemvArgs& a, int outDt, int T, int rows, bool swiglu, cudaStream_t stream) {
-  if (outDt == kF32) dispatchRows<float>(a, T, rows, swiglu, stream);
-  else dispatchRows<__nv_bfloat16>(a, T, rows, swiglu, stream);
+void launch(const GemvArgs& a, const GemvNorm* norm, int outDt, int T, int rows, bool swiglu, cudaStream_t stream) {
+  GemvNormArgs nm{};
+  if (norm != nullptr) {
+    nm = GemvNormArgs{static_cast<const __nv_bfloat16*>(norm->x), static_cast<const __nv_bfloat16*>(norm->residual),
+                      static_cast<const __nv_bfloat16*>(norm->w), static_cast<__nv_bfloat16*>(norm->sum), norm->eps};
+  }
+  if (outDt == kF32) {
+    if (norm != nullptr) dispatchRows<float, true>(a, nm, T, rows, swiglu, stream);
+    else dispatchRows<float, false>(a, nm, T, rows, swiglu, stream);
+  } else {
+    if (norm != nullptr) dispatchRows<__nv_bfloat16, true>(a, nm, T, rows, swiglu, stream);
+    else dispatchRows<__nv_bfloat16, false>(a, nm, T, rows, swiglu, stream);
+  }
+}
+
+// A fused norm's operands: aligned, and its rows fit the default 48 KiB of shared memory.
+bool normSuits(const GemvNorm* norm, int T, int K) {
+  if (norm == nullptr) return true;
+  const bool aligned = aligned16(norm->x) && aligned16(norm->w) &&
+                       (norm->residual == nullptr || (aligned16(norm->residual) && aligned16(norm->sum)));
+  return aligned && static_cast<size_t>(T) * K * 2 <= 48 * 1024 && norm->eps >= 0.0f;
 }
 
 // Fills `a` from the parts; false if one of them doesn't suit.
@@ -286,20 +370,25 @@ bool fill(GemvArgs& a, const GemvPart* parts, int count, const void* x, int K) {
 
 }  // namespace
 
-bool gemvMany(const GemvPart* parts, int count, int outDt, const void* x, int xwDt, int T, int K, cudaStream_t stream) {
+bool gemvMany(const GemvPart* parts, int count, int outDt, const void* x, int xwDt, int T, int K, const GemvNorm* norm,
+              cudaStream_t stream) {
   GemvArgs a;
-  if (!suits(xwDt, outDt, x, T, K) || !fill(a, parts, count, x, K)) return false;
-  if (a.rows > 0) launch(a, outDt, T, a.rows, false, stream);
+  if (norm != nullptr) x = norm->x;
+  if (!suits(xwDt, outDt, x, T, K) || !normSuits(norm, T, K) || !fill(a, parts, count, x, K)) return false;
+  if (a.rows == 0) return norm == nullptr;  // a norm with no product: the caller runs rmsnorm itself
+  launch(a, norm, outDt, T, a.rows, false, stream);
   return true;
 }
 
 bool gemvSwiglu(void* out, const void* x, const GemvPart& gate, const GemvPart& up, int xwDt, int T, int K,
-                cudaStream_t stream) {
+                const GemvNorm* norm, cudaStream_t stream) {
   if (gate.N != up.N) return false;
+  if (norm != nullptr) x = norm->x;
   const GemvPart parts[2] = {{out, gate.w, gate.bias, gate.biasDt, gate.N}, {out, up.w, up.bias, up.biasDt, up.N}};
   GemvArgs a;
-  if (!suits(xwDt, xwDt, x, T, K) || !fill(a, parts, 2, x, K)) return false;
-  if (gate.N > 0) launch(a, xwDt, T, gate.N, true, stream);
+  if (!suits(xwDt, xwDt, x, T, K) || !normSuits(norm, T, K) || !fill(a, parts, 2, x, K)) return false;
+  if (gate.N == 0) return norm == nullptr;
+  launch(a, norm, xwDt, T, gate.N, true, stream);
   return true;
 }
 

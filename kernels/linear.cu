@@ -157,7 +157,7 @@ void weightFallback(void* dw, int dwDt, const void* dy, const void* x, int abDt,
 bool gemvSmall(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T, int K,
                int N, cudaStream_t stream) {
   const GemvPart part{out, w, bias, biasDt, N};
-  return gemvMany(&part, 1, outDt, x, xwDt, T, K, stream);
+  return gemvMany(&part, 1, outDt, x, xwDt, T, K, nullptr, stream);
 }
 
 void linearFallback(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T,

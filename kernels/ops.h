@@ -79,7 +79,7 @@ void sampleUniforms(float* out, const void* params, int S, cudaStream_t stream);
 
 // gemv.cu: decode-sized products (T <= kGemvMaxRows rows of x), bf16 x and w, fp32 accumulation.
 // Each returns false, doing nothing, when the operands don't suit it (then use linear()).
-constexpr int kGemvMaxRows = 8;
+constexpr int kGemvMaxRows = 4;  // measured: at 8 rows cuBLASLt wins (bench/decode-replay.ts, H100)
 struct GemvPart {
   void* out;         // (T, N) of the call's outDt
   const void* w;     // (N, K) bf16
@@ -87,12 +87,23 @@ struct GemvPart {
   int biasDt;
   int N;
 };
+// An rmsnorm fused in front (bf16): the products read y = rmsnorm(x + residual) instead of their
+// x, and sum (T, K) receives x + residual when residual is given (rmsnorm()'s rounding exactly).
+struct GemvNorm {
+  const void* x;
+  const void* residual;  // or null
+  const void* w;         // (K)
+  void* sum;             // (T, K), with a residual
+  float eps;
+};
 // Up to 3 products of one x (T, K): parts[i].out = x @ parts[i].w^T + parts[i].bias, one launch.
-bool gemvMany(const GemvPart* parts, int count, int outDt, const void* x, int xwDt, int T, int K, cudaStream_t stream);
+// norm (or null): x is norm->x, normalised first.
+bool gemvMany(const GemvPart* parts, int count, int outDt, const void* x, int xwDt, int T, int K, const GemvNorm* norm,
+              cudaStream_t stream);
 // out (T, N) = silu(x @ gate.w^T + gate.bias) * (x @ up.w^T + up.bias), both products rounded to xwDt
-// first; out has xwDt (gate.out and up.out are ignored).
+// first; out has xwDt (gate.out and up.out are ignored). norm as for gemvMany.
 bool gemvSwiglu(void* out, const void* x, const GemvPart& gate, const GemvPart& up, int xwDt, int T, int K,
-                cudaStream_t stream);
+                const GemvNorm* norm, cudaStream_t stream);
 
 // linear.cu: out (T, N) = x (T, K) @ w (N, K)^T + bias (N), fp32 accumulation.
 // x and w share xwDt; out has outDt; bias (may be null) has biasDt.

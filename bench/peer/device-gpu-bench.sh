@@ -14,6 +14,7 @@
 #   GPU_BENCH_BACKEND=cuda  GPU_BENCH_PRESET=3b  PYTHON=python3  GPU_BENCH_MODEL_DIR=/tmp/tandem-qwen2.5-3b-random
 #   GPU_BENCH_BATCHES=1,64,256  GPU_BENCH_STEPS=128  GPU_BENCH_HF_TOKENS=64
 #   GPU_BENCH_SERVE_PROMPTS=256  GPU_BENCH_SERVE_IN=128  GPU_BENCH_SERVE_OUT=128  GPU_BENCH_SERVE_ARGS="" (extra serve flags)
+#   GPU_BENCH_DECODE_ARGS="" (extra bench/gpu-decode.ts flags, e.g. --cuda-graphs)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpu-bench-out}
@@ -81,7 +82,7 @@ peer_args=()
 decode_limit=$(allow 150 100)
 run_phase tandem-decode 150 100 node --import tsx bench/gpu-decode.ts --model "$model" --backend "$backend" \
   --batch "$batches" --steps "$steps" ${peer_args[@]+"${peer_args[@]}"} --card "$card" --deadline-s $((decode_limit * 2 / 3)) \
-  --out "$out/gpu-decode.json"
+  --out "$out/gpu-decode.json" ${GPU_BENCH_DECODE_ARGS:-}
 
 # Serving: start the server, wait until /health answers 200, drive it, stop it.
 serve_log="$out/gpu-serve-server.log"
@@ -130,7 +131,8 @@ hf_doc, hf = load("gpu-peer-hf.json")
 srv_doc, srv = load("gpu-serve-c64.json")
 head = dec_doc or hf_doc or srv_doc or {}
 print(f"\ncard: {head.get('card', '?')}   date: {head.get('date', '?')}")
-print("command: source .device/env.sh && bash bench/peer/device-gpu-bench.sh")
+knobs = " ".join(f"{k}='{os.environ[k]}'" for k in ("GPU_BENCH_DECODE_ARGS", "GPU_BENCH_SERVE_ARGS") if os.environ.get(k))
+print(f"command: source .device/env.sh && {knobs + ' ' if knobs else ''}bash bench/peer/device-gpu-bench.sh")
 if "copy_bandwidth" in hf:
     print(f"floors from: copy {hf['copy_bandwidth']['value']} GB/s, bf16 GEMM {hf['gemm_bf16_8192']['value']} TFLOP/s")
 if dec_doc:

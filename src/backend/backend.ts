@@ -142,6 +142,13 @@ export interface LinearPart {
   bias?: Tensor;
 }
 
+/** The rmsnorm in front of normLinearMany / normLinearSwiglu: rmsnorm(x, w, eps, residual). */
+export interface NormSpec {
+  w: Tensor;
+  eps: number;
+  residual?: Tensor;
+}
+
 export interface Backend {
   readonly name: string;
   /** CUDA graph capture and replay, where the backend has it (cuda); absent on cpu. */
@@ -209,6 +216,14 @@ export interface Backend {
    * to x's dtype before the SwiGLU as the unfused ops do.
    */
   linearSwiglu(x: Tensor, gate: LinearPart, up: LinearPart): Tensor;
+  /**
+   * rmsnorm(x, norm.w, norm.eps, norm.residual) then linearMany of its y: the products and the
+   * norm's sum (the residual stream; x itself without a residual). A backend may fuse the norm
+   * into the products (no y tensor), keeping rmsnorm's rounding.
+   */
+  normLinearMany(x: Tensor, norm: NormSpec, parts: readonly LinearPart[]): { outs: Tensor[]; sum: Tensor };
+  /** rmsnorm then linearSwiglu of its y, as normLinearMany: the MLP's first half from the residual stream. */
+  normLinearSwiglu(x: Tensor, norm: NormSpec, gate: LinearPart, up: LinearPart): { out: Tensor; sum: Tensor };
   /**
    * Rotary embedding in place, NeoX / Qwen half-rotation layout: for pair j < D/2 the
    * elements (j, j + D/2) rotate by angle positions[t] * invFreq[j].

@@ -1,12 +1,13 @@
 /**
- * The fused forward ops of the Backend contract (linearMany, linearSwiglu, ropeWriteKv) written
+ * The fused forward ops of the Backend contract (linearMany, linearSwiglu, normLinearMany,
+ * normLinearSwiglu, ropeWriteKv) written
  * as the plain ops they stand for: the CPU backend's implementation, and what the CUDA backend
  * falls back to when its fused kernels don't take the operands (large batches, f32 tensors).
  */
-import type { Backend, KvCache, LinearPart, Tensor } from './backend.ts';
+import type { Backend, KvCache, LinearPart, NormSpec, Tensor } from './backend.ts';
 import { linearManyShape, linearSwigluShape } from './op-shapes.ts';
 
-type PlainOps = Pick<Backend, 'linear' | 'swiglu' | 'rope' | 'writeKv'>;
+type PlainOps = Pick<Backend, 'linear' | 'swiglu' | 'rope' | 'writeKv' | 'rmsnorm'>;
 
 export function composedLinearMany(be: PlainOps, x: Tensor, parts: readonly LinearPart[]): Tensor[] {
   linearManyShape(x.shape, parts.map((p) => ({ w: p.w.shape, bias: p.bias?.shape })));
@@ -24,4 +25,18 @@ export function composedRopeWriteKv(
 ): void {
   be.rope(q, k, positions, invFreq);
   be.writeKv(cache, layer, k, v, slots);
+}
+
+export function composedNormLinearMany(
+  be: PlainOps, x: Tensor, norm: NormSpec, parts: readonly LinearPart[],
+): { outs: Tensor[]; sum: Tensor } {
+  const n = be.rmsnorm(x, norm.w, norm.eps, norm.residual);
+  return { outs: composedLinearMany(be, n.y, parts), sum: n.sum };
+}
+
+export function composedNormLinearSwiglu(
+  be: PlainOps, x: Tensor, norm: NormSpec, gate: LinearPart, up: LinearPart,
+): { out: Tensor; sum: Tensor } {
+  const n = be.rmsnorm(x, norm.w, norm.eps, norm.residual);
+  return { out: composedLinearSwiglu(be, n.y, gate, up), sum: n.sum };
 }

@@ -214,17 +214,27 @@ export class Transformer {
     let residual: Tensor | undefined;
     for (let l = 0; l < c.numLayers; l++) {
       const L = w.layers[l];
-      const n1 = be.rmsnorm(pending, L.inputNorm, c.rmsNormEps, residual);
-      residual = n1.sum;
-      // q, k and v in one launch where the backend can (decode), each adapter's LoRA added after.
-      const [qBase, kBase, vBase] = be.linearMany(n1.y, [
+      // norm + q, k and v in one launch where the backend can (decode). With adapters in the
+      // batch the normalised rows are kept: each LoRA's shrink reads them.
+      const qkv = [
         { w: L.q, bias: L.qBias },
         { w: L.k, bias: L.kBias },
         { w: L.v, bias: L.vBias },
-      ]);
-      let q = be.view(addLora(qBase, n1.y, l, 'q_proj'), [T, H, D]);
-      let k = be.view(addLora(kBase, n1.y, l, 'k_proj'), [T, Hkv, D]);
-      const v = be.view(addLora(vBase, n1.y, l, 'v_proj'), [T, Hkv, D]);
+      ];
+      let projected: Tensor[];
+      if (segments.length === 0) {
+        const r = be.normLinearMany(pending, { w: L.inputNorm, eps: c.rmsNormEps, residual }, qkv);
+        residual = r.sum;
+        projected = r.outs;
+      } else {
+        const n1 = be.rmsnorm(pending, L.inputNorm, c.rmsNormEps, residual);
+        residual = n1.sum;
+        const [qb, kb, vb] = be.linearMany(n1.y, qkv);
+        projected = [addLora(qb, n1.y, l, 'q_proj'), addLora(kb, n1.y, l, 'k_proj'), addLora(vb, n1.y, l, 'v_proj')];
+      }
+      let q = be.view(projected[0], [T, H, D]);
+      let k = be.view(projected[1], [T, Hkv, D]);
+      const v = be.view(projected[2], [T, Hkv, D]);
       if (L.qNorm && L.kNorm) {
         q = be.view(be.rmsnorm(be.view(q, [T * H, D]), L.qNorm, c.rmsNormEps).y, [T, H, D]);
         k = be.view(be.rmsnorm(be.view(k, [T * Hkv, D]), L.kNorm, c.rmsNormEps).y, [T, Hkv, D]);
@@ -233,13 +243,22 @@ export class Transformer {
       const attn = be.attention(q, cache, l, meta, this.scale);
       const o = project(be.view(attn, [T, H * D]), L.o, L.oBias, l, 'o_proj');
 
-      const n2 = be.rmsnorm(o, L.postNorm, c.rmsNormEps, residual);
-      residual = n2.sum;
-      // The SwiGLU sits between the products and their LoRA: fused only when no adapter here has them.
-      const hidden =
-        adapted(l, 'gate_proj') || adapted(l, 'up_proj')
-          ? be.swiglu(project(n2.y, L.gate, L.gateBias, l, 'gate_proj'), project(n2.y, L.up, L.upBias, l, 'up_proj'))
-          : be.linearSwiglu(n2.y, { w: L.gate, bias: L.gateBias }, { w: L.up, bias: L.upBias });
+      const gate = { w: L.gate, bias: L.gateBias };
+      const up = { w: L.up, bias: L.upBias };
+      let hidden: Tensor;
+      if (segments.length === 0) {
+        const r = be.normLinearSwiglu(o, { w: L.postNorm, eps: c.rmsNormEps, residual }, gate, up);
+        residual = r.sum;
+        hidden = r.out;
+      } else {
+        const n2 = be.rmsnorm(o, L.postNorm, c.rmsNormEps, residual);
+        residual = n2.sum;
+        // The SwiGLU sits between the products and their LoRA: fused only when no adapter here has them.
+        hidden =
+          adapted(l, 'gate_proj') || adapted(l, 'up_proj')
+            ? be.swiglu(project(n2.y, L.gate, L.gateBias, l, 'gate_proj'), project(n2.y, L.up, L.upBias, l, 'up_proj'))
+            : be.linearSwiglu(n2.y, gate, up);
+      }
       pending = project(hidden, L.down, L.downBias, l, 'down_proj');
     }
     const final = be.rmsnorm(pending, w.finalNorm, c.rmsNormEps, residual).y;

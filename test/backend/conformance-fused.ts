@@ -1,5 +1,6 @@
 /**
- * Conformance of the fused forward ops (linearMany, linearSwiglu, ropeWriteKv): each must give
+ * Conformance of the fused forward ops (linearMany, linearSwiglu, normLinearMany, normLinearSwiglu,
+ * ropeWriteKv): each must give
  * what the plain ops it stands for give. Products are checked against the float64 references
  * (the fused path may round differently from the plain one, within `tol`); ropeWriteKv against
  * rope + writeKv on the same backend, bit for bit (q, k, and attention over the written cache).
@@ -11,7 +12,7 @@ import { describe, it } from 'node:test';
 import type { AttnMeta, Backend, DType, Tensor } from '../../src/backend/backend.ts';
 import { SeededRandom } from '../../src/util/random.ts';
 import { expectClose, type Tolerance } from './expect-close.ts';
-import { linearRef, ropeRef, swigluRef } from './reference.ts';
+import { addRef, linearRef, rmsnormRef, ropeRef, swigluRef } from './reference.ts';
 
 export function runFusedConformance(be: () => Backend, tol: Tolerance, floatDtype: DType): void {
   const randn = (n: number, seed: number, std = 1): Float32Array => new SeededRandom(seed).normals(n, std);
@@ -93,6 +94,50 @@ export function runFusedConformance(be: () => Backend, tol: Tolerance, floatDtyp
       const [wg] = await held([4, 8], 2);
       const [wu] = await held([5, 8], 3);
       assert.throws(() => be().linearSwiglu(x, { w: wg }, { w: wu }), /linearSwiglu.*\[4, 8\].*\[5, 8\]/);
+    });
+  });
+
+  describe('fused: normLinearMany and normLinearSwiglu', () => {
+    const cases: { T: number; K: number; residual: boolean }[] = [
+      { T: 1, K: 64, residual: true },
+      { T: 3, K: 1032, residual: true },
+      { T: 4, K: 256, residual: false },
+      { T: 6, K: 64, residual: true },
+    ];
+    for (const c of cases) {
+      it(`x [${c.T}, ${c.K}]${c.residual ? ' + residual' : ''}: the norm's sum, q/k/v-like products and the SwiGLU`, async () => {
+        const { T, K } = c;
+        const [x, xs] = await held([T, K], 60 + T, 2);
+        const [r, rs] = await held([T, K], 61 + T, 3);
+        const [nw, nws] = await held([K], 62, 0.5);
+        const eps = 1e-6;
+        const norm = c.residual ? { w: nw, eps, residual: r } : { w: nw, eps };
+        const sumRef = c.residual ? await roundTrip(addRef(xs, rs), [T, K]) : xs;
+        const y = await roundTrip(rmsnormRef(sumRef, nws, eps, T, K), [T, K]);
+        const Ns = [24, 8, 8];
+        const ws = await Promise.all(Ns.map((N, i) => held([N, K], 63 + i, 1 / Math.sqrt(K))));
+        const [b, bs] = await held([24], 66);
+        const many = be().normLinearMany(x, norm, [{ w: ws[0][0], bias: b }, { w: ws[1][0] }, { w: ws[2][0] }]);
+        expectClose('normLinearMany sum', await down(many.sum), sumRef, tol);
+        for (let i = 0; i < 3; i++) {
+          expectClose(`normLinearMany part ${i}`, await down(many.outs[i]), linearRef(y, ws[i][1], i === 0 ? bs : null, T, K, Ns[i]), tol);
+        }
+        const F = 40;
+        const [wg, wgs] = await held([F, K], 67, 1 / Math.sqrt(K));
+        const [wu, wus] = await held([F, K], 68, 1 / Math.sqrt(K));
+        const mlp = be().normLinearSwiglu(x, norm, { w: wg }, { w: wu });
+        expectClose('normLinearSwiglu sum', await down(mlp.sum), sumRef, tol);
+        const g = await roundTrip(linearRef(y, wgs, null, T, K, F), [T, F]);
+        const u = await roundTrip(linearRef(y, wus, null, T, K, F), [T, F]);
+        expectClose('normLinearSwiglu', await down(mlp.out), swigluRef(g, u), tol);
+      });
+    }
+    it('rejects a norm weight of the wrong size', async () => {
+      const [x] = await held([1, 8], 1);
+      const [w] = await held([4, 8], 2);
+      const [nw] = await held([7], 3);
+      assert.throws(() => be().normLinearMany(x, { w: nw, eps: 1e-6 }, [{ w }]), /rmsnorm.*\[7\]/);
+      assert.throws(() => be().normLinearSwiglu(x, { w: nw, eps: 1e-6 }, { w }, { w }), /rmsnorm.*\[7\]/);
     });
   });
 

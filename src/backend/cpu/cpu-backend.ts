@@ -27,11 +27,18 @@ import type {
   KvCacheSpec,
   Lifetime,
   LinearPart,
+  NormSpec,
   SampleResult,
   SamplingParams,
   Tensor,
 } from '../backend.ts';
-import { composedLinearMany, composedLinearSwiglu, composedRopeWriteKv } from '../composed-ops.ts';
+import {
+  composedLinearMany,
+  composedLinearSwiglu,
+  composedNormLinearMany,
+  composedNormLinearSwiglu,
+  composedRopeWriteKv,
+} from '../composed-ops.ts';
 import { uniformAt } from '../rng.ts';
 import { AttentionWorkspace, attentionForward, checkAttnMeta } from './attention.ts';
 import { addForward, axpyForward, swigluForward } from './elementwise.ts';
@@ -282,6 +289,14 @@ export class CpuBackend implements Backend {
 
   linearSwiglu(x: Tensor, gate: LinearPart, up: LinearPart): Tensor {
     return composedLinearSwiglu(this, x, gate, up);
+  }
+
+  normLinearMany(x: Tensor, norm: NormSpec, parts: readonly LinearPart[]): { outs: Tensor[]; sum: Tensor } {
+    return composedNormLinearMany(this, x, norm, parts);
+  }
+
+  normLinearSwiglu(x: Tensor, norm: NormSpec, gate: LinearPart, up: LinearPart): { out: Tensor; sum: Tensor } {
+    return composedNormLinearSwiglu(this, x, norm, gate, up);
   }
 
   ropeWriteKv(

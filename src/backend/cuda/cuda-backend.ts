@@ -30,6 +30,7 @@ import type {
   KvCacheSpec,
   Lifetime,
   LinearPart,
+  NormSpec,
   SampleResult,
   SamplingParams,
   Tensor,
@@ -137,6 +138,7 @@ export class CudaBackend implements Backend {
       native: this.native,
       plain: this,
       linearOperands: (op, x, w, bias) => this.linearOperands(op, x, w, bias),
+      normOperands: (x, norm) => this.normOperands(x, norm),
       scratch: (shape, dtype) => this.scratch(shape, dtype),
     });
     this.graphs = new CudaGraphs({
@@ -396,6 +398,20 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  /** rmsnorm()'s checks for a fused norm: x [T, K], w [K] and residual [T, K] of one dtype. */
+  normOperands(x: Tensor, norm: NormSpec): { xt: FloatTensor; wt: FloatTensor; rt: FloatTensor | null } {
+    const op = 'rmsnorm';
+    const xt = this.float(op, 'x', x);
+    const wt = this.float(op, 'w', norm.w, 1);
+    rmsnormShape(xt.shape, wt.shape, norm.eps);
+    this.sameDtype(op, 'x', xt, 'w', wt);
+    if (norm.residual === undefined) return { xt, wt, rt: null };
+    const rt = this.float(op, 'residual', norm.residual);
+    this.sameShape(op, 'x', xt, 'residual', rt);
+    this.sameDtype(op, 'x', xt, 'residual', rt);
+    return { xt, wt, rt };
+  }
+
   /** linear()'s checks: x [T, K] and w [N, K] float tensors, bias [N] if given. */
   linearOperands(op: string, x: Tensor, w: Tensor, bias?: Tensor) {
     const xt = this.float(op, 'x', x, 2);
@@ -410,6 +426,14 @@ export class CudaBackend implements Backend {
 
   linearSwiglu(x: Tensor, gate: LinearPart, up: LinearPart): Tensor {
     return this.fused.linearSwiglu(x, gate, up);
+  }
+
+  normLinearMany(x: Tensor, norm: NormSpec, parts: readonly LinearPart[]): { outs: Tensor[]; sum: Tensor } {
+    return this.fused.normLinearMany(x, norm, parts);
+  }
+
+  normLinearSwiglu(x: Tensor, norm: NormSpec, gate: LinearPart, up: LinearPart): { out: Tensor; sum: Tensor } {
+    return this.fused.normLinearSwiglu(x, norm, gate, up);
   }
 
   rope(q: Tensor, k: Tensor, positions: Tensor, invFreq: Tensor): void {

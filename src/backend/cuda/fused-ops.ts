@@ -1,11 +1,13 @@
 /**
- * The CUDA backend's fused decode products (Backend.linearMany / linearSwiglu): batches of at
- * most GEMV_MAX_ROWS rows of bf16 go to kernels/gemv.cu in one launch (q, k and v together; gate,
- * up and the SwiGLU together); everything else, or what the kernels decline (f32 tensors, K not a
- * multiple of 8, unaligned views), runs as the plain ops they stand for (composed-ops.ts).
+ * The CUDA backend's fused decode products (Backend.linearMany / linearSwiglu / normLinearMany /
+ * normLinearSwiglu): batches of at most GEMV_MAX_ROWS rows of bf16 go to kernels/gemv.cu in one
+ * launch (q, k and v together; gate, up and the SwiGLU together; the rmsnorm in front computed by
+ * every block into shared memory); everything else, or what the kernels decline (f32 tensors, K
+ * not a multiple of 8, unaligned views, rows too wide for shared memory), runs as the plain ops
+ * they stand for (composed-ops.ts).
  */
-import type { LinearPart, Tensor } from '../backend.ts';
-import { composedLinearMany, composedLinearSwiglu } from '../composed-ops.ts';
+import type { LinearPart, NormSpec, Tensor } from '../backend.ts';
+import { composedLinearMany, composedLinearSwiglu, composedNormLinearMany, composedNormLinearSwiglu } from '../composed-ops.ts';
 import { linearManyShape, linearSwigluShape } from '../op-shapes.ts';
 import { DTYPE_CODE } from './native.ts';
 import type { NativeCuda } from './native.ts';
@@ -13,7 +15,7 @@ import type { CudaTensor, CudaDType } from './tensor.ts';
 import type { FloatTensor } from './training-ops.ts';
 
 /** kernels/ops.h kGemvMaxRows: the largest batch the decode kernels take (the kernel checks it again). */
-const GEMV_MAX_ROWS = 8;
+const GEMV_MAX_ROWS = 4;
 /** kernels/gemv.cu kGemvMaxParts. */
 const GEMV_MAX_PARTS = 3;
 
@@ -24,45 +26,78 @@ export interface FusedOpContext {
   linearOperands(
     op: string, x: Tensor, w: Tensor, bias?: Tensor,
   ): { xt: FloatTensor; wt: FloatTensor; bt: FloatTensor | null; T: number; K: number; N: number };
+  normOperands(x: Tensor, norm: NormSpec): { xt: FloatTensor; wt: FloatTensor; rt: FloatTensor | null };
   scratch(shape: readonly number[], dtype: CudaDType): CudaTensor;
 }
+
+/** The native calls' trailing norm arguments: (x, residual, w, sum, eps), zeros for none. */
+type NormArgs = [number, number, number, number, number];
+const NO_NORM: NormArgs = [0, 0, 0, 0, 0];
 
 export class CudaFusedOps {
   constructor(private readonly ctx: FusedOpContext) {}
 
   linearMany(x: Tensor, parts: readonly LinearPart[]): Tensor[] {
-    linearManyShape(x.shape, parts.map((p) => ({ w: p.w.shape, bias: p.bias?.shape })));
-    const ops = parts.map((p) => this.ctx.linearOperands('linearMany', x, p.w, p.bias));
-    const { xt, T, K } = ops[0];
-    if (parts.length <= GEMV_MAX_PARTS && this.decodeSized(xt, T, ops)) {
-      const outs = ops.map((o) => this.ctx.scratch([T, o.N], xt.dtype));
-      const args: number[] = [];
-      ops.forEach((o, i) => args.push(outs[i].ptr, o.wt.ptr, o.bt?.ptr ?? 0, DTYPE_CODE[o.bt?.dtype ?? xt.dtype], o.N));
-      while (args.length < 5 * GEMV_MAX_PARTS) args.push(0);
-      const dt = DTYPE_CODE[xt.dtype];
-      if (this.ctx.native.gemvMany(dt, xt.ptr, dt, T, K, parts.length, ...args)) return outs;
-    }
-    return composedLinearMany(this.ctx.plain, x, parts);
+    return this.many(x, null, parts)?.outs ?? composedLinearMany(this.ctx.plain, x, parts);
   }
 
   linearSwiglu(x: Tensor, gate: LinearPart, up: LinearPart): Tensor {
+    return this.swiglu(x, null, gate, up)?.out ?? composedLinearSwiglu(this.ctx.plain, x, gate, up);
+  }
+
+  normLinearMany(x: Tensor, norm: NormSpec, parts: readonly LinearPart[]): { outs: Tensor[]; sum: Tensor } {
+    return this.many(x, norm, parts) ?? composedNormLinearMany(this.ctx.plain, x, norm, parts);
+  }
+
+  normLinearSwiglu(x: Tensor, norm: NormSpec, gate: LinearPart, up: LinearPart): { out: Tensor; sum: Tensor } {
+    return this.swiglu(x, norm, gate, up) ?? composedNormLinearSwiglu(this.ctx.plain, x, norm, gate, up);
+  }
+
+  /** The products in one gemv.cu launch, or null: not taken (nothing ran; the caller composes). */
+  private many(x: Tensor, norm: NormSpec | null, parts: readonly LinearPart[]): { outs: Tensor[]; sum: Tensor } | null {
+    linearManyShape(x.shape, parts.map((p) => ({ w: p.w.shape, bias: p.bias?.shape })));
+    const ops = parts.map((p) => this.ctx.linearOperands('linearMany', x, p.w, p.bias));
+    const { xt, T, K } = ops[0];
+    if (parts.length > GEMV_MAX_PARTS || !this.decodeSized(xt, T, ops)) return null;
+    const fused = this.normArgs(x, norm);
+    if (fused === null) return null;
+    const outs = ops.map((o) => this.ctx.scratch([T, o.N], xt.dtype));
+    const args: number[] = [];
+    ops.forEach((o, i) => args.push(outs[i].ptr, o.wt.ptr, o.bt?.ptr ?? 0, DTYPE_CODE[o.bt?.dtype ?? xt.dtype], o.N));
+    while (args.length < 5 * GEMV_MAX_PARTS) args.push(0);
+    const dt = DTYPE_CODE[xt.dtype];
+    if (!this.ctx.native.gemvMany(dt, xt.ptr, dt, T, K, ...fused.args, parts.length, ...args)) return null;
+    return { outs, sum: fused.sum };
+  }
+
+  private swiglu(x: Tensor, norm: NormSpec | null, gate: LinearPart, up: LinearPart): { out: Tensor; sum: Tensor } | null {
     linearSwigluShape(x.shape, { w: gate.w.shape, bias: gate.bias?.shape }, { w: up.w.shape, bias: up.bias?.shape });
     const g = this.ctx.linearOperands('linearSwiglu', x, gate.w, gate.bias);
     const u = this.ctx.linearOperands('linearSwiglu', x, up.w, up.bias);
     const { xt, T, K, N } = g;
-    if (this.decodeSized(xt, T, [g, u])) {
-      const out = this.ctx.scratch([T, N], xt.dtype);
-      const dt = DTYPE_CODE[xt.dtype];
-      const biasDt = (b: FloatTensor | null): number => DTYPE_CODE[b?.dtype ?? xt.dtype];
-      if (
-        this.ctx.native.gemvSwiglu(
-          out.ptr, xt.ptr, dt, T, K, N, g.wt.ptr, g.bt?.ptr ?? 0, biasDt(g.bt), u.wt.ptr, u.bt?.ptr ?? 0, biasDt(u.bt),
-        )
-      ) {
-        return out;
-      }
-    }
-    return composedLinearSwiglu(this.ctx.plain, x, gate, up);
+    if (!this.decodeSized(xt, T, [g, u])) return null;
+    const fused = this.normArgs(x, norm);
+    if (fused === null) return null;
+    const out = this.ctx.scratch([T, N], xt.dtype);
+    const dt = DTYPE_CODE[xt.dtype];
+    const biasDt = (b: FloatTensor | null): number => DTYPE_CODE[b?.dtype ?? xt.dtype];
+    const taken = this.ctx.native.gemvSwiglu(
+      out.ptr, xt.ptr, dt, T, K, N, g.wt.ptr, g.bt?.ptr ?? 0, biasDt(g.bt), u.wt.ptr, u.bt?.ptr ?? 0, biasDt(u.bt),
+      ...fused.args,
+    );
+    return taken ? { out, sum: fused.sum } : null;
+  }
+
+  /**
+   * The norm's native arguments and the sum tensor the kernel fills (x itself without a
+   * residual); NO_NORM for none; null when the norm's operands can't be fused (not bf16).
+   */
+  private normArgs(x: Tensor, norm: NormSpec | null): { args: NormArgs; sum: Tensor } | null {
+    if (norm === null) return { args: NO_NORM, sum: x };
+    const { xt, wt, rt } = this.ctx.normOperands(x, norm);
+    if (xt.dtype !== 'bf16' || wt.dtype !== 'bf16') return null;
+    const sum = rt === null ? xt : this.ctx.scratch(xt.shape, xt.dtype);
+    return { args: [xt.ptr, rt?.ptr ?? 0, wt.ptr, rt === null ? 0 : sum.ptr, norm.eps], sum };
   }
 
   /** bf16 x and weights, a decode-sized batch: worth asking the kernel. */

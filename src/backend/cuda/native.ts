@@ -59,12 +59,19 @@ export interface NativeCuda {
     q: number, k: number, v: number, positions: number, invFreq: number, freqDt: number, kPool: number, vPool: number,
     slots: number, numSlots: number, T: number, H: number, Hkv: number, D: number, dt: number,
   ): void;
-  /** Up to 3 products of one x; `parts` is 3 x (out, w, bias, biasDt, N), zeros past `count`. False: not taken, nothing ran. */
-  gemvMany(outDt: number, x: number, xwDt: number, T: number, K: number, count: number, ...parts: number[]): boolean;
-  /** out = silu(x @ wGate^T + gateBias) * (x @ wUp^T + upBias). False: not taken, nothing ran. */
+  /**
+   * Up to 3 products of one x; `rest` is the fused rmsnorm's (x, residual, w, sum, eps) (x = 0:
+   * none), then count, then 3 x (out, w, bias, biasDt, N), zeros past `count`. False: not taken,
+   * nothing ran.
+   */
+  gemvMany(outDt: number, x: number, xwDt: number, T: number, K: number, ...rest: number[]): boolean;
+  /**
+   * out = silu(x @ wGate^T + gateBias) * (x @ wUp^T + upBias); `norm` is the fused rmsnorm's
+   * (x, residual, w, sum, eps) (x = 0: none). False: not taken, nothing ran.
+   */
   gemvSwiglu(
     out: number, x: number, xwDt: number, T: number, K: number, N: number, wGate: number, gateBias: number, gateBiasDt: number,
-    wUp: number, upBias: number, upBiasDt: number,
+    wUp: number, upBias: number, upBiasDt: number, ...norm: number[]
   ): boolean;
   /**
    * maxSeqlenQ > 1 sends multi-row sequences to the flash prefill kernel; `splits` and the
