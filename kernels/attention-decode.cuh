@@ -66,7 +66,7 @@ __device__ __forceinline__ int sequenceOfRow(const int* cuSeqlensQ, int S, int t
 // Keys per split chunk of a row with `keys` keys: an even share, but at least kMinSplitKeys, so a
 // short context inside a graph planned for long ones (many splits) uses a few full chunks; the
 // chunks past the context are skipped by the decode kernel and by the merge.
-constexpr int kMinSplitKeys = 128;
+constexpr int kMinSplitKeys = 32;  // one tile of the tiled kernel: short contexts spread over blocks
 __device__ __forceinline__ int splitChunk(int keys, int splits) {
   return max((keys + splits - 1) / splits, kMinSplitKeys);
 }
