@@ -5,13 +5,18 @@
  * every step (what a synchronous engine step adds). Set against the engine's ms/step
  * (bench/gpu-decode.ts), the difference is the engine's host work per step.
  *
+ * --leave-out attention,ropeWriteKv adds rows for graphs captured without those ops (attention
+ * returns q unchanged; ropeWriteKv does nothing): the difference is what the op costs inside the
+ * real step (METHOD.md's leave-one-out; the logits are then meaningless, only the time counts).
+ *
  *   node --import tsx bench/decode-replay.ts --model DIR [--batch 1,8,64] [--context 128] [--steps 50]
- *     [--max-model-len N] [--bandwidth-gbs 3003]     (needs the CUDA addon)
+ *     [--max-model-len N] [--bandwidth-gbs 3003] [--leave-out attention,ropeWriteKv]   (needs the CUDA addon)
  */
 import { parseArgs } from 'node:util';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
 import { DecodeGraphs, type DecodeRow } from '../src/engine/decode-graphs.ts';
 import { loadModel } from '../src/model/load.ts';
+import type { Tensor } from '../src/backend/backend.ts';
 import { decodeCosts } from './decode-floor.ts';
 
 const { values: v } = parseArgs({
@@ -22,6 +27,7 @@ const { values: v } = parseArgs({
     steps: { type: 'string', default: '50' },
     'max-model-len': { type: 'string' },
     'bandwidth-gbs': { type: 'string', default: '3003' },
+    'leave-out': { type: 'string', default: '' },
   },
 });
 if (!v.model) throw new Error('--model DIR is required');
@@ -42,35 +48,44 @@ const bw = Number(v['bandwidth-gbs']) * 1e9;
 const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, step: 0 };
 
 console.log(`${be.device.name}: ${v.model}, context ${context}, max_model_len ${maxModelLen} (block tables of ${Math.ceil(maxModelLen / blockSize)})`);
-console.log('batch'.padStart(5) + 'replay ms'.padStart(11) + '+sample+wait ms'.padStart(17) + 'bytes floor ms'.padStart(16) + '% floor (replay)'.padStart(18));
-for (const B of batches) {
-  const graphs = new DecodeGraphs(model, cache, { blockSize, numBlocks, maxModelLen, maxNumSeqs: B });
-  const rowsAt = (pos: number): DecodeRow[] =>
-    Array.from({ length: B }, (_, i) => ({
-      token: (17 * i + pos) % 1000,
-      position: pos,
-      blockTable: Array.from({ length: perSeq }, (_, j) => 1 + i * perSeq + j),
-    }));
-  // Warm-up (captures the bucket's graph), then back-to-back replays at fixed context.
-  for (let i = 0; i < 3; i++) graphs.run(rowsAt(context - 1));
-  await be.synchronize();
-  let t0 = performance.now();
-  for (let i = 0; i < steps; i++) graphs.run(rowsAt(context - 1));
-  await be.synchronize();
-  const replayMs = (performance.now() - t0) / steps;
-  t0 = performance.now();
-  for (let i = 0; i < steps; i++) {
-    const logits = graphs.run(rowsAt(context - 1));
-    await be.sample(logits, Array.from({ length: B }, () => greedy));
+const leaveOut = v['leave-out']!.split(',').map((x) => x.trim()).filter((x) => x !== '');
+for (const op of leaveOut) if (!['attention', 'ropeWriteKv'].includes(op)) throw new Error(`--leave-out: unknown op '${op}'`);
+const original = { attention: be.attention.bind(be), ropeWriteKv: be.ropeWriteKv.bind(be) };
+console.log('variant'.padEnd(18) + 'batch'.padStart(5) + 'replay ms'.padStart(11) + '+sample+wait ms'.padStart(17) + 'bytes floor ms'.padStart(16) + '% floor (replay)'.padStart(18));
+for (const variant of ['all ops', ...leaveOut.map((op) => `without ${op}`)]) {
+  Object.assign(be, original);
+  if (variant === 'without attention') Object.assign(be, { attention: (q: Tensor) => q });
+  if (variant === 'without ropeWriteKv') Object.assign(be, { ropeWriteKv: () => undefined });
+  for (const B of batches) {
+    const graphs = new DecodeGraphs(model, cache, { blockSize, numBlocks, maxModelLen, maxNumSeqs: B });
+    const rowsAt = (pos: number): DecodeRow[] =>
+      Array.from({ length: B }, (_, i) => ({
+        token: (17 * i + pos) % 1000,
+        position: pos,
+        blockTable: Array.from({ length: perSeq }, (_, j) => 1 + i * perSeq + j),
+      }));
+    // Warm-up (captures the bucket's graph), then back-to-back replays at fixed context.
+    for (let i = 0; i < 3; i++) graphs.run(rowsAt(context - 1));
+    await be.synchronize();
+    let t0 = performance.now();
+    for (let i = 0; i < steps; i++) graphs.run(rowsAt(context - 1));
+    await be.synchronize();
+    const replayMs = (performance.now() - t0) / steps;
+    t0 = performance.now();
+    for (let i = 0; i < steps; i++) {
+      const logits = graphs.run(rowsAt(context - 1));
+      await be.sample(logits, Array.from({ length: B }, () => greedy));
+    }
+    const syncMs = (performance.now() - t0) / steps;
+    const kvBytes = B * context * costs.kvBytesPerPosition;
+    const floorMs = ((costs.weightBytesPerStep + kvBytes) / bw) * 1000;
+    console.log(
+      variant.padEnd(18) + String(B).padStart(5) + replayMs.toFixed(3).padStart(11) + syncMs.toFixed(3).padStart(17) +
+        floorMs.toFixed(3).padStart(16) + `${((100 * floorMs) / replayMs).toFixed(1)}%`.padStart(18),
+    );
+    graphs.free();
+    be.resetScratch();
   }
-  const syncMs = (performance.now() - t0) / steps;
-  const kvBytes = B * context * costs.kvBytesPerPosition;
-  const floorMs = ((costs.weightBytesPerStep + kvBytes) / bw) * 1000;
-  console.log(
-    String(B).padStart(5) + replayMs.toFixed(3).padStart(11) + syncMs.toFixed(3).padStart(17) + floorMs.toFixed(3).padStart(16) +
-      `${((100 * floorMs) / replayMs).toFixed(1)}%`.padStart(18),
-  );
-  graphs.free();
-  be.resetScratch();
 }
+Object.assign(be, original);
 be.freeKvCache(cache);

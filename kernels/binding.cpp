@@ -15,17 +15,21 @@ exceptions whose message names file:line of the failing CUDA/cuBLAS call.
 
 download() and synchronize() return promises. The copy is queued on the stream at call time
 (so it sees every op queued before it) into pinned staging memory, followed by an event; an
-napi_async_work then waits for that event on a libuv worker thread, converts bf16 to f32 there,
+napi_async_work then waits for that event on a libuv worker thread (polling it for up to
+TANDEM_WAIT_SPIN_US, then sleeping on it), converts bf16 to f32 there,
 and resolves on the main thread. The event loop never waits for the GPU.
 */
 #include <node_api.h>
 
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -364,10 +368,37 @@ struct Wait {
   std::string error;
 };
 
+// How long a waiting worker polls its event before it sleeps on it (TANDEM_WAIT_SPIN_US, default
+// 20000; 0: sleep at once). A blocking-sync event wakes its thread through the driver's interrupt
+// path; most waits are one decode step of a few ms, which polling catches as soon as it ends, at
+// the cost of one busy worker thread meanwhile. Long waits (training slices) still sleep.
+long long waitSpinMicros() {
+  static const long long us = [] {
+    const char* v = std::getenv("TANDEM_WAIT_SPIN_US");
+    if (v == nullptr) return 20000LL;
+    const long long x = std::atoll(v);
+    return x > 0 ? x : 0LL;
+  }();
+  return us;
+}
+
+cudaError_t waitForEvent(cudaEvent_t event) {
+  const long long spin = waitSpinMicros();
+  const auto start = std::chrono::steady_clock::now();
+  while (spin > 0) {
+    const cudaError_t err = cudaEventQuery(event);
+    if (err != cudaErrorNotReady) return err;
+    const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+    if (waited.count() >= spin) break;
+    std::this_thread::yield();
+  }
+  return cudaEventSynchronize(event);
+}
+
 void waitExecute(napi_env, void* data) {  // on a libuv worker thread: no N-API calls here
   Wait* w = static_cast<Wait*>(data);
   cudaError_t err = cudaSetDevice(w->device);
-  if (err == cudaSuccess) err = cudaEventSynchronize(w->event);
+  if (err == cudaSuccess) err = waitForEvent(w->event);
   if (err != cudaSuccess) {
     w->error = where(__FILE__, __LINE__) + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
                ") while waiting for the GPU; the failing op is any one queued before this wait";
