@@ -4,7 +4,8 @@
  * kernels of a few microseconds each, plus the JS per op); a replay is one launch.
  *
  * A step of n decodes runs the graph of the smallest bucket B >= n. Its inputs live in one
- * persistent i32 tensor per bucket, rewritten with one write() before each replay; the n real
+ * persistent i32 tensor per bucket, rewritten before each replay (the per-row header in full,
+ * of the block tables only the entries that changed); the n real
  * rows come first, then B - n padding rows that write no K/V (slot -1: the scatter skips it) and
  * attend to one position of block 0 (read only, so any finite values do). Rows are independent
  * in every op, so padding never changes the real rows' logits. The attention metadata states
@@ -30,9 +31,15 @@ interface Bucket {
   size: number;
   /** [tokens B | positions B | slots B | contextLens B | cuSeqlensQ B+1 | logitRows B | blockTables B*maxBlocks] */
   inputs: Tensor;
+  /** What `inputs` holds on the device (every entry the last step's rows read is current). */
   host: Int32Array;
+  /** Whether `inputs` has been written once in full. */
+  written: boolean;
   graph: CapturedGraph | null;
 }
+
+/** Past this many separate changed spans of the block tables, one write covers them all. */
+const MAX_TABLE_WRITES = 8;
 
 export interface DecodeGraphOptions {
   blockSize: number;
@@ -82,9 +89,15 @@ export class DecodeGraphs {
     const size = this.bucketFor(n);
     if (n === 0 || size === null) throw new Error(`DecodeGraphs.run: ${n} rows; a graph takes 1 to ${this.buckets[this.buckets.length - 1]}`);
     const bucket = this.bucket(size);
-    this.fill(bucket, rows);
+    let changed: [number, number][];
+    try {
+      changed = this.fill(bucket, rows);
+    } catch (err) {
+      bucket.written = false; // the host copy may be half-updated: write it whole next time
+      throw err;
+    }
+    this.upload(bucket, changed);
     const be = this.model.backend;
-    be.write(bucket.inputs, bucket.host);
     if (bucket.graph === null) {
       const batch = this.deviceBatch(bucket);
       bucket.graph = this.graphs.capture(() => this.model.forwardDevice(batch, this.cache));
@@ -107,20 +120,58 @@ export class DecodeGraphs {
     let b = this.made.get(size);
     if (!b) {
       const len = size * (6 + this.maxBlocks) + 1;
-      b = { size, inputs: this.graphs.input([len], 'i32'), host: new Int32Array(len), graph: null };
+      b = { size, inputs: this.graphs.input([len], 'i32'), host: new Int32Array(len).fill(-1), written: false, graph: null };
       this.made.set(size, b);
     }
     return b;
   }
 
-  /** Lay the rows (then padding) out in the bucket's host buffer, checking what the kernels will not. */
-  private fill(b: Bucket, rows: readonly DecodeRow[]): void {
+  /**
+   * Copy the header (tokens .. logitRows) and the changed block-table spans to the device. A
+   * decode step usually changes no table entry, or one per row that crossed into a new block: at
+   * 32k-token tables a full write would move 8 KiB per row every step.
+   */
+  private upload(b: Bucket, changed: [number, number][]): void {
+    const be = this.model.backend;
+    if (!b.written) {
+      be.write(b.inputs, b.host);
+      b.written = true;
+      return;
+    }
+    const header = 6 * b.size + 1;
+    let spans = changed;
+    if (spans.length > MAX_TABLE_WRITES) spans = [[spans[0][0], spans[spans.length - 1][1]]];
+    // The first span joins the header's write when it starts right after it.
+    let headerEnd = header;
+    if (spans.length > 0 && spans[0][0] === header) {
+      headerEnd = spans[0][1];
+      spans = spans.slice(1);
+    }
+    be.write(be.viewAt(b.inputs, 0, [headerEnd]), b.host.subarray(0, headerEnd));
+    for (const [from, to] of spans) be.write(be.viewAt(b.inputs, from, [to - from]), b.host.subarray(from, to));
+  }
+
+  /**
+   * Lay the rows (then padding) out in the bucket's host buffer, checking what the kernels will
+   * not. Returns the block-table spans [from, to) whose entries changed, in order. Entries past a
+   * row's context are left as they are: every kernel reads a row's table only below its context.
+   */
+  private fill(b: Bucket, rows: readonly DecodeRow[]): [number, number][] {
     const { blockSize, numBlocks } = this.opts;
     const B = b.size;
     const M = this.maxBlocks;
     const h = b.host;
     const [tok, pos, slot, lens, cu, lrows, tables] = [0, B, 2 * B, 3 * B, 4 * B, 5 * B + 1, 6 * B + 1];
-    h.fill(-1, tables);
+    const changed: [number, number][] = [];
+    /** Set entry j of row i's table, noting the change. */
+    const setTable = (i: number, j: number, blk: number): void => {
+      const at = tables + i * M + j;
+      if (h[at] === blk) return;
+      h[at] = blk;
+      const last = changed[changed.length - 1];
+      if (last !== undefined && last[1] === at) last[1] = at + 1;
+      else changed.push([at, at + 1]);
+    };
     for (let i = 0; i < B; i++) {
       h[cu + i] = i;
       h[lrows + i] = i;
@@ -129,7 +180,7 @@ export class DecodeGraphs {
         h[pos + i] = 0;
         h[slot + i] = -1;
         h[lens + i] = 1;
-        h[tables + i * M] = 0;
+        setTable(i, 0, 0);
         continue;
       }
       const r = rows[i];
@@ -142,7 +193,7 @@ export class DecodeGraphs {
       for (let j = 0; j < needed; j++) {
         const blk = r.blockTable[j];
         if (!Number.isInteger(blk) || blk < 0 || blk >= numBlocks) throw new Error(`DecodeGraphs.run: row ${i} block ${j} is ${blk}, outside the cache's ${numBlocks} blocks`);
-        h[tables + i * M + j] = blk;
+        setTable(i, j, blk);
       }
       const V = this.model.config.vocabSize;
       if (!Number.isInteger(r.token) || r.token < 0 || r.token >= V) throw new Error(`DecodeGraphs.run: row ${i} token ${r.token} is outside the vocabulary of ${V}`);
@@ -152,6 +203,7 @@ export class DecodeGraphs {
       h[lens + i] = ctx;
     }
     h[cu + B] = B;
+    return changed;
   }
 
   private deviceBatch(b: Bucket): Parameters<Transformer['forwardDevice']>[0] {

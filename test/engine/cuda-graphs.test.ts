@@ -151,6 +151,55 @@ describe('decode graph buckets, emulated on the CPU', () => {
   });
 });
 
+describe('decode graph inputs, emulated on the CPU', () => {
+  it('rewrites only the block-table entries that changed, and rows that change places stay right', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-graphs-cpu-'));
+    try {
+      makeModel({ preset: 'tiny', out: dir, seed: 6 });
+      const loaded = loadModel(dir, new GraphCpuBackend());
+      const be = loaded.model.backend;
+      const bs = 4;
+      const cache = be.allocKvCache(loaded.model.kvCacheSpec(40, bs));
+      const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: bs, numBlocks: 40, maxModelLen: 64, maxNumSeqs: 4 });
+      const written: number[] = [];
+      const write = be.write.bind(be);
+      be.write = (t, data) => {
+        written.push(data.length);
+        write(t, data);
+      };
+      // Three sequences, 16 blocks of table each (64 positions / 4), blocks of their own.
+      const tables = [0, 1, 2].map((i) => Array.from({ length: 13 }, (_, j) => 1 + 13 * i + j));
+      const pos = [0, 0, 0];
+      const header = 6 * 4 + 1;
+      const step = async (order: number[]): Promise<void> => {
+        const rows = order.map((i) => ({ token: 7 + i + pos[i], position: pos[i], blockTable: tables[i] }));
+        const eager = await be.download(loaded.model.forward(packBatch(rows.map((r) => ({ newTokens: [r.token], numCached: r.position, blockTable: r.blockTable })), bs), cache));
+        const got = await be.download(graphs.run(rows));
+        for (let j = 0; j < eager.length; j++) assert.ok(Math.abs(got[j] - eager[j]) <= 1e-5 * (1 + Math.abs(eager[j])), `logit ${j}: ${got[j]} vs ${eager[j]}`);
+        for (const i of order) pos[i]++;
+        be.resetScratch();
+      };
+      await step([0, 1, 2]); // first use of the bucket: everything is written
+      assert.equal(written.length, 1);
+      written.length = 0;
+      await step([0, 1, 2]); // positions 1: no row enters a new block
+      assert.deepEqual(written, [header]);
+      written.length = 0;
+      for (let k = 0; k < 2; k++) await step([0, 1, 2]);
+      written.length = 0;
+      await step([0, 1, 2]); // position 4: each row's second block, one entry per row
+      assert.deepEqual(written, [header, 1, 1, 1]);
+      written.length = 0;
+      await step([2, 0, 1]); // rows change places: their tables' first 2 entries are rewritten
+      assert.deepEqual(written, [header + 2, 2, 2]);
+      for (let k = 0; k < 6; k++) await step(k % 2 === 0 ? [1, 2, 0] : [0, 2, 1]);
+      graphs.free();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 const skip = cudaUnavailableReason();
 if (skip) console.log(`# cuda graph tests skipped: ${skip}`);
 
