@@ -110,6 +110,22 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
         assert.deepEqual(await downI(be().upload(i, [5], 'i32', 'scratch')), i);
       });
 
+      it('write replaces a tensor\'s contents, whole or through a viewAt window', async () => {
+        const ids = be().alloc([10], 'i32', 'persistent');
+        be().write(ids, Int32Array.from({ length: 10 }, (_, i) => i));
+        be().write(be().viewAt(ids, 3, [4]), Int32Array.from([-1, -2, -3, -4]));
+        be().write(be().viewAt(ids, 9, [1]), Int32Array.from([99]));
+        assert.deepEqual(await downI(ids), Int32Array.from([0, 1, 2, -1, -2, -3, -4, 7, 8, 99]));
+        const f = be().alloc([2, 3], 'f32', 'persistent');
+        be().write(f, Float32Array.from([1, 2, 3, 4, 5, 6]));
+        be().write(be().viewAt(f, 2, [2]), Float32Array.from([-0.5, 0.25]));
+        assert.deepEqual(await down(f), Float32Array.from([1, 2, -0.5, 0.25, 5, 6]));
+        assert.throws(() => be().write(ids, new Int32Array(3)), /write.*10 elements/);
+        assert.throws(() => be().write(ids, new Float32Array(10)), /write/);
+        be().free(ids);
+        be().free(f);
+      });
+
       it('alloc gives zeros, persistent and scratch', async () => {
         for (const lifetime of ['persistent', 'scratch'] as const) {
           // Dirty scratch memory, then recycle it, so a scratch alloc cannot pass by luck.
