@@ -8,16 +8,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/cuda-checks-out}
 mkdir -p "$out"
-summary=()
-step() {
-  local name=$1 limit=$2 t0 rc
-  shift 2
-  t0=$(date +%s)
-  timeout --kill-after=5 "$limit" "$@" >"$out/$name.log" 2>&1
-  rc=$?
-  summary+=("$(printf '%-22s %4ss  exit %s' "$name" "$(($(date +%s) - t0))" "$rc")")
-  return $rc
-}
+# shellcheck source=bench/peer/step.sh
+source bench/peer/step.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
 if ! step build 120 bash kernels/build.sh; then tail -40 "$out/build.log"; exit 1; fi
 tail -1 "$out/build.log"

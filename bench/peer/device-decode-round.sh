@@ -14,16 +14,8 @@ mkdir -p "$out"
 bw=${DECODE_BW_GBS:-3003}
 tf=${DECODE_GEMM_TFLOPS:-756}
 model=${GPU_BENCH_MODEL_DIR:-/tmp/tandem-qwen2.5-3b-random}
-summary=()
-step() {
-  local name=$1 limit=$2 t0 rc
-  shift 2
-  t0=$(date +%s)
-  timeout --kill-after=5 "$limit" "$@" >"$out/$name.log" 2>&1
-  rc=$?
-  summary+=("$(printf '%-22s %4ss  exit %s' "$name" "$(($(date +%s) - t0))" "$rc")")
-  return $rc
-}
+# shellcheck source=bench/peer/step.sh
+source bench/peer/step.sh
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card  date: $(date -u +%F)"
 if ! step build 150 bash kernels/build.sh; then tail -40 "$out/build.log"; exit 1; fi
