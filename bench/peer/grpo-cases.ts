@@ -156,7 +156,8 @@ interface ResultLine {
   name: string;
   value: number;
   unit: string;
-  peer: string;
+  /** What the figure compares against (the results format keeps "peer" for a peer's number). */
+  compared_with: string;
 }
 
 function compare(dir: string, out: { file: string; card: string } | null): boolean {
@@ -168,7 +169,7 @@ function compare(dir: string, out: { file: string; card: string } | null): boole
   const report = (name: string, parts: Record<string, number>): void => {
     const worst = Math.max(...Object.values(parts));
     worstOverall = Math.max(worstOverall, worst);
-    lines.push({ name: `${name}: max relative error`, value: worst, unit: 'relative', peer: `TRL GRPOTrainer loss (torch ${results.torch_version})` });
+    lines.push({ name: `${name}: max relative error`, value: worst, unit: 'relative', compared_with: `TRL GRPOTrainer loss (torch ${results.torch_version})` });
     const detail = Object.entries(parts).map(([k, v]) => `${k} ${v.toExponential(1)}`).join(', ');
     console.log(`${worst <= TOLERANCE ? 'ok  ' : 'FAIL'} ${name}: max rel err ${worst.toExponential(2)} (${detail})`);
   };
@@ -238,7 +239,7 @@ function compare(dir: string, out: { file: string; card: string } | null): boole
       card: out.card,
       date: new Date().toISOString().slice(0, 10),
       command: `node --import tsx bench/peer/grpo-cases.ts write DIR && python3 bench/peer/trl_grpo_loss.py DIR && node --import tsx bench/peer/grpo-cases.ts compare DIR --out ${out.file}`,
-      results: [{ name: 'worst relative error over all cases', value: worstOverall, unit: 'relative', peer: 'TRL 1.10.0.dev0 (f2cd577) compute_loss / advantages' }, ...lines],
+      results: [{ name: 'worst relative error over all cases', value: worstOverall, unit: 'relative', compared_with: 'TRL 1.10.0.dev0 (f2cd577) compute_loss / advantages' }, ...lines],
     };
     writeFileSync(out.file, JSON.stringify(doc, null, 2) + '\n');
   }
