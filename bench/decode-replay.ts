@@ -10,8 +10,10 @@
  * real step (METHOD.md's leave-one-out; the logits are then meaningless, only the time counts).
  *
  *   node --import tsx bench/decode-replay.ts --model DIR [--batch 1,8,64] [--context 128] [--steps 50]
- *     [--max-model-len N] [--bandwidth-gbs 3003] [--leave-out attention,ropeWriteKv]   (needs the CUDA addon)
+ *     [--max-model-len N] [--bandwidth-gbs 3003] [--leave-out attention,ropeWriteKv] [--card NAME] [--out FILE.json]
+ *   (needs the CUDA addon; --out writes bench/results' JSON form)
  */
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
 import { DecodeGraphs, type DecodeRow } from '../src/engine/decode-graphs.ts';
@@ -28,6 +30,8 @@ const { values: v } = parseArgs({
     'max-model-len': { type: 'string' },
     'bandwidth-gbs': { type: 'string', default: '3003' },
     'leave-out': { type: 'string', default: '' },
+    card: { type: 'string' },
+    out: { type: 'string' },
   },
 });
 if (!v.model) throw new Error('--model DIR is required');
@@ -48,6 +52,7 @@ const bw = Number(v['bandwidth-gbs']) * 1e9;
 const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, step: 0 };
 
 console.log(`${be.device.name}: ${v.model}, context ${context}, max_model_len ${maxModelLen} (block tables of ${Math.ceil(maxModelLen / blockSize)})`);
+const results: { name: string; value: number; unit: string; floor?: number }[] = [];
 const leaveOut = v['leave-out']!.split(',').map((x) => x.trim()).filter((x) => x !== '');
 for (const op of leaveOut) if (!['attention', 'ropeWriteKv'].includes(op)) throw new Error(`--leave-out: unknown op '${op}'`);
 const original = { attention: be.attention.bind(be), ropeWriteKv: be.ropeWriteKv.bind(be) };
@@ -79,6 +84,11 @@ for (const variant of ['all ops', ...leaveOut.map((op) => `without ${op}`)]) {
     const syncMs = (performance.now() - t0) / steps;
     const kvBytes = B * context * costs.kvBytesPerPosition;
     const floorMs = ((costs.weightBytesPerStep + kvBytes) / bw) * 1000;
+    const tag = variant === 'all ops' ? '' : `${variant.replace(/\W+/g, '_')}_`;
+    results.push(
+      { name: `replay_${tag}b${B}_ms_per_step`, value: Number(replayMs.toFixed(3)), unit: 'ms', floor: Number(floorMs.toFixed(3)) },
+      { name: `replay_sample_wait_${tag}b${B}_ms_per_step`, value: Number(syncMs.toFixed(3)), unit: 'ms', floor: Number(floorMs.toFixed(3)) },
+    );
     console.log(
       variant.padEnd(18) + String(B).padStart(5) + replayMs.toFixed(3).padStart(11) + syncMs.toFixed(3).padStart(17) +
         floorMs.toFixed(3).padStart(16) + `${((100 * floorMs) / replayMs).toFixed(1)}%`.padStart(18),
@@ -89,3 +99,12 @@ for (const variant of ['all ops', ...leaveOut.map((op) => `without ${op}`)]) {
 }
 Object.assign(be, original);
 be.freeKvCache(cache);
+if (v.out) {
+  const doc = {
+    card: v.card ?? be.device.name,
+    date: new Date().toISOString().slice(0, 10),
+    command: `node --import tsx bench/decode-replay.ts ${process.argv.slice(2).join(' ')}`,
+    results,
+  };
+  writeFileSync(v.out, JSON.stringify(doc, null, 2) + '\n');
+}

@@ -28,7 +28,8 @@ sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -4
 step ops-gemv 120 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
 [ "${DECODE_OPS_CUBLASLT:-0}" = 1 ] && step ops-cublaslt 120 env TANDEM_GEMV=0 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
 wait $maker || tail -5 "$out/make-model.log"
-step replay 120 node --import tsx bench/decode-replay.ts --model "$model" --batch 1,2,4,64,256 --context 128 --bandwidth-gbs "$bw"
+step replay 120 node --import tsx bench/decode-replay.ts --model "$model" --batch 1,2,4,64,256 --context 128 --bandwidth-gbs "$bw" \
+  --card "$card" --out "$out/decode-replay.json"
 step decode-graphs 150 node --import tsx bench/gpu-decode.ts --model "$model" --batch 1,4,64 --steps 96 --cuda-graphs \
   --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card" --out "$out/gpu-decode-graphs.json"
 echo "== per-op, gemv.cu"; grep -E " 1 |batch 1," "$out/ops-gemv.log"
