@@ -8,14 +8,18 @@
  * ones the transformer uses (normLinearMany q/k/v, ropeWriteKv, normLinearSwiglu).
  * TANDEM_GEMV=0 in the environment sends decode-sized products to cuBLASLt instead of gemv.cu.
  *
- *   node --import tsx bench/decode-ops.ts [--bandwidth-gbs 3003] [--context 512]   (needs the CUDA addon)
+ *   node --import tsx bench/decode-ops.ts [--bandwidth-gbs 3003] [--context 512] [--card NAME] [--out FILE.json]
+ *   (needs the CUDA addon; --out writes bench/results' JSON form)
  */
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
 import type { AttnMeta, Tensor } from '../src/backend/backend.ts';
 import { SeededRandom } from '../src/util/random.ts';
 
-const { values } = parseArgs({ options: { 'bandwidth-gbs': { type: 'string' }, context: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { 'bandwidth-gbs': { type: 'string' }, context: { type: 'string' }, card: { type: 'string' }, out: { type: 'string' } },
+});
 const bw = Number(values['bandwidth-gbs'] ?? 3003) * 1e9;
 const ctx = Number(values.context ?? 512);
 const be = new CudaBackend();
@@ -154,4 +158,22 @@ for (const B of [1, 64]) {
       console.log(`batch ${B}, ${name}, ${graph ? 'graph' : 'eager'}: one layer ${layer.toFixed(0)} us; estimated step ${(step / 1000).toFixed(2)} ms (36 layers + head + sampling)`);
     }
   }
+}
+if (values.out) {
+  const slug = (x: string): string => x.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_|_$/g, '');
+  const results = rows.flatMap((r) =>
+    (['eager', 'graph'] as const).map((kind) => ({
+      name: `${slug(r.op)}_b${r.batch}_${kind}_us`,
+      value: Number((kind === 'eager' ? r.us : r.graphUs).toFixed(2)),
+      unit: 'us',
+      ...(r.floorUs > 0 ? { floor: Number(r.floorUs.toFixed(3)) } : {}),
+    })),
+  );
+  const doc = {
+    card: values.card ?? be.device.name,
+    date: new Date().toISOString().slice(0, 10),
+    command: `node --import tsx bench/decode-ops.ts ${process.argv.slice(2).join(' ')}`,
+    results: results.filter((r, i) => results.findIndex((q) => q.name === r.name) === i),
+  };
+  writeFileSync(values.out, JSON.stringify(doc, null, 2) + '\n');
 }

@@ -25,7 +25,7 @@ maker=$!
 step cuda-tests 200 node --import tsx --test --test-reporter=spec test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts
 grep -E "^ℹ (tests|pass|fail|skipped)" "$out/cuda-tests.log"
 sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -40
-step ops-gemv 120 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
+step ops-gemv 120 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw" --card "$card" --out "$out/decode-ops.json"
 [ "${DECODE_OPS_CUBLASLT:-0}" = 1 ] && step ops-cublaslt 120 env TANDEM_GEMV=0 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
 wait $maker || tail -5 "$out/make-model.log"
 step replay 120 node --import tsx bench/decode-replay.ts --model "$model" --batch 1,2,4,64,256 --context 128 --bandwidth-gbs "$bw" \
