@@ -7,7 +7,10 @@
  * which is what a timing wants).
  *
  *   node --import tsx bench/grpo-step.ts --model DIR [--backend cuda] [--steps 4] [--generations 6]
- *     [--completion-tokens 200] [--prompt-tokens 256] [--rank 32] [--micro-batch 6] [--out result.json]
+ *     [--completion-tokens 200] [--prompt-tokens 256] [--rank 32] [--micro-batch 6] [--card NAME] [--out result.json]
+ *
+ * --out writes bench/results' JSON form (card, date, command, results with the yardstick as the
+ * step time's peer), with the run's configuration and every step's record beside it.
  *
  * The reference workload (DESIGN.md): Qwen2.5-3B, LoRA rank 32 on all seven projections,
  * 6 completions per prompt, completions up to 200 tokens, one prompt per step: 2.93 s per step
@@ -28,6 +31,9 @@ import { createRewardRegistry } from '../src/train/reward-registry.ts';
 import { TrainingJob } from '../src/train/trainer.ts';
 import type { StepRecord } from '../src/train/trainer.ts';
 
+/** The yardstick this benchmark is measured against (seconds per GRPO step). */
+const YARDSTICK_SECONDS = 2.93;
+
 const { values } = parseArgs({
   options: {
     model: { type: 'string' },
@@ -38,6 +44,7 @@ const { values } = parseArgs({
     'prompt-tokens': { type: 'string' },
     rank: { type: 'string' },
     'micro-batch': { type: 'string' },
+    card: { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -133,7 +140,26 @@ process.stdout.write(
   `mean of steps 2..${rows.length}: rollout ${summary.meanRolloutSeconds.toFixed(3)} s + training ${summary.meanTrainSeconds.toFixed(3)} s = ` +
     `${summary.meanStepSeconds.toFixed(3)} s per step\n`,
 );
-if (values.out !== undefined) fs.writeFileSync(values.out, JSON.stringify(summary, null, 2) + '\n');
+if (values.out !== undefined) {
+  const doc = {
+    card: values.card ?? `unknown (${backend.name}; pass --card)`,
+    date: new Date().toISOString().slice(0, 10),
+    command: `node --import tsx bench/grpo-step.ts ${process.argv.slice(2).join(' ')}`,
+    results: [
+      {
+        name: `GRPO step, mean of steps 2-${rows.length}`,
+        value: Number(summary.meanStepSeconds.toFixed(4)),
+        unit: 's',
+        peer: YARDSTICK_SECONDS,
+        peer_source: 'Unsloth + vLLM on an RTX 4090, Qwen2.5-3B, same recipe (DESIGN.md)',
+      },
+      { name: 'rollout part (generation + rewards)', value: Number(summary.meanRolloutSeconds.toFixed(4)), unit: 's' },
+      { name: 'training part (forward + backward + AdamW + publish)', value: Number(summary.meanTrainSeconds.toFixed(4)), unit: 's' },
+    ],
+    config: summary,
+  };
+  fs.writeFileSync(values.out, JSON.stringify(doc, null, 2) + '\n');
+}
 
 /** GSM8K-shaped problems (question, "#### answer"), padded with filler sentences towards `pad` prompt tokens. */
 function writeData(file: string, pad: number): void {
