@@ -55,10 +55,11 @@ export class CudaFusedOps {
 
   /** The products in one gemv.cu launch, or null: not taken (nothing ran; the caller composes). */
   private many(x: Tensor, norm: NormSpec | null, parts: readonly LinearPart[]): { outs: Tensor[]; sum: Tensor } | null {
+    if (!decodeSizedInput(x) || parts.length > GEMV_MAX_PARTS) return null; // (the composed ops check everything)
     linearManyShape(x.shape, parts.map((p) => ({ w: p.w.shape, bias: p.bias?.shape })));
     const ops = parts.map((p) => this.ctx.linearOperands('linearMany', x, p.w, p.bias));
     const { xt, T, K } = ops[0];
-    if (parts.length > GEMV_MAX_PARTS || !this.decodeSized(xt, T, ops)) return null;
+    if (!ops.every((o) => o.wt.dtype === 'bf16')) return null;
     const fused = this.normArgs(x, norm);
     if (fused === null) return null;
     const outs = ops.map((o) => this.ctx.scratch([T, o.N], xt.dtype));
@@ -71,11 +72,12 @@ export class CudaFusedOps {
   }
 
   private swiglu(x: Tensor, norm: NormSpec | null, gate: LinearPart, up: LinearPart): { out: Tensor; sum: Tensor } | null {
+    if (!decodeSizedInput(x)) return null; // (the composed ops check everything)
     linearSwigluShape(x.shape, { w: gate.w.shape, bias: gate.bias?.shape }, { w: up.w.shape, bias: up.bias?.shape });
     const g = this.ctx.linearOperands('linearSwiglu', x, gate.w, gate.bias);
     const u = this.ctx.linearOperands('linearSwiglu', x, up.w, up.bias);
     const { xt, T, K, N } = g;
-    if (!this.decodeSized(xt, T, [g, u])) return null;
+    if (g.wt.dtype !== 'bf16' || u.wt.dtype !== 'bf16') return null;
     const fused = this.normArgs(x, norm);
     if (fused === null) return null;
     const out = this.ctx.scratch([T, N], xt.dtype);
@@ -100,8 +102,12 @@ export class CudaFusedOps {
     return { args: [xt.ptr, rt?.ptr ?? 0, wt.ptr, rt === null ? 0 : sum.ptr, norm.eps], sum };
   }
 
-  /** bf16 x and weights, a decode-sized batch: worth asking the kernel. */
-  private decodeSized(xt: FloatTensor, T: number, ops: readonly { wt: FloatTensor }[]): boolean {
-    return xt.dtype === 'bf16' && T >= 1 && T <= GEMV_MAX_ROWS && ops.every((o) => o.wt.dtype === 'bf16');
-  }
+}
+
+/**
+ * A bf16 x of 1 to GEMV_MAX_ROWS rows: worth asking the kernels. Decided before any checks, so
+ * the batches that go to the composed ops (prefill) are checked once, there.
+ */
+function decodeSizedInput(x: Tensor): boolean {
+  return x.dtype === 'bf16' && x.shape.length === 2 && x.shape[0] >= 1 && x.shape[0] <= GEMV_MAX_ROWS;
 }
