@@ -5,7 +5,7 @@
  * small ops show their launch cost) and in a CUDA graph (20 calls captured once, the graph
  * replayed back to back: the GPU's time per op as a decode graph runs it, gaps included).
  * The per-layer sums x 36 + head + sampling estimate a step, for the plain ops and for the fused
- * ones the transformer uses (normLinearMany q/k/v, ropeWriteKv, normLinearSwiglu).
+ * ones the transformer uses (normLinearMany q/k/v, ropeAttentionDecode, normLinearSwiglu).
  * TANDEM_GEMV=0 in the environment sends decode-sized products to cuBLASLt instead of gemv.cu.
  *
  *   node --import tsx bench/decode-ops.ts [--bandwidth-gbs 3003] [--context 512] [--card NAME] [--out FILE.json]
@@ -121,6 +121,7 @@ for (const B of [1, 64]) {
     maxContextLen: 32768,
   };
   await add('attention (ctx 128, planned for 32k)', () => be.attention(q, cache, 0, graphMeta, 1 / Math.sqrt(D)), B * 128 * 2 * Hkv * D * 2);
+  await add('ropeAttentionDecode (ctx 128, planned for 32k)', () => be.ropeAttentionDecode(q, k, v, pos, invFreq, cache, 0, slots, graphMeta, 1 / Math.sqrt(D)), B * 128 * 2 * Hkv * D * 2 + 2 * B * (H + 2 * Hkv) * D * 2);
   await add('linear o', () => be.linear(be.view(q, [B, H * D]), W.o), bytes(W.o));
   await add('linear gate', () => be.linear(x, W.gate), bytes(W.gate));
   await add('linear up', () => be.linear(x, W.up), bytes(W.up));
@@ -145,7 +146,7 @@ for (const r of rows) {
 }
 console.log('(% floor: of the graph time)');
 const plainLayer = ['rmsnorm + residual', 'linear q (+bias)', 'linear k', 'linear v', 'rope', 'writeKv', `attention (ctx ${ctx})`, 'linear o', 'rmsnorm + residual', 'linear gate', 'linear up', 'swiglu', 'linear down'];
-const fusedLayer = ['normLinearMany (rmsnorm + residual, q, k, v)', 'ropeWriteKv', 'attention (ctx 128, planned for 32k)', 'linear o', 'normLinearSwiglu (rmsnorm + residual, gate, up)', 'linear down'];
+const fusedLayer = ['normLinearMany (rmsnorm + residual, q, k, v)', 'ropeAttentionDecode (ctx 128, planned for 32k)', 'linear o', 'normLinearSwiglu (rmsnorm + residual, gate, up)', 'linear down'];
 for (const B of [1, 64]) {
   const get = (op: string, graph: boolean): number => {
     const r = rows.find((x) => x.op === op && x.batch === B)!;

@@ -5,12 +5,15 @@
  * every step (what a synchronous engine step adds). Set against the engine's ms/step
  * (bench/gpu-decode.ts), the difference is the engine's host work per step.
  *
- * --leave-out attention,ropeWriteKv adds rows for graphs captured without those ops (attention
- * returns q unchanged; ropeWriteKv does nothing): the difference is what the op costs inside the
- * real step (METHOD.md's leave-one-out; the logits are then meaningless, only the time counts).
+ * --leave-out ropeAttentionDecode,attention,ropeWriteKv adds rows for graphs captured without those
+ * ops (the model's one ropeAttentionDecode call becomes q unchanged; ropeWriteKv alone; attention
+ * alone): the difference is what the op costs inside the real step (METHOD.md's leave-one-out;
+ * the logits are then meaningless, only the time counts). --unfused adds rows with
+ * ropeAttentionDecode run as its two ops (ropeWriteKv + attention), for the fused kernel's gain.
  *
  *   node --import tsx bench/decode-replay.ts --model DIR [--batch 1,8,64] [--context 128] [--steps 50]
- *     [--max-model-len N] [--bandwidth-gbs 3003] [--leave-out attention,ropeWriteKv] [--card NAME] [--out FILE.json]
+ *     [--max-model-len N] [--bandwidth-gbs 3003] [--leave-out ropeAttentionDecode,attention,ropeWriteKv]
+ *     [--unfused] [--card NAME] [--out FILE.json]
  *   (needs the CUDA addon; --out writes bench/results' JSON form)
  */
 import { writeFileSync } from 'node:fs';
@@ -30,6 +33,7 @@ const { values: v } = parseArgs({
     'max-model-len': { type: 'string' },
     'bandwidth-gbs': { type: 'string', default: '3003' },
     'leave-out': { type: 'string', default: '' },
+    unfused: { type: 'boolean', default: false },
     card: { type: 'string' },
     out: { type: 'string' },
   },
@@ -54,13 +58,28 @@ const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, step: 0 };
 console.log(`${be.device.name}: ${v.model}, context ${context}, max_model_len ${maxModelLen} (block tables of ${Math.ceil(maxModelLen / blockSize)})`);
 const results: { name: string; value: number; unit: string; floor?: number }[] = [];
 const leaveOut = v['leave-out']!.split(',').map((x) => x.trim()).filter((x) => x !== '');
-for (const op of leaveOut) if (!['attention', 'ropeWriteKv'].includes(op)) throw new Error(`--leave-out: unknown op '${op}'`);
-const original = { attention: be.attention.bind(be), ropeWriteKv: be.ropeWriteKv.bind(be) };
-console.log('variant'.padEnd(18) + 'batch'.padStart(5) + 'replay ms'.padStart(11) + '+sample+wait ms'.padStart(17) + 'bytes floor ms'.padStart(16) + '% floor (replay)'.padStart(18));
-for (const variant of ['all ops', ...leaveOut.map((op) => `without ${op}`)]) {
+const ops = ['ropeAttentionDecode', 'attention', 'ropeWriteKv'];
+for (const op of leaveOut) if (!ops.includes(op)) throw new Error(`--leave-out: unknown op '${op}' (${ops.join(', ')})`);
+const original = { ropeAttentionDecode: be.ropeAttentionDecode.bind(be) };
+type RopeAttention = typeof be.ropeAttentionDecode;
+/** The model's ropeAttentionDecode call in each variant (the same arguments as the real one). */
+const stand: Record<string, RopeAttention> = {
+  'without ropeAttentionDecode': (q) => q,
+  'without attention': (q, k, v, positions, invFreq, cache, layer, slots) => {
+    be.ropeWriteKv(q, k, v, positions, invFreq, cache, layer, slots);
+    return q;
+  },
+  'without ropeWriteKv': (q, _k, _v, _p, _f, cache, layer, _s, meta, scale) => be.attention(q, cache, layer, meta, scale),
+  unfused: (q, k, v, positions, invFreq, cache, layer, slots, meta, scale) => {
+    be.ropeWriteKv(q, k, v, positions, invFreq, cache, layer, slots);
+    return be.attention(q, cache, layer, meta, scale);
+  },
+};
+console.log('variant'.padEnd(30) + 'batch'.padStart(5) + 'replay ms'.padStart(11) + '+sample+wait ms'.padStart(17) + 'bytes floor ms'.padStart(16) + '% floor (replay)'.padStart(18));
+const variants = ['all ops', ...leaveOut.map((op) => `without ${op}`), ...(v.unfused ? ['unfused'] : [])];
+for (const variant of variants) {
   Object.assign(be, original);
-  if (variant === 'without attention') Object.assign(be, { attention: (q: Tensor) => q });
-  if (variant === 'without ropeWriteKv') Object.assign(be, { ropeWriteKv: () => undefined });
+  if (variant !== 'all ops') Object.assign(be, { ropeAttentionDecode: stand[variant] });
   for (const B of batches) {
     const graphs = new DecodeGraphs(model, cache, { blockSize, numBlocks, maxModelLen, maxNumSeqs: B });
     const rowsAt = (pos: number): DecodeRow[] =>
@@ -90,7 +109,7 @@ for (const variant of ['all ops', ...leaveOut.map((op) => `without ${op}`)]) {
       { name: `replay_sample_wait_${tag}b${B}_ms_per_step`, value: Number(syncMs.toFixed(3)), unit: 'ms', floor: Number(floorMs.toFixed(3)) },
     );
     console.log(
-      variant.padEnd(18) + String(B).padStart(5) + replayMs.toFixed(3).padStart(11) + syncMs.toFixed(3).padStart(17) +
+      variant.padEnd(30) + String(B).padStart(5) + replayMs.toFixed(3).padStart(11) + syncMs.toFixed(3).padStart(17) +
         floorMs.toFixed(3).padStart(16) + `${((100 * floorMs) / replayMs).toFixed(1)}%`.padStart(18),
     );
     graphs.free();

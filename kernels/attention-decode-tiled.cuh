@@ -18,6 +18,13 @@ Llama GQA): one block of 4 warps per (query row, KV head, context split), as the
   and mergeSplitsKernel combines the used splits.
 
 Same arguments, masking and split semantics as groupedDecodeKernel.
+
+With ROPE (ropeAttentionDecode: every sequence has one query row, its new token) the kernel also
+does what ropeWriteKv did before it: q is rotated as it is staged into shared memory, and the
+block that owns the row's last key (the new token, key keys - 1) for its KV head rotates the new
+k, stores k and v at slots[t] of the pools and puts them into its shared tile itself (that key's
+cp.async is not issued: the pool row is written by this very block). The rounding is rope.cu's
+(rope.cuh), so the output and the stored K/V are bit-identical to ropeWriteKv + attention.
 */
 #pragma once
 
@@ -26,6 +33,7 @@ Same arguments, masking and split semantics as groupedDecodeKernel.
 #include "attention-decode.cuh"
 #include "common.cuh"
 #include "pdl.cuh"
+#include "rope.cuh"
 
 namespace tandem {
 
@@ -44,12 +52,24 @@ __device__ __forceinline__ void cpAsyncWait() {
 constexpr int kTiledWarps = 4;
 constexpr int kTiledKeys = 32;
 
-template <int D, int HPW>
+// The new tokens' k and v (T, Hkv, D) before rope, their positions and cache slots (a slot outside
+// [0, numSlots) is not stored, as ropeWriteKv skips it): what ROPE kernels add to attention's arguments.
+struct NewKv {
+  const __nv_bfloat16* k;
+  const __nv_bfloat16* v;
+  const int* positions;
+  const void* invFreq;
+  int freqDt;
+  const int* slots;
+  int numSlots;
+};
+
+template <int D, int HPW, bool ROPE>
 __global__ void __launch_bounds__(kTiledWarps * 32)
-    tiledDecodeKernel(__nv_bfloat16* out, float* partial, const __nv_bfloat16* q, const __nv_bfloat16* kPool,
-                      const __nv_bfloat16* vPool, const int* cuSeqlensQ, const int* contextLens, const int* blockTables,
+    tiledDecodeKernel(__nv_bfloat16* out, float* partial, const __nv_bfloat16* q, __nv_bfloat16* kPool,
+                      __nv_bfloat16* vPool, const int* cuSeqlensQ, const int* contextLens, const int* blockTables,
                       int S, int H, int Hkv, int blockSize, int maxBlocks, int numBlocks, float scale, int splits,
-                      int skipMulti) {
+                      int skipMulti, NewKv nkv) {
   constexpr int VEC = D / 32;    // output dims per lane
   constexpr int PACKS = D / 8;   // 16-byte packs per row
   constexpr int ROW = D + 8;     // padded shared row, in elements
@@ -57,6 +77,8 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
   __shared__ __align__(16) __nv_bfloat16 kS[2][kTiledKeys][ROW];
   __shared__ __align__(16) __nv_bfloat16 vS[2][kTiledKeys][ROW];
   __shared__ __align__(16) float qS[HEADS][D];
+  __shared__ float cosS[ROPE ? D / 2 : 1];
+  __shared__ float sinS[ROPE ? D / 2 : 1];
   pdlLaunchDependents();
   pdlWait();
   const int t = blockIdx.x;
@@ -65,27 +87,16 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
 
-  const int s = sequenceOfRow(cuSeqlensQ, S, t);
-  if (skipMulti && cuSeqlensQ[s + 1] - cuSeqlensQ[s] > 1) return;
-  const int keys = rowKeys(cuSeqlensQ, contextLens, s, t);
+  const DecodeChunk chunk = decodeChunk(cuSeqlensQ, contextLens, S, t, split, splits, skipMulti);
+  if (chunk.skip) return;
+  const int kBegin = chunk.kBegin;
+  const int kEnd = chunk.kEnd;
   const int G = H / Hkv;
-  const int chunk = splitChunk(keys, splits);
-  const int kBegin = split * chunk;
-  if (split > 0 && kBegin >= keys) return;  // (block-uniform) past the context: the merge skips it
-  const int kEnd = min(keys, kBegin + chunk);
-  const int used = usedSplits(keys, splits);
-  const int* table = blockTables + static_cast<size_t>(s) * maxBlocks;
+  const int* table = blockTables + static_cast<size_t>(chunk.s) * maxBlocks;
   const size_t rowStride = static_cast<size_t>(Hkv) * D;
   const size_t headOffset = static_cast<size_t>(kvHead) * D;
-
-  for (int i = threadIdx.x; i < HEADS * PACKS; i += kTiledWarps * 32) {
-    const int g = i / PACKS;
-    const int c = (i % PACKS) * 8;
-    float v[8];
-    if (g < G) loadFloats<8>(q + (static_cast<size_t>(t) * H + kvHead * G + g) * D + c, v);
-#pragma unroll
-    for (int e = 0; e < 8; e++) qS[g][c + e] = g < G ? v[e] * scale : 0.0f;
-  }
+  // ROPE: the new token is the row's last key; -1 when this block's chunk does not hold it.
+  const int newKey = ROPE && chunk.keys - 1 >= kBegin && chunk.keys - 1 < kEnd ? chunk.keys - 1 : -1;
   // Position p's row of this KV head, or -1: past the chunk or in a block outside the cache.
   auto rowOf = [&](int p) -> long long {
     if (p >= kEnd) return -1;
@@ -97,12 +108,41 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     for (int i = threadIdx.x; i < kTiledKeys * PACKS; i += kTiledWarps * 32) {
       const int key = i / PACKS;
       const int c = (i % PACKS) * 8;
+      if (ROPE && p0 + key == newKey) continue;  // placeNew() fills it
       const long long row = rowOf(p0 + key);
       const size_t at = row < 0 ? 0 : static_cast<size_t>(row) + c;
       cpAsync16(&kS[buf][key][c], kPool + at, row >= 0);
       cpAsync16(&vS[buf][key][c], vPool + at, row >= 0);
     }
     cpAsyncCommit();
+  };
+  // ROPE: the new token's k (rotated) and v into the tile starting at p0 if it holds newKey, and
+  // into the pools at slots[t]. Needs cosS / sinS; visible to the block after the next barrier.
+  auto placeNew = [&](int buf, int p0) {
+    if (!ROPE || newKey < p0 || newKey >= p0 + kTiledKeys) return;
+    const int key = newKey - p0;
+    const int slot = nkv.slots[t];
+    const bool store = slot >= 0 && slot < nkv.numSlots;
+    const size_t from = (static_cast<size_t>(t) * Hkv + kvHead) * D;
+    const size_t to = static_cast<size_t>(slot) * rowStride + headOffset;
+    for (int j = threadIdx.x; j < D / 2; j += kTiledWarps * 32) {
+      float ra, rb;
+      ropeRotate(toF(nkv.k[from + j]), toF(nkv.k[from + j + D / 2]), cosS[j], sinS[j], &ra, &rb);
+      const __nv_bfloat16 k0 = fromF<__nv_bfloat16>(ra);
+      const __nv_bfloat16 k1 = fromF<__nv_bfloat16>(rb);
+      const __nv_bfloat16 v0 = nkv.v[from + j];
+      const __nv_bfloat16 v1 = nkv.v[from + j + D / 2];
+      kS[buf][key][j] = k0;
+      kS[buf][key][j + D / 2] = k1;
+      vS[buf][key][j] = v0;
+      vS[buf][key][j + D / 2] = v1;
+      if (store) {
+        kPool[to + j] = k0;
+        kPool[to + j + D / 2] = k1;
+        vPool[to + j] = v0;
+        vPool[to + j + D / 2] = v1;
+      }
+    }
   };
 
   float m[HPW];
@@ -116,11 +156,44 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     for (int e = 0; e < VEC; e++) acc[h][e] = 0.0f;
   }
   const int tiles = kEnd > kBegin ? CEIL_DIV(kEnd - kBegin, kTiledKeys) : 0;
-  if (tiles > 0) issue(0, kBegin);
+  if (tiles > 0) issue(0, kBegin);  // first, so the loads overlap q's staging (and rope's sincos)
+  if (ROPE) {
+    const int position = nkv.positions[t];
+    for (int j = threadIdx.x; j < D / 2; j += kTiledWarps * 32) {
+      ropeCosSin(position, nkv.invFreq, nkv.freqDt, j, &cosS[j], &sinS[j]);
+    }
+    __syncthreads();
+  }
+  // q scaled into shared memory (rotated first with ROPE, rounded to bf16 as ropeWriteKv stores it).
+  constexpr int HALF_PACKS = PACKS / 2;
+  for (int i = threadIdx.x; i < HEADS * (ROPE ? HALF_PACKS : PACKS); i += kTiledWarps * 32) {
+    const int g = ROPE ? i / HALF_PACKS : i / PACKS;
+    const int c = (ROPE ? i % HALF_PACKS : i % PACKS) * 8;
+    const __nv_bfloat16* qh = q + (static_cast<size_t>(t) * H + kvHead * G + g) * D;
+    float a[8];
+    float b[8];
+    if (g < G) {
+      loadFloats<8>(qh + c, a);
+      if (ROPE) loadFloats<8>(qh + c + D / 2, b);
+    }
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+      if (ROPE) {
+        float ra = 0.0f, rb = 0.0f;
+        if (g < G) ropeRotate(a[e], b[e], cosS[c + e], sinS[c + e], &ra, &rb);
+        qS[g][c + e] = roundTo<__nv_bfloat16>(ra) * scale;
+        qS[g][c + e + D / 2] = roundTo<__nv_bfloat16>(rb) * scale;
+      } else {
+        qS[g][c + e] = g < G ? a[e] * scale : 0.0f;
+      }
+    }
+  }
+  if (tiles > 0) placeNew(0, kBegin);
   for (int i = 0; i < tiles; i++) {
     const int buf = i & 1;
     if (i + 1 < tiles) {
       issue(buf ^ 1, kBegin + (i + 1) * kTiledKeys);
+      placeNew(buf ^ 1, kBegin + (i + 1) * kTiledKeys);
       cpAsyncWait<1>();
     } else {
       cpAsyncWait<0>();
@@ -174,7 +247,7 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     const int g = warp + h * kTiledWarps;
     if (g >= G) continue;
     const size_t head = static_cast<size_t>(t) * H + kvHead * G + g;
-    if (used == 1) {
+    if (chunk.used == 1) {
       float o[VEC];
 #pragma unroll
       for (int e = 0; e < VEC; e++) o[e] = l[h] > 0.0f ? acc[h][e] / l[h] : 0.0f;

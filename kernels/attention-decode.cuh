@@ -85,6 +85,29 @@ __device__ __forceinline__ int rowKeys(const int* cuSeqlensQ, const int* context
   return min(ctx, ctx - qlen + (t - cuSeqlensQ[s]) + 1);
 }
 
+// The keys [kBegin, kEnd) of query row t that context split `split` owns, in sequence s whose
+// context gives the row `keys` causal keys and `used` non-empty splits. skip: the block has
+// nothing to do (a row of a multi-row sequence when skipMulti, or a split past the context,
+// which the merge skips too). Block-uniform: every decode kernel starts here.
+struct DecodeChunk {
+  int s, keys, kBegin, kEnd, used;
+  bool skip;
+};
+__device__ __forceinline__ DecodeChunk decodeChunk(const int* cuSeqlensQ, const int* contextLens, int S, int t,
+                                                   int split, int splits, int skipMulti) {
+  DecodeChunk c{};
+  c.s = sequenceOfRow(cuSeqlensQ, S, t);
+  c.skip = skipMulti && cuSeqlensQ[c.s + 1] - cuSeqlensQ[c.s] > 1;
+  if (c.skip) return c;
+  c.keys = rowKeys(cuSeqlensQ, contextLens, c.s, t);
+  const int chunk = splitChunk(c.keys, splits);
+  c.kBegin = split * chunk;
+  c.skip = split > 0 && c.kBegin >= c.keys;
+  c.kEnd = min(c.keys, c.kBegin + chunk);
+  c.used = usedSplits(c.keys, splits);
+  return c;
+}
+
 // partial: (T, H, splits, 2 + D) f32 = m, l, acc[D] of each chunk (used when splits > 1).
 // skipMulti: rows of sequences with more than one query row belong to the prefill kernel.
 template <typename T, int VEC, int GMAX, int WARPS, int UNROLL>
@@ -104,16 +127,12 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
 
-  const int s = sequenceOfRow(cuSeqlensQ, S, t);
-  const int qlen = cuSeqlensQ[s + 1] - cuSeqlensQ[s];
-  if (skipMulti && qlen > 1) return;
-  const int keys = rowKeys(cuSeqlensQ, contextLens, s, t);
+  const DecodeChunk chunk = decodeChunk(cuSeqlensQ, contextLens, S, t, split, splits, skipMulti);
+  if (chunk.skip) return;
+  const int kBegin = chunk.kBegin;
+  const int kEnd = chunk.kEnd;
   const int G = H / Hkv;
-  const int chunk = splitChunk(keys, splits);
-  const int kBegin = split * chunk;
-  if (split > 0 && kBegin >= keys) return;  // (block-uniform) past the context: the merge skips it
-  const int kEnd = min(keys, kBegin + chunk);
-  const int* table = blockTables + static_cast<size_t>(s) * maxBlocks;
+  const int* table = blockTables + static_cast<size_t>(chunk.s) * maxBlocks;
   const size_t rowStride = static_cast<size_t>(Hkv) * D;
   const size_t headOffset = static_cast<size_t>(kvHead) * D + lane * VEC;
 
@@ -201,7 +220,7 @@ __global__ void __launch_bounds__(WARPS * 32)
       v += sharedAcc[w][g][d] * weight;
     }
     const size_t head = static_cast<size_t>(t) * H + kvHead * G + g;
-    if (usedSplits(keys, splits) == 1) {
+    if (chunk.used == 1) {
       out[head * D + d] = fromF<T>(lAll > 0.0f ? v / lAll : 0.0f);
     } else {
       float* part = partial + (head * splits + split) * (D + 2);

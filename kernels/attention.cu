@@ -154,10 +154,7 @@ int smCount() {
 
 // TANDEM_TILED_DECODE=0: bf16 decode rows take the grouped kernel too (for comparisons).
 bool tiledOff() {
-  static const bool off = [] {
-    const char* v = std::getenv("TANDEM_TILED_DECODE");
-    return v != nullptr && std::strcmp(v, "0") == 0;
-  }();
+  static const bool off = envSwitchOff("TANDEM_TILED_DECODE");
   return off;
 }
 
@@ -186,13 +183,16 @@ void launchPerRow(const AttnArgs& a, int skipMulti) {
       skipMulti);
 }
 
-template <int D, int HPW>
-void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti) {
+// With ROPE the kernel also applies rope and stores the new tokens' K/V (nkv); the pools are then
+// written, so AttnArgs' const pointers are cast back (ropeAttentionDecode got them writable).
+template <int D, int HPW, bool ROPE>
+void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv) {
   const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.Hkv), static_cast<unsigned>(splits));
-  launchPdl(tiledDecodeKernel<D, HPW>, grid, dim3(kTiledWarps * 32), 0, a.stream, static_cast<__nv_bfloat16*>(a.out),
-            partial, static_cast<const __nv_bfloat16*>(a.q), static_cast<const __nv_bfloat16*>(a.kPool),
-            static_cast<const __nv_bfloat16*>(a.vPool), a.cuSeqlensQ, a.contextLens, a.blockTables, a.S, a.H, a.Hkv,
-            a.blockSize, a.maxBlocks, a.numBlocks, a.scale, splits, skipMulti);
+  launchPdl(tiledDecodeKernel<D, HPW, ROPE>, grid, dim3(kTiledWarps * 32), 0, a.stream,
+            static_cast<__nv_bfloat16*>(a.out), partial, static_cast<const __nv_bfloat16*>(a.q),
+            static_cast<__nv_bfloat16*>(const_cast<void*>(a.kPool)),
+            static_cast<__nv_bfloat16*>(const_cast<void*>(a.vPool)), a.cuSeqlensQ, a.contextLens, a.blockTables, a.S,
+            a.H, a.Hkv, a.blockSize, a.maxBlocks, a.numBlocks, a.scale, splits, skipMulti, nkv);
   if (splits > 1) {
     const dim3 mergeGrid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.H));
     launchPdl(mergeSplitsKernel<__nv_bfloat16>, mergeGrid, dim3(128), 0, a.stream, static_cast<__nv_bfloat16*>(a.out),
@@ -201,10 +201,16 @@ void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti) {
 }
 
 // bf16 decode rows go to the tiled kernel (attention-decode-tiled.cuh), f32 ones to the grouped one.
-template <int D>
-void dispatchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti) {
-  if (a.H / a.Hkv <= kTiledWarps) launchTiled<D, 1>(a, splits, partial, skipMulti);
-  else launchTiled<D, 2>(a, splits, partial, skipMulti);
+template <bool ROPE>
+void dispatchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv) {
+  const bool one = a.H / a.Hkv <= kTiledWarps;  // query heads per warp: 1, else 2
+  if (a.D == 64) {
+    if (one) launchTiled<64, 1, ROPE>(a, splits, partial, skipMulti, nkv);
+    else launchTiled<64, 2, ROPE>(a, splits, partial, skipMulti, nkv);
+  } else {
+    if (one) launchTiled<128, 1, ROPE>(a, splits, partial, skipMulti, nkv);
+    else launchTiled<128, 2, ROPE>(a, splits, partial, skipMulti, nkv);
+  }
 }
 
 template <typename T, int VEC, int GMAX>
@@ -255,6 +261,25 @@ void launchFlash(const AttnArgs& a) {
 
 bool attentionHeadDimSupported(int D) { return D == 32 || D == 64 || D == 128 || D == 256; }
 
+namespace {
+
+// The checks attention() and ropeAttentionDecode() share: dimensions, head dim, splits.
+void checkAttentionArgs(const char* op, int S, int H, int Hkv, int D, int blockSize, int splits, bool grouped,
+                        const void* workspace) {
+  const std::string name(op);
+  if (S <= 0 || Hkv <= 0 || H % Hkv != 0 || blockSize <= 0) throw Error(name + ": bad dimensions");
+  if (H > 65535) throw Error(name + ": more than 65535 query heads");
+  if (!attentionHeadDimSupported(D)) {
+    throw Error(name + ": head dim " + std::to_string(D) + " is not supported (32, 64, 128 or 256)");
+  }
+  if (splits < 1 || splits > 64 || (splits > 1 && !grouped)) {
+    throw Error(name + ": " + std::to_string(splits) + " context splits asked for; use attentionSplits()");
+  }
+  if (splits > 1 && workspace == nullptr) throw Error(name + ": split-K needs attentionWorkspaceBytes() of workspace");
+}
+
+}  // namespace
+
 int attentionSplits(int T, int H, int Hkv, int D, int maxContextLen) {
   // Split only when the unsplit grid leaves SMs idle and each chunk keeps >= 128 keys.
   if (T <= 0 || Hkv <= 0 || !groupedSupported(H, Hkv, D) || maxContextLen < 512) return 1;
@@ -274,16 +299,8 @@ void attention(void* out, const void* q, const void* kPool, const void* vPool, c
                int maxBlocks, int numBlocks, float scale, int dt, int maxSeqlenQ, int splits, void* workspace,
                cudaStream_t stream) {
   if (T == 0 || H == 0) return;
-  if (S <= 0 || Hkv <= 0 || H % Hkv != 0 || blockSize <= 0) throw Error("attention: bad dimensions");
-  if (H > 65535) throw Error("attention: more than 65535 query heads");
-  if (!attentionHeadDimSupported(D)) {
-    throw Error("attention: head dim " + std::to_string(D) + " is not supported (32, 64, 128 or 256)");
-  }
   const bool grouped = groupedSupported(H, Hkv, D);
-  if (splits < 1 || splits > 64 || (splits > 1 && !grouped)) {
-    throw Error("attention: " + std::to_string(splits) + " context splits asked for; use attentionSplits()");
-  }
-  if (splits > 1 && workspace == nullptr) throw Error("attention: split-K needs attentionWorkspaceBytes() of workspace");
+  checkAttentionArgs("attention", S, H, Hkv, D, blockSize, splits, grouped, workspace);
   const AttnArgs a{out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, D, blockSize, maxBlocks,
                    numBlocks, scale, stream};
   const bool flash = maxSeqlenQ > 1 && flashSupported(dt, D);
@@ -296,8 +313,7 @@ void attention(void* out, const void* q, const void* kPool, const void* vPool, c
   float* partial = static_cast<float*>(workspace);
   DISPATCH_FLOAT(dt, E, {
     if (grouped && dt == kBF16 && !tiledOff()) {
-      if (D == 64) dispatchTiled<64>(a, splits, partial, skipMulti);
-      else dispatchTiled<128>(a, splits, partial, skipMulti);
+      dispatchTiled<false>(a, splits, partial, skipMulti, NewKv{});
     } else if (grouped) {
       if (D == 64) dispatchGroup<E, 2>(a, splits, partial, skipMulti);
       else dispatchGroup<E, 4>(a, splits, partial, skipMulti);
@@ -311,6 +327,25 @@ void attention(void* out, const void* q, const void* kPool, const void* vPool, c
     }
   });
   launchCheck();
+}
+
+bool ropeAttentionDecode(void* out, const void* q, const void* k, const void* v, const int* positions,
+                         const void* invFreq, int freqDt, void* kPool, void* vPool, const int* slots, int numSlots,
+                         const int* cuSeqlensQ, const int* contextLens, const int* blockTables, int T, int S, int H,
+                         int Hkv, int D, int blockSize, int maxBlocks, int numBlocks, float scale, int dt, int splits,
+                         void* workspace, cudaStream_t stream) {
+  // Only the tiled kernel has the fused form, and only one query row per sequence keeps every new
+  // key inside the block that stores it.
+  if (dt != kBF16 || T != S || tiledOff() || !groupedSupported(H, Hkv, D)) return false;
+  if (T == 0 || H == 0) return true;
+  checkAttentionArgs("ropeAttentionDecode", S, H, Hkv, D, blockSize, splits, true, workspace);
+  const AttnArgs a{out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, D, blockSize, maxBlocks,
+                   numBlocks, scale, stream};
+  const NewKv nkv{static_cast<const __nv_bfloat16*>(k), static_cast<const __nv_bfloat16*>(v), positions, invFreq,
+                  freqDt, slots, numSlots};
+  dispatchTiled<true>(a, splits, static_cast<float*>(workspace), 0, nkv);
+  launchCheck();
+  return true;
 }
 
 }  // namespace tandem

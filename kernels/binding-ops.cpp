@@ -103,6 +103,17 @@ napi_value Attention(napi_env env, napi_callback_info info) {
   return undefinedValue(env);
 }
 
+// (out, q, k, v, positions, invFreq, freqDt, kPool, vPool, slots, numSlots, cuSeqlensQ, contextLens, blockTables, T, S,
+//  H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, dt, splits, workspace) -> whether the fused kernel took it
+napi_value RopeAttentionDecode(napi_env env, napi_callback_info info) {
+  Args a(env, info, 26, "ropeAttentionDecode");
+  requireReady("ropeAttentionDecode");
+  return boolValue(env, ropeAttentionDecode(a.ptr(0), a.ptr(1), a.ptr(2), a.ptr(3), a.iptr(4), a.ptr(5), a.i32(6),
+                                            a.ptr(7), a.ptr(8), a.iptr(9), a.i32(10), a.iptr(11), a.iptr(12), a.iptr(13),
+                                            a.i32(14), a.i32(15), a.i32(16), a.i32(17), a.i32(18), a.i32(19), a.i32(20),
+                                            a.i32(21), a.f32(22), a.i32(23), a.i32(24), a.ptr(25), bindingStream()));
+}
+
 // attentionPlan(T, H, Hkv, D, maxContextLen) -> { splits, workspaceBytes } for attention().
 napi_value AttentionPlan(napi_env env, napi_callback_info info) {
   Args a(env, info, 5, "attentionPlan");
@@ -150,12 +161,18 @@ napi_value LogSoftmax(napi_env env, napi_callback_info info) {  // (out f32, x, 
   return undefinedValue(env);
 }
 
-napi_value GreedySample(napi_env env, napi_callback_info info) {  // (ids i32 [S], logprobs f32 [S], logits, S, V, dt)
-  Args a(env, info, 6, "greedySample");
+// (ids i32 [S], logprobs f32 [S], logits, S, V, dt, workspace)
+napi_value GreedySample(napi_env env, napi_callback_info info) {
+  Args a(env, info, 7, "greedySample");
   requireReady("greedySample");
   greedySample(static_cast<int*>(a.ptr(0)), static_cast<float*>(a.ptr(1)), a.ptr(2), a.i32(3), a.i32(4), a.i32(5),
-               bindingStream());
+               a.ptr(6), bindingStream());
   return undefinedValue(env);
+}
+
+napi_value GreedySampleWorkspaceBytes(napi_env env, napi_callback_info info) {  // (S, V) -> bytes
+  Args a(env, info, 2, "greedySampleWorkspaceBytes");
+  return numberValue(env, static_cast<double>(greedySampleWorkspaceBytes(a.i32(0), a.i32(1))));
 }
 
 }  // namespace
@@ -171,6 +188,7 @@ void registerForwardOps(napi_env env, napi_value exports) {
       TANDEM_FN("ropeWriteKv", RopeWriteKv),
       TANDEM_FN("rope", Rope),
       TANDEM_FN("attention", Attention),
+      TANDEM_FN("ropeAttentionDecode", RopeAttentionDecode),
       TANDEM_FN("attentionPlan", AttentionPlan),
       TANDEM_FN("attentionHeadDimSupported", AttentionHeadDimSupported),
       TANDEM_FN("swiglu", Swiglu),
@@ -178,6 +196,7 @@ void registerForwardOps(napi_env env, napi_value exports) {
       TANDEM_FN("cast", Cast),
       TANDEM_FN("logSoftmax", LogSoftmax),
       TANDEM_FN("greedySample", GreedySample),
+      TANDEM_FN("greedySampleWorkspaceBytes", GreedySampleWorkspaceBytes),
   };
   defineFunctions(env, exports, props, sizeof(props) / sizeof(props[0]));
 }

@@ -12,6 +12,7 @@ turns into a JS exception (or a rejected promise for waits on the GPU).
 #include <cuda_runtime.h>
 
 #include <cfloat>
+#include <cstdlib>
 #include <cstring>
 #include "ops.h"
 
@@ -30,6 +31,14 @@ inline void cudaCheckImpl(cudaError_t err, const char* call, const char* file, i
 }
 
 }  // namespace tandem
+
+// Whether environment variable `name` is set to "0": the switches that turn a fast path off for
+// comparisons (TANDEM_GEMV, TANDEM_GEMV_FEW_ROWS, TANDEM_PDL, TANDEM_TILED_DECODE). Read once per
+// switch by its caller (a static), so a benchmark sets them before the process starts.
+inline bool envSwitchOff(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, "0") == 0;
+}
 
 #define cudaCheck(call) ::tandem::cudaCheckImpl((call), #call, __FILE__, __LINE__)
 #define launchCheck() ::tandem::cudaCheckImpl(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
@@ -107,6 +116,24 @@ __device__ __forceinline__ float warpMax(float x) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
   return x;
+}
+
+// An argmax candidate: the value and its index. `better` orders them as every argmax here does:
+// the larger value, and on ties the lower index (NaN never wins a comparison).
+struct ArgMax {
+  float v;
+  int i;
+};
+__device__ __forceinline__ bool better(ArgMax a, ArgMax b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
+
+// The warp's best candidate; every lane gets it.
+__device__ __forceinline__ ArgMax warpArgmax(ArgMax a) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const ArgMax other{__shfl_xor_sync(0xffffffffu, a.v, o), __shfl_xor_sync(0xffffffffu, a.i, o)};
+    if (better(other, a)) a = other;
+  }
+  return a;
 }
 
 // Sum over the block; every thread gets the result. `shared` holds at least 32 floats.

@@ -8,7 +8,8 @@ read the weights directly: one warp per output row, each lane streaming 16-byte 
 (U packs in flight per lane, loaded with the streaming hint so they don't evict x from L1), x read
 through L1 (every warp of the grid reads the same T rows), a warp-shuffle sum per row of x.
 
-Rows of K >= 4096 (kLongRowChunks packs) are split over 4 warps each. Weights for the first
+Rows of K >= 4096 (kLongRowChunks packs) are split over 4 warps each, other rows over 2 warps in
+products of fewer than 8192 rows (TANDEM_GEMV_FEW_ROWS=0: one warp). Weights for the first
 round are requested before pdlWait() and the kernels are launched with launchPdl() (pdl.cuh), so
 a product's first loads overlap the previous kernel's tail.
 
@@ -279,11 +280,16 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvSwigluKernel(GemvArgs a, 
 namespace {
 
 bool gemvEnabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("TANDEM_GEMV");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool enabled = !envSwitchOff("TANDEM_GEMV");
   return enabled;
+}
+
+// Products of fewer rows than this (q/k/v and o on a 3B model: 2560 and 2048) split each row over
+// 2 warps, so the grid has twice the warps and each lane half the dependent loads.
+constexpr int kFewRows = 8192;
+bool fewRowsSplit(int rows) {
+  static const bool enabled = !envSwitchOff("TANDEM_GEMV_FEW_ROWS");
+  return enabled && rows < kFewRows;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -304,6 +310,8 @@ void launchRows(const GemvArgs& a, const GemvNormArgs& nm, int rows, bool swiglu
     launchPdl(gemvSwigluKernel<T, TO, NORM>, dim3(CEIL_DIV(rows, kGemvWarps)), block, smem, stream, a, nm);
   } else if (a.chunks >= kLongRowChunks) {
     launchPdl(gemvKernel<T, TO, 4, 4, NORM>, dim3(CEIL_DIV(rows, kGemvWarps / 4)), block, smem, stream, a, nm);
+  } else if (fewRowsSplit(rows)) {
+    launchPdl(gemvKernel<T, TO, 4, 2, NORM>, dim3(CEIL_DIV(rows, kGemvWarps / 2)), block, smem, stream, a, nm);
   } else {
     launchPdl(gemvKernel<T, TO, 4, 1, NORM>, dim3(CEIL_DIV(rows, kGemvWarps)), block, smem, stream, a, nm);
   }

@@ -58,11 +58,25 @@ void attention(void* out, const void* q, const void* kPool, const void* vPool, c
                const int* contextLens, const int* blockTables, int T, int S, int H, int Hkv, int D, int blockSize,
                int maxBlocks, int numBlocks, float scale, int dt, int maxSeqlenQ, int splits, void* workspace,
                cudaStream_t stream);
+// attention.cu: ropeWriteKv(q, k, v, ...) then attention(out, q, ...) in one kernel, for decode batches
+// (one query row per sequence: T == S, row t's new token is its last key, stored at slots[t]).
+// Returns false, launching nothing, where the fused kernel does not apply (not bf16, T != S, head
+// dim other than 64 / 128, more than 8 query heads per KV head, TANDEM_TILED_DECODE=0): the caller
+// runs the two ops. q is not rotated in place (it may be left as it was).
+bool ropeAttentionDecode(void* out, const void* q, const void* k, const void* v, const int* positions,
+                         const void* invFreq, int freqDt, void* kPool, void* vPool, const int* slots, int numSlots,
+                         const int* cuSeqlensQ, const int* contextLens, const int* blockTables, int T, int S, int H,
+                         int Hkv, int D, int blockSize, int maxBlocks, int numBlocks, float scale, int dt, int splits,
+                         void* workspace, cudaStream_t stream);
 
 // softmax.cu: out (S, V) f32 = log_softmax(x (S, V)).
 void logSoftmax(float* out, const void* x, int S, int V, int dt, cudaStream_t stream);
 // softmax.cu: per row of logits (S, V): ids[s] = argmax (lowest id on ties), logprobs[s] = its log-softmax.
-void greedySample(int* ids, float* logprobs, const void* logits, int S, int V, int dt, cudaStream_t stream);
+// workspace: greedySampleWorkspaceBytes(S, V) bytes of device memory (few rows of a large
+// vocabulary split each row over several blocks), or null where that is 0.
+size_t greedySampleWorkspaceBytes(int S, int V);
+void greedySample(int* ids, float* logprobs, const void* logits, int S, int V, int dt, void* workspace,
+                  cudaStream_t stream);
 
 // sampling.cu: one token per row of logits (S, V) on the device. params holds S RowParams (80 bytes
 // each, packed by src/backend/cuda/sampling-params.ts), penalties the rows' (id, count) entries;

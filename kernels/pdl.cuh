@@ -39,8 +39,7 @@ __device__ __forceinline__ void pdlLaunchDependents() {
 // Whether launches ask for programmatic serialization: a Hopper-class device, not turned off.
 inline bool pdlEnabled() {
   static const bool enabled = [] {
-    const char* v = std::getenv("TANDEM_PDL");
-    if (v != nullptr && std::strcmp(v, "0") == 0) return false;
+    if (envSwitchOff("TANDEM_PDL")) return false;
     int device = 0;
     int major = 0;
     cudaCheck(cudaGetDevice(&device));

@@ -6,8 +6,7 @@ For pair j < D/2 of every head of token t, with a = positions[t] * invFreq[j] ro
 (as transformers forms inv_freq @ position_ids in f32):
   x[j]       = x[j] * cos(a) - x[j + D/2] * sin(a)
   x[j + D/2] = x[j + D/2] * cos(a) + x[j] * sin(a)
-cos and sin are taken in double precision of the f32 angle and rounded to f32 (positions reach
-tens of thousands of radians, where single-precision range reduction would lose digits).
+(rope.cuh: cos and sin in double precision of the f32 angle, rounded to f32; no FMA contraction).
 
 One thread per (token, pair): it computes the angle once and rotates that pair in every q and k
 head of the token; consecutive threads touch consecutive elements of a head.
@@ -23,6 +22,7 @@ with sin negated (exactly), in place on dq (T, H, D) and dk (T, Hkv, D).
 #include "common.cuh"
 #include "ops-train.h"
 #include "pdl.cuh"
+#include "rope.cuh"
 
 namespace tandem {
 
@@ -31,10 +31,10 @@ namespace tandem {
 
 template <typename T>
 __device__ __forceinline__ void rotatePair(T* x, int half, float c, float s) {
-  const float a = toF(x[0]);
-  const float b = toF(x[half]);
-  x[0] = fromF<T>(a * c - b * s);
-  x[half] = fromF<T>(b * c + a * s);
+  float ra, rb;
+  ropeRotate(toF(x[0]), toF(x[half]), c, s, &ra, &rb);
+  x[0] = fromF<T>(ra);
+  x[half] = fromF<T>(rb);
 }
 
 template <typename T>
@@ -45,11 +45,9 @@ __global__ void ropeKernel(T* q, T* k, const int* positions, const void* invFreq
   if (i >= static_cast<long long>(T_) * half) return;
   const int t = static_cast<int>(i / half);
   const int j = static_cast<int>(i % half);
-  const float angle = __fmul_rn(static_cast<float>(positions[t]), loadAny(invFreq, freqDt, j));
-  double sd, cd;
-  sincos(static_cast<double>(angle), &sd, &cd);
-  const float c = static_cast<float>(cd);
-  const float s = sinSign * static_cast<float>(sd);
+  float c, s;
+  ropeCosSin(positions[t], invFreq, freqDt, j, &c, &s);
+  s *= sinSign;
   T* qt = q + static_cast<size_t>(t) * H * D + j;
   for (int h = 0; h < H; h++) rotatePair(qt + static_cast<size_t>(h) * D, half, c, s);
   T* kt = k + static_cast<size_t>(t) * Hkv * D + j;
@@ -72,14 +70,8 @@ __global__ void ropeWriteKvKernel(T* __restrict__ q, T* __restrict__ k, const T*
   pdlWait();
   const int half = D / 2;
   const int t = blockIdx.x;
-  const float position = static_cast<float>(positions[t]);
-  for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    const float angle = __fmul_rn(position, loadAny(invFreq, freqDt, j));
-    double sd, cd;
-    sincos(static_cast<double>(angle), &sd, &cd);
-    cosOf[j] = static_cast<float>(cd);
-    sinOf[j] = static_cast<float>(sd);
-  }
+  const int position = positions[t];
+  for (int j = threadIdx.x; j < half; j += blockDim.x) ropeCosSin(position, invFreq, freqDt, j, &cosOf[j], &sinOf[j]);
   __syncthreads();
   const int slot = slots[t];
   const bool store = slot >= 0 && slot < numSlots;

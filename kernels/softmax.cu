@@ -6,7 +6,9 @@ Row reductions over a vocabulary.
                 ids[s] = argmax_i logits[s, i] (lowest i on ties), logprobs[s] = x[s, ids[s]] - lse_s
 
 One block per row. Each thread keeps an online (max, sum of exp) over its strided share of the
-row, so the row is read once for the statistics; the block merges them. The max is subtracted
+row, so the row is read once for the statistics; the block merges them. greedySample reads the
+row once for both its argmax and its statistics; below 64 rows of a large vocabulary it splits
+each row over 32 blocks and merges their results with one warp per row. The max is subtracted
 inside the exponentials, so no magnitude overflows. lse is formed in f32 and subtracted from x
 exactly as the CPU backend (softmax.ts) and the conformance reference do, so every backend
 agrees even where |x| ~ 1e38 absorbs the log(sum) term.
@@ -19,6 +21,8 @@ As the CPU backend (logprobs.ts): the row max m of the raw logits is found first
 0, so it is also z's max), then s = sum exp((x - m) / temperature), so logits of any magnitude
 stay finite; the row is read twice (max, sum) and the backward a third time to write.
 */
+#include <climits>
+
 #include "common.cuh"
 #include "ops-train.h"
 
@@ -51,59 +55,102 @@ __global__ void logSoftmaxKernel(float* out, const T* x, int V) {
   for (int i = threadIdx.x; i < V; i += blockDim.x) out[o + i] = toF(x[o + i]) - lse;
 }
 
+// This thread's share of x[begin, end) (stride blockDim.x): its argmax (the first index of the
+// maximum; i = V while nothing compared, so an all -inf share still names its first index) and
+// its online (max, sum of exp), in one read.
+template <typename T>
+__device__ __forceinline__ void greedyShare(const T* x, int begin, int end, int V, ArgMax* best, MaxSum* ms) {
+  ArgMax b{-INFINITY, V};
+  MaxSum acc{-INFINITY, 0.0f};
+  for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const float v = toF(x[i]);
+    if (v > b.v || (b.i == V && v == b.v)) b = {v, i};
+    if (v > acc.m) {
+      acc.s = acc.s * expf(acc.m - v) + 1.0f;
+      acc.m = v;
+    } else if (acc.m != -INFINITY) {
+      acc.s += expf(v - acc.m);
+    }
+  }
+  *best = b;
+  *ms = acc;
+}
+
+// The block's argmax and (max, sum); every thread gets them. `shared` holds 64 floats, sharedIdx 32 ints.
+__device__ __forceinline__ void blockGreedy(ArgMax* best, MaxSum* ms, float* shared, int* sharedIdx) {
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const int warps = CEIL_DIV(blockDim.x, 32);
+  ArgMax b = warpArgmax(*best);
+  __syncthreads();
+  if (lane == 0) {
+    shared[warp] = b.v;
+    sharedIdx[warp] = b.i;
+  }
+  __syncthreads();
+  b = lane < warps ? ArgMax{shared[lane], sharedIdx[lane]} : ArgMax{-INFINITY, INT_MAX};
+  *best = warpArgmax(b);
+  *ms = blockMaxSum(*ms, shared);  // starts with a barrier: the argmax reads of shared are done
+}
+
+// The chosen id (all -inf or NaN rows: id 0, as the CPU argmax) and its raw logprob.
+template <typename T>
+__device__ __forceinline__ void writeGreedy(int* ids, float* logprobs, int row, const T* x, int V, ArgMax best, MaxSum ms) {
+  const int id = best.i < V ? best.i : 0;
+  ids[row] = id;
+  logprobs[row] = toF(x[id]) - (ms.m + logf(ms.s));
+}
+
+// One block per row: the row's argmax and log-sum-exp in one read.
 template <typename T>
 __global__ void greedySampleKernel(int* ids, float* logprobs, const T* logits, int V) {
   __shared__ float shared[64];
   __shared__ int sharedIdx[32];
-  const size_t o = static_cast<size_t>(blockIdx.x) * V;
-  const T* x = logits + o;
-  // Argmax: the first (lowest) index of the maximum of this thread's share.
-  float best = -INFINITY;
-  int bestIdx = V;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const float v = toF(x[i]);
-    if (v > best || (bestIdx == V && v == best)) {
-      best = v;
-      bestIdx = i;
-    }
-  }
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const float v = __shfl_xor_sync(0xffffffffu, best, off);
-    const int j = __shfl_xor_sync(0xffffffffu, bestIdx, off);
-    if (v > best || (v == best && j < bestIdx)) {
-      best = v;
-      bestIdx = j;
-    }
-  }
-  const int lane = threadIdx.x % 32;
-  const int warp = threadIdx.x / 32;
-  const int warps = CEIL_DIV(blockDim.x, 32);
-  if (lane == 0) {
-    shared[warp] = best;
-    sharedIdx[warp] = bestIdx;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    best = lane < warps ? shared[lane] : -INFINITY;
-    bestIdx = lane < warps ? sharedIdx[lane] : V;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const float v = __shfl_xor_sync(0xffffffffu, best, off);
-      const int j = __shfl_xor_sync(0xffffffffu, bestIdx, off);
-      if (v > best || (v == best && j < bestIdx)) {
-        best = v;
-        bestIdx = j;
-      }
-    }
-  }
-  const MaxSum ms = rowMaxSum(x, V, shared);  // starts with a barrier: warp 0 is done with shared
+  const T* x = logits + static_cast<size_t>(blockIdx.x) * V;
+  ArgMax best;
+  MaxSum ms;
+  greedyShare(x, 0, V, V, &best, &ms);
+  blockGreedy(&best, &ms, shared, sharedIdx);
+  if (threadIdx.x == 0) writeGreedy(ids, logprobs, blockIdx.x, x, V, best, ms);
+}
+
+// Few rows: the row split over kGreedySlices blocks (grid (slices, S)), each writing its slice's
+// (max, sum, argmax value, argmax index) to partial (S, slices, 4); greedyMergeKernel, one warp
+// per row, combines them. One block per row would read 600 KB of f32 logits with one SM.
+constexpr int kGreedySlices = 32;
+constexpr int kGreedySplitMaxRows = 64;  // from 64 rows on, one block per row fills the GPU
+constexpr int kGreedySplitMinVocab = 16384;
+
+template <typename T>
+__global__ void greedySliceKernel(float* partial, const T* logits, int V) {
+  __shared__ float shared[64];
+  __shared__ int sharedIdx[32];
+  const int slice = blockIdx.x;
+  const int row = blockIdx.y;
+  const int len = CEIL_DIV(V, kGreedySlices);
+  const int begin = min(V, slice * len);
+  const int end = min(V, begin + len);
+  ArgMax best;
+  MaxSum ms;
+  greedyShare(logits + static_cast<size_t>(row) * V, begin, end, V, &best, &ms);
+  blockGreedy(&best, &ms, shared, sharedIdx);
   if (threadIdx.x == 0) {
-    // A row of NaNs (or all -inf) has no maximum: fall back to id 0, as the CPU argmax does.
-    const int id = bestIdx < V ? bestIdx : 0;
-    ids[blockIdx.x] = id;
-    logprobs[blockIdx.x] = toF(x[id]) - (ms.m + logf(ms.s));
+    float* p = partial + (static_cast<size_t>(row) * kGreedySlices + slice) * 4;
+    p[0] = ms.m;
+    p[1] = ms.s;
+    p[2] = best.v;
+    p[3] = __int_as_float(best.i);
   }
+}
+
+template <typename T>
+__global__ void greedyMergeKernel(int* ids, float* logprobs, const float* partial, const T* logits, int V) {
+  const int row = blockIdx.x;
+  const int lane = threadIdx.x;  // one warp; lane = slice (kGreedySlices = 32)
+  const float* p = partial + (static_cast<size_t>(row) * kGreedySlices + lane) * 4;
+  const MaxSum ms = warpMaxSum({p[0], p[1]});
+  const ArgMax best = warpArgmax({p[2], __float_as_int(p[3])});
+  if (lane == 0) writeGreedy(ids, logprobs, row, logits + static_cast<size_t>(row) * V, V, best, ms);
 }
 
 // Row max, then log(sum exp((x - max) * invT)), block-wide; every thread gets both.
@@ -163,12 +210,31 @@ void logSoftmax(float* out, const void* x, int S, int V, int dt, cudaStream_t st
   launchCheck();
 }
 
-void greedySample(int* ids, float* logprobs, const void* logits, int S, int V, int dt, cudaStream_t stream) {
+namespace {
+bool greedySplit(int S, int V) { return S < kGreedySplitMaxRows && V >= kGreedySplitMinVocab; }
+}  // namespace
+
+size_t greedySampleWorkspaceBytes(int S, int V) {
+  return greedySplit(S, V) ? static_cast<size_t>(S) * kGreedySlices * 4 * sizeof(float) : 0;
+}
+
+void greedySample(int* ids, float* logprobs, const void* logits, int S, int V, int dt, void* workspace,
+                  cudaStream_t stream) {
   if (S == 0) return;
   if (V <= 0) throw Error("greedySample: empty vocabulary");
-  DISPATCH_FLOAT(dt, T,
-                 greedySampleKernel<T><<<S, rowThreads(V), 0, stream>>>(ids, logprobs, static_cast<const T*>(logits),
-                                                                        V));
+  if (greedySplit(S, V)) {
+    if (workspace == nullptr) throw Error("greedySample: few rows need greedySampleWorkspaceBytes() of workspace");
+    float* partial = static_cast<float*>(workspace);
+    DISPATCH_FLOAT(dt, T, {
+      greedySliceKernel<T><<<dim3(kGreedySlices, S), 256, 0, stream>>>(partial, static_cast<const T*>(logits), V);
+      launchCheck();
+      greedyMergeKernel<T><<<S, 32, 0, stream>>>(ids, logprobs, partial, static_cast<const T*>(logits), V);
+    });
+  } else {
+    DISPATCH_FLOAT(dt, T,
+                   greedySampleKernel<T><<<S, rowThreads(V), 0, stream>>>(ids, logprobs, static_cast<const T*>(logits),
+                                                                          V));
+  }
   launchCheck();
 }
 

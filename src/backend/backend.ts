@@ -239,6 +239,16 @@ export interface Backend {
   ): void;
   /** Causal GQA attention of q [T, H, D] over the paged cache (see AttnMeta) -> [T, H, D]. */
   attention(q: Tensor, cache: KvCache, layer: number, meta: AttnMeta, scale: number): Tensor;
+  /**
+   * ropeWriteKv(q, k, v, positions, invFreq, cache, layer, slots), then attention(q, cache, layer,
+   * meta, scale): the output, and the cache as the two ops leave it, for any batch. A backend may
+   * fuse them for decode batches (meta.maxSeqlenQ 1 and one row per sequence, so slots[t] holds
+   * row t's last key), with the same bits; q and k may be left rotated or not.
+   */
+  ropeAttentionDecode(
+    q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
+    meta: AttnMeta, scale: number,
+  ): Tensor;
   /** silu(gate) * up, both [T, F] -> [T, F] */
   swiglu(gate: Tensor, up: Tensor): Tensor;
   /** a + b, same shape */

@@ -1,13 +1,13 @@
 /**
  * The fused forward ops of the Backend contract (linearMany, linearSwiglu, normLinearMany,
- * normLinearSwiglu, ropeWriteKv) written
+ * normLinearSwiglu, ropeWriteKv, ropeAttentionDecode) written
  * as the plain ops they stand for: the CPU backend's implementation, and what the CUDA backend
  * falls back to when its fused kernels don't take the operands (large batches, f32 tensors).
  */
-import type { Backend, KvCache, LinearPart, NormSpec, Tensor } from './backend.ts';
+import type { AttnMeta, Backend, KvCache, LinearPart, NormSpec, Tensor } from './backend.ts';
 import { linearManyShape, linearSwigluShape } from './op-shapes.ts';
 
-type PlainOps = Pick<Backend, 'linear' | 'swiglu' | 'rope' | 'writeKv' | 'rmsnorm'>;
+type PlainOps = Pick<Backend, 'linear' | 'swiglu' | 'rope' | 'writeKv' | 'rmsnorm' | 'attention'>;
 
 export function composedLinearMany(be: PlainOps, x: Tensor, parts: readonly LinearPart[]): Tensor[] {
   linearManyShape(x.shape, parts.map((p) => ({ w: p.w.shape, bias: p.bias?.shape })));
@@ -25,6 +25,14 @@ export function composedRopeWriteKv(
 ): void {
   be.rope(q, k, positions, invFreq);
   be.writeKv(cache, layer, k, v, slots);
+}
+
+export function composedRopeAttentionDecode(
+  be: PlainOps, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number,
+  slots: Tensor, meta: AttnMeta, scale: number,
+): Tensor {
+  composedRopeWriteKv(be, q, k, v, positions, invFreq, cache, layer, slots);
+  return be.attention(q, cache, layer, meta, scale);
 }
 
 export function composedNormLinearMany(

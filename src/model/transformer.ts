@@ -239,8 +239,8 @@ export class Transformer {
         q = be.view(be.rmsnorm(be.view(q, [T * H, D]), L.qNorm, c.rmsNormEps).y, [T, H, D]);
         k = be.view(be.rmsnorm(be.view(k, [T * Hkv, D]), L.kNorm, c.rmsNormEps).y, [T, Hkv, D]);
       }
-      be.ropeWriteKv(q, k, v, positions, this.invFreq, cache, l, slots);
-      const attn = be.attention(q, cache, l, meta, this.scale);
+      // rope + K/V store + attention: one kernel for decode batches where the backend can.
+      const attn = be.ropeAttentionDecode(q, k, v, positions, this.invFreq, cache, l, slots, meta, this.scale);
       const o = project(be.view(attn, [T, H * D]), L.o, L.oBias, l, 'o_proj');
 
       const gate = { w: L.gate, bias: L.gateBias };

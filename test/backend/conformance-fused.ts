@@ -1,9 +1,11 @@
 /**
  * Conformance of the fused forward ops (linearMany, linearSwiglu, normLinearMany, normLinearSwiglu,
- * ropeWriteKv): each must give
+ * ropeWriteKv, ropeAttentionDecode): each must give
  * what the plain ops it stands for give. Products are checked against the float64 references
  * (the fused path may round differently from the plain one, within `tol`); ropeWriteKv against
- * rope + writeKv on the same backend, bit for bit (q, k, and attention over the written cache).
+ * rope + writeKv on the same backend, bit for bit (q, k, and attention over the written cache);
+ * ropeAttentionDecode against ropeWriteKv + attention, bit for bit (its output, and a later
+ * query's attention over the cache it wrote).
  * Shapes cover the decode kernels' batch sizes (1-8 rows, K a multiple of 8, several packs per
  * lane) and what they decline (9 rows, K odd), so both paths of a backend with a fast path run.
  */
@@ -200,6 +202,89 @@ export function runFusedConformance(be: () => Backend, tol: Tolerance, floatDtyp
         assert.deepEqual(fused.q, plain.q, 'q as rope rotates it');
         assert.deepEqual(fused.k, plain.k, 'k as rope rotates it');
         assert.deepEqual(fused.attn, plain.attn, 'attention over the cache as writeKv fills it');
+      });
+    }
+  });
+
+  describe('fused: ropeAttentionDecode', () => {
+    // Decode batches (one new token per sequence) of several context lengths: 1 key (the new token
+    // alone), a tile edge, a few tiles, and one long enough for split-K on a GPU (contexts >= 512
+    // with few rows); shapes the tiled kernel takes (D 64 / 128, groups of 2, 7 and 8 heads) and
+    // one it declines (D 32). A prefill-shaped batch checks the contract holds for any batch.
+    const cases: { name: string; H: number; Hkv: number; D: number; qlens: number[]; ctxs: number[] }[] = [
+      { name: 'Qwen2.5-3B heads, 4 sequences', H: 16, Hkv: 2, D: 128, qlens: [1, 1, 1, 1], ctxs: [1, 33, 130, 700] },
+      { name: 'one sequence at a tile edge', H: 4, Hkv: 2, D: 64, qlens: [1], ctxs: [64] },
+      { name: 'GQA 7:1', H: 7, Hkv: 1, D: 64, qlens: [1, 1], ctxs: [17, 520] },
+      { name: 'head dim 32 (declined by the tiled kernel)', H: 4, Hkv: 2, D: 32, qlens: [1, 1], ctxs: [5, 40] },
+      { name: 'a prefill chunk beside a decode row', H: 4, Hkv: 2, D: 64, qlens: [3, 1], ctxs: [10, 20] },
+    ];
+    for (const c of cases) {
+      it(`${c.name}: output and cache equal ropeWriteKv + attention`, async () => {
+        const { H, Hkv, D } = c;
+        const blockSize = 16;
+        const S = c.qlens.length;
+        const T = c.qlens.reduce((a, b) => a + b, 0);
+        const perSeq = Math.ceil(Math.max(...c.ctxs) / blockSize);
+        // Sequence s's blocks, interleaved and reversed so that slots are not positions.
+        const blockTables = Array.from({ length: S * perSeq }, (_, i) => {
+          const s = Math.floor(i / perSeq);
+          const b = i % perSeq;
+          return b < Math.ceil(c.ctxs[s] / blockSize) ? 1 + (perSeq - 1 - b) * S + s : -1;
+        });
+        const slotOf = (s: number, p: number): number => blockTables[s * perSeq + Math.floor(p / blockSize)] * blockSize + (p % blockSize);
+        const cu = [0];
+        c.qlens.forEach((n) => cu.push(cu[cu.length - 1] + n));
+        const rowSeq = Array.from({ length: T }, (_, t) => cu.findIndex((_, s) => t < cu[s + 1]));
+        const positions = Array.from({ length: T }, (_, t) => c.ctxs[rowSeq[t]] - cu[rowSeq[t] + 1] + t);
+        const slots = positions.map((p, t) => slotOf(rowSeq[t], p));
+        // The cached prefix of every sequence (positions before its new tokens), written first.
+        const prefixSlots = c.ctxs.flatMap((ctx, s) => Array.from({ length: ctx - c.qlens[s] }, (_, p) => slotOf(s, p)));
+        const P = prefixSlots.length;
+        const spec = { numLayers: 2, numBlocks: 1 + S * perSeq, blockSize, numKvHeads: Hkv, headDim: D, dtype: floatDtype };
+        const invFreq = upF(Float32Array.from({ length: D / 2 }, (_, j) => 1 / Math.pow(1e6, (2 * j) / D)), [D / 2]);
+        const [q0] = await held([T, H, D], 60 + T + D);
+        const [k0] = await held([T, Hkv, D], 61 + T);
+        const [v0] = await held([T, Hkv, D], 62 + T);
+        const [pk] = await held([Math.max(P, 1), Hkv, D], 63);
+        const [pv] = await held([Math.max(P, 1), Hkv, D], 64);
+        const [probe] = await held([S, H, D], 65); // a later decode query per sequence, to read the cache back
+        const meta = (qlens: number[]): AttnMeta => {
+          const offsets = [0];
+          qlens.forEach((n) => offsets.push(offsets[offsets.length - 1] + n));
+          return {
+            cuSeqlensQ: upI(offsets),
+            contextLens: upI(c.ctxs),
+            blockTables: be().upload(Int32Array.from(blockTables), [S, perSeq], 'i32', 'scratch'),
+            maxSeqlenQ: Math.max(...qlens),
+            maxContextLen: Math.max(...c.ctxs),
+          };
+        };
+        const run = async (fused: boolean): Promise<{ attn: Float32Array; probe: Float32Array }> => {
+          const cache = be().allocKvCache(spec);
+          try {
+            const q = upF(await down(q0), [T, H, D]);
+            const k = upF(await down(k0), [T, Hkv, D]);
+            if (P > 0) be().writeKv(cache, 1, be().view(pk, [P, Hkv, D]), be().view(pv, [P, Hkv, D]), upI(prefixSlots));
+            const m = meta(c.qlens);
+            let attn: Tensor;
+            if (fused) attn = be().ropeAttentionDecode(q, k, v0, upI(positions), invFreq, cache, 1, upI(slots), m, 1 / Math.sqrt(D));
+            else {
+              be().ropeWriteKv(q, k, v0, upI(positions), invFreq, cache, 1, upI(slots));
+              attn = be().attention(q, cache, 1, m, 1 / Math.sqrt(D));
+            }
+            // The probe attends over every position of every sequence: it sees each stored K and V.
+            const seen = be().attention(probe, cache, 1, meta(c.qlens.map(() => 1)), 1 / Math.sqrt(D));
+            return { attn: await down(attn), probe: await down(seen) };
+          } finally {
+            be().freeKvCache(cache);
+          }
+        };
+        const plain = await run(false);
+        const fused = await run(true);
+        assert.equal(fused.attn.length, T * H * D);
+        assert.ok(fused.attn.some((x) => x !== 0), 'the output is not all zeros');
+        assert.deepEqual(fused.attn, plain.attn, 'attention output');
+        assert.deepEqual(fused.probe, plain.probe, 'a later query over the cache: the stored K and V');
       });
     }
   });

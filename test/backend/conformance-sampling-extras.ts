@@ -126,6 +126,42 @@ export function runSamplingExtrasConformance(name: string, make: () => Backend, 
       be.resetScratch();
     });
 
+    // Plain greedy rows (no penalties, no top logprobs) take an argmax-only path on a GPU, which
+    // splits each of fewer than 64 rows of a large vocabulary over 32 blocks: 1 and 3 rows take
+    // the split, 70 rows one block per row. The maxima sit at slice edges and tie across slices.
+    for (const S of [1, 3, 70]) {
+      it(`greedy rows of a Qwen-sized vocabulary, ${S} row${S > 1 ? 's' : ''}: the lowest id of the maximum and its logprob`, async () => {
+        const be = make();
+        const V = 151936;
+        const slice = Math.ceil(V / 32);
+        const rng = new SeededRandom(40 + S);
+        const data = new Float32Array(S * V);
+        const rowOf = (r: number): Float32Array => data.subarray(r * V, (r + 1) * V);
+        for (let r = 0; r < S; r++) rowOf(r).set(rng.normals(V, 2));
+        const special: ((x: Float32Array) => void)[] = [
+          (x) => x.set([20], V - 1), // the last token (normals of std 2 stay far below 20)
+          (x) => {
+            x[7 * slice] = 20; // a slice's first token ties a later slice's last one: the lower id wins
+            x[20 * slice - 1] = 20;
+          },
+          (x) => x.fill(-2), // one tie of V tokens: id 0
+        ];
+        special.forEach((f, r) => r < S && f(rowOf(r)));
+        const res = await be.sample(be.upload(data, [S, V], 'f32', 'scratch'), Array.from({ length: S }, () => ({ ...base })));
+        const expected = [V - 1, 7 * slice, 0];
+        for (let r = 0; r < S; r++) {
+          const x = rowOf(r);
+          let best = 0;
+          for (let i = 1; i < V; i++) if (x[i] > x[best]) best = i;
+          if (r < expected.length) assert.equal(best, expected[r], `row ${r}'s reference`);
+          assert.equal(res.ids[r], best, `row ${r}`);
+          assert.ok(Math.abs(res.logprobs[r] - logSoftmax64(x)[best]) < logprobTol, `row ${r} logprob ${res.logprobs[r]}`);
+          assert.equal(res.top[r].ids.length, 0);
+        }
+        be.resetScratch();
+      });
+    }
+
     it('rejects penalty tokens outside the vocabulary and bad penalties', async () => {
       const be = make();
       const t = be.upload(new Float32Array(4), [1, 4], 'f32', 'scratch');

@@ -38,6 +38,7 @@ import {
   composedNormLinearMany,
   composedNormLinearSwiglu,
   composedRopeWriteKv,
+  composedRopeAttentionDecode,
 } from '../composed-ops.ts';
 import { uniformAt } from '../rng.ts';
 import { AttentionWorkspace, attentionForward, checkAttnMeta } from './attention.ts';
@@ -303,6 +304,13 @@ export class CpuBackend implements Backend {
     q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
   ): void {
     composedRopeWriteKv(this, q, k, v, positions, invFreq, cache, layer, slots);
+  }
+
+  ropeAttentionDecode(
+    q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
+    meta: AttnMeta, scale: number,
+  ): Tensor {
+    return composedRopeAttentionDecode(this, q, k, v, positions, invFreq, cache, layer, slots, meta, scale);
   }
 
   rope(q: Tensor, k: Tensor, positions: Tensor, invFreq: Tensor): void {

@@ -20,7 +20,7 @@
  *   const host = await be.download(y);                 // Float32Array
  *   be.resetScratch();
  */
-import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape, sampleArgs } from '../op-shapes.ts';
+import { linearShape, rmsnormShape, sameShape, sampleArgs } from '../op-shapes.ts';
 import type {
   AdamWStep,
   AttnMeta,
@@ -35,17 +35,18 @@ import type {
   SamplingParams,
   Tensor,
 } from '../backend.ts';
-import { checkAttnMeta } from '../cpu/attention.ts';
 import { firstOutOfRange } from '../cpu/gather.ts';
 import { checkShape, fmtShape, numel } from '../cpu/tensor.ts';
 import { formatBytes } from '../memory-plan.ts';
 import { HostSampler, deviceCanSample, unpackSampleResult } from './host-sampling.ts';
+import { hasPenalties } from '../cpu/penalties.ts';
 import { DTYPE_CODE, loadNative } from './native.ts';
 import { ROW_WORDS, packSamplingParams } from './sampling-params.ts';
 import type { DeviceInfo, NativeCuda } from './native.ts';
 import { CudaTensor, DeviceArena, allocatedBytes, cudaDtype, elemBytes } from './tensor.ts';
 import { CudaTrainingOps } from './training-ops.ts';
 import { CudaFusedOps } from './fused-ops.ts';
+import { CudaAttentionOps } from './attention-ops.ts';
 import { CudaGraphs } from './graphs.ts';
 import type { CudaDType } from './tensor.ts';
 
@@ -105,6 +106,11 @@ export class CudaKvCache implements KvCache {
   }
 }
 
+/** A row sample() answers with an argmax alone: greedy, no penalties, no top logprobs. */
+function plainGreedy(p: SamplingParams): boolean {
+  return p.temperature === 0 && !hasPenalties(p) && (p.topLogprobs ?? 0) === 0;
+}
+
 export class CudaBackend implements Backend {
   readonly name = 'cuda';
   /** bf16 weights, activations and KV cache; f32 accumulation, logits and LoRA parameters. */
@@ -120,6 +126,7 @@ export class CudaBackend implements Backend {
   private readonly caches = new Set<CudaKvCache>();
   private readonly training: CudaTrainingOps;
   private readonly fused: CudaFusedOps;
+  private readonly attentionOps: CudaAttentionOps;
   private budget: (CudaMemoryBudget & { weights: number }) | null = null;
 
   constructor(opts: CudaBackendOptions = {}) {
@@ -139,6 +146,13 @@ export class CudaBackend implements Backend {
       plain: this,
       linearOperands: (op, x, w, bias) => this.linearOperands(op, x, w, bias),
       normOperands: (x, norm) => this.normOperands(x, norm),
+      scratch: (shape, dtype) => this.scratch(shape, dtype),
+    });
+    this.attentionOps = new CudaAttentionOps({
+      native: this.native,
+      float: (op, name, t, rank) => this.float(op, name, t, rank),
+      i32: (op, name, t, rank) => this.i32(op, name, t, rank),
+      useCache: (op, cache) => this.useCache(op, cache),
       scratch: (shape, dtype) => this.scratch(shape, dtype),
     });
     this.graphs = new CudaGraphs({
@@ -437,86 +451,28 @@ export class CudaBackend implements Backend {
   }
 
   rope(q: Tensor, k: Tensor, positions: Tensor, invFreq: Tensor): void {
-    const r = this.ropeOperands('rope', q, k, positions, invFreq);
-    this.native.rope(r.qt.ptr, r.kt.ptr, r.pt.ptr, r.ft.ptr, DTYPE_CODE[r.ft.dtype], r.T, r.H, r.Hkv, r.D, DTYPE_CODE[r.qt.dtype]);
-  }
-
-  private ropeOperands(op: string, q: Tensor, k: Tensor, positions: Tensor, invFreq: Tensor) {
-    const qt = this.float(op, 'q', q, 3);
-    const kt = this.float(op, 'k', k, 3);
-    const pt = this.i32(op, 'positions', positions, 1);
-    const ft = this.float(op, 'invFreq', invFreq, 1);
-    const shape = ropeShape(qt.shape, kt.shape, pt.shape, ft.shape);
-    this.sameDtype(op, 'q', qt, 'k', kt);
-    return { qt, kt, pt, ft, ...shape };
+    this.attentionOps.rope(q, k, positions, invFreq);
   }
 
   writeKv(cache: KvCache, layer: number, k: Tensor, v: Tensor, slots: Tensor): void {
-    const { c, kt, vt, st, T, rowBytes } = this.writeKvOperands('writeKv', cache, layer, k, v, slots);
-    this.native.scatterRows(c.kPool(layer), kt.ptr, st.ptr, T, c.numSlots, rowBytes);
-    this.native.scatterRows(c.vPool(layer), vt.ptr, st.ptr, T, c.numSlots, rowBytes);
+    this.attentionOps.writeKv(cache, layer, k, v, slots);
   }
 
   ropeWriteKv(
     q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
   ): void {
-    const op = 'ropeWriteKv';
-    const r = this.ropeOperands(op, q, k, positions, invFreq);
-    const { c, vt, st, T } = this.writeKvOperands(op, cache, layer, k, v, slots);
-    this.native.ropeWriteKv(
-      r.qt.ptr, r.kt.ptr, vt.ptr, r.pt.ptr, r.ft.ptr, DTYPE_CODE[r.ft.dtype], c.kPool(layer), c.vPool(layer), st.ptr,
-      c.numSlots, T, r.H, r.Hkv, r.D, DTYPE_CODE[r.qt.dtype],
-    );
-  }
-
-  private writeKvOperands(op: string, cache: KvCache, layer: number, k: Tensor, v: Tensor, slots: Tensor) {
-    const c = this.useCache(op, cache);
-    const kt = this.float(op, 'k', k, 3);
-    const vt = this.float(op, 'v', v, 3);
-    const st = this.i32(op, 'slots', slots, 1);
-    this.checkLayer(op, layer, c.spec.numLayers);
-    const { T, Hkv, D } = writeKvShape(kt.shape, vt.shape, st.shape, c.spec);
-    if (kt.dtype !== c.spec.dtype || vt.dtype !== c.spec.dtype) {
-      throw new Error(`${op}: k and v are ${kt.dtype} / ${vt.dtype} but the cache stores ${c.spec.dtype}`);
-    }
-    const bad = st.host === null ? -1 : firstOutOfRange(st.host, T, c.numSlots);
-    if (bad >= 0) throw new Error(`${op}: slot ${st.host![bad]} of token ${bad} is outside the cache's ${c.numSlots} slots`);
-    return { c, kt, vt, st, T, rowBytes: Hkv * D * elemBytes(c.spec.dtype) };
+    this.attentionOps.ropeWriteKv(q, k, v, positions, invFreq, cache, layer, slots);
   }
 
   attention(q: Tensor, cache: KvCache, layer: number, meta: AttnMeta, scale: number): Tensor {
-    const op = 'attention';
-    const c = this.useCache(op, cache);
-    const qt = this.float(op, 'q', q, 3);
-    const cu = this.i32(op, 'meta.cuSeqlensQ', meta.cuSeqlensQ, 1);
-    const lens = this.i32(op, 'meta.contextLens', meta.contextLens, 1);
-    const tables = this.i32(op, 'meta.blockTables', meta.blockTables, 2);
-    const { numLayers, numKvHeads: Hkv, blockSize, numBlocks } = c.spec;
-    this.checkLayer(op, layer, numLayers);
-    const { T, H, D, S, maxBlocks } = attentionShape(qt.shape, c.spec, cu.shape, lens.shape, tables.shape, scale);
-    if (qt.dtype !== c.spec.dtype) throw new Error(`attention: q is ${qt.dtype} but the cache stores ${c.spec.dtype}`);
-    if (!this.native.attentionHeadDimSupported(D)) {
-      throw new Error(`attention: head dim ${D} is not supported by the CUDA attention kernel (32, 64, 128 or 256)`);
-    }
-    // Metadata made on the host (the usual case) is checked here; the kernel skips blocks
-    // outside the cache either way, so device-made tables cannot read out of bounds.
-    if (cu.host !== null && lens.host !== null && tables.host !== null) {
-      checkAttnMeta(cu.host, lens.host, tables.host, { S, T, blockSize, maxBlocks, numBlocks }, meta);
-    }
-    const out = this.scratch([T, H, D], qt.dtype);
-    if (T === 0) return out;
-    // Long decodes of small batches split each context over several blocks (split-K); the
-    // partial results go through a scratch workspace. The stated maxima only steer the kernels'
-    // choice: rows are routed by their real lengths on the device, so any values stay correct.
-    const maxQ = Number.isSafeInteger(meta.maxSeqlenQ) ? meta.maxSeqlenQ : T;
-    const maxCtx = Number.isSafeInteger(meta.maxContextLen) ? Math.min(meta.maxContextLen, maxBlocks * blockSize) : 0;
-    const plan = this.native.attentionPlan(T, H, Hkv, D, Math.max(0, maxCtx));
-    const workspace = plan.workspaceBytes > 0 ? this.scratch([plan.workspaceBytes / 4], 'f32').ptr : 0;
-    this.native.attention(
-      out.ptr, qt.ptr, c.kPool(layer), c.vPool(layer), cu.ptr, lens.ptr, tables.ptr,
-      T, S, H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, DTYPE_CODE[qt.dtype], maxQ, plan.splits, workspace,
-    );
-    return out;
+    return this.attentionOps.attention(q, cache, layer, meta, scale);
+  }
+
+  ropeAttentionDecode(
+    q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
+    meta: AttnMeta, scale: number,
+  ): Tensor {
+    return this.attentionOps.ropeAttentionDecode(q, k, v, positions, invFreq, cache, layer, slots, meta, scale);
   }
 
   swiglu(gate: Tensor, up: Tensor): Tensor {
@@ -570,6 +526,7 @@ export class CudaBackend implements Backend {
       const x = (await this.native.download(lt.ptr, lt.size, DTYPE_CODE[lt.dtype])) as Float32Array;
       return this.sampler.sample(x, S, V, params);
     }
+    if (params.every(plainGreedy)) return this.greedy(lt, S, V);
     // One upload of every row's parameters; ids, logprobs and top lists come back in one download.
     const packed = packSamplingParams(params, V);
     const pbuf = this.scratch([packed.words.length], 'i32');
@@ -586,6 +543,18 @@ export class CudaBackend implements Backend {
   }
 
   // ---- in-place helpers, backward and training ops (checked and run by training-ops.ts) ----
+
+  /** Argmax rows (the usual decode): no parameters to upload, and a kernel that only finds the max. */
+  private async greedy(lt: FloatTensor, S: number, V: number): Promise<SampleResult> {
+    const out = this.scratch([2 * S], 'i32');
+    const bytes = this.native.greedySampleWorkspaceBytes(S, V);
+    const workspace = bytes > 0 ? this.scratch([bytes / 4], 'f32').ptr : 0;
+    this.native.greedySample(out.ptr, out.ptr + 4 * S, lt.ptr, S, V, DTYPE_CODE[lt.dtype], workspace);
+    const words = (await this.native.download(out.ptr, out.size, DTYPE_CODE.i32)) as Int32Array;
+    const floats = new Float32Array(words.buffer, words.byteOffset, words.length);
+    const none = { ids: new Int32Array(0), logprobs: new Float32Array(0) };
+    return { ids: words.subarray(0, S), logprobs: floats.subarray(S, 2 * S), top: Array.from({ length: S }, () => none) };
+  }
 
   viewAt(t: Tensor, offset: number, shape: readonly number[]): Tensor {
     return this.training.viewAt(t, offset, shape);
@@ -723,9 +692,5 @@ export class CudaBackend implements Backend {
     if (!(cache instanceof CudaKvCache)) throw new Error(`${op}: the KV cache belongs to backend '${cache?.backend}', not to this cuda backend`);
     if (!this.caches.has(cache)) throw new Error(`${op}: the KV cache was freed or belongs to another CudaBackend instance`);
     return cache;
-  }
-
-  private checkLayer(op: string, layer: number, numLayers: number): void {
-    if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) throw new Error(`${op}: layer ${layer} is outside the cache's ${numLayers} layers`);
   }
 }

@@ -82,6 +82,16 @@ export interface NativeCuda {
     T: number, S: number, H: number, Hkv: number, D: number, blockSize: number, maxBlocks: number, numBlocks: number,
     scale: number, dt: number, maxSeqlenQ: number, splits: number, workspace: number,
   ): void;
+  /**
+   * ropeWriteKv then attention in one kernel for decode batches (T == S); false: not taken,
+   * nothing ran (see kernels/ops.h). splits and workspace as attention()'s.
+   */
+  ropeAttentionDecode(
+    out: number, q: number, k: number, v: number, positions: number, invFreq: number, freqDt: number, kPool: number,
+    vPool: number, slots: number, numSlots: number, cuSeqlensQ: number, contextLens: number, blockTables: number,
+    T: number, S: number, H: number, Hkv: number, D: number, blockSize: number, maxBlocks: number, numBlocks: number,
+    scale: number, dt: number, splits: number, workspace: number,
+  ): boolean;
   /** How many chunks decode rows split their context into (split-K), and the workspace that needs. */
   attentionPlan(T: number, H: number, Hkv: number, D: number, maxContextLen: number): { splits: number; workspaceBytes: number };
   attentionHeadDimSupported(D: number): boolean;
@@ -89,7 +99,9 @@ export interface NativeCuda {
   add(out: number, a: number, b: number, n: number, dt: number): void;
   cast(out: number, outDt: number, x: number, xDt: number, n: number): void;
   logSoftmax(out: number, x: number, S: number, V: number, dt: number): void;
-  greedySample(ids: number, logprobs: number, logits: number, S: number, V: number, dt: number): void;
+  /** workspace: greedySampleWorkspaceBytes(S, V) bytes (or 0 where that is 0). */
+  greedySample(ids: number, logprobs: number, logits: number, S: number, V: number, dt: number, workspace: number): void;
+  greedySampleWorkspaceBytes(S: number, V: number): number;
 
   // sampling on the device (kernels/binding-sampling.cpp, kernels/sampling.cu)
   /** params and penalties: the words of packSamplingParams() (sampling-params.ts), uploaded. */
