@@ -6,6 +6,7 @@
 # graph replayed without the engine (bench/decode-replay.ts: also without the fused rope + attention, with it
 # unfused, and with one warp per gemv row) -> engine decode of a random
 # Qwen2.5-3B-shaped model at batch 1, 4, 64 with --cuda-graphs.
+# SKIP_OPS=1 leaves the per-op table out (about a minute).
 # Floors: DECODE_BW_GBS / DECODE_GEMM_TFLOPS (default: the copy bandwidth and GEMM rate measured on
 # the H100 on 2026-11-28 by device-gpu-bench.sh; rerun that script for same-run floors).
 set -uo pipefail
@@ -26,7 +27,7 @@ maker=$!
 step cuda-tests 200 node --import tsx --test --test-reporter=spec test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts
 grep -E "^ℹ (tests|pass|fail|skipped)" "$out/cuda-tests.log"
 sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -40
-step ops-gemv 120 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw" --card "$card" --out "$out/decode-ops.json"
+[ "${SKIP_OPS:-0}" = 1 ] || step ops-gemv 120 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw" --card "$card" --out "$out/decode-ops.json"
 [ "${DECODE_OPS_CUBLASLT:-0}" = 1 ] && step ops-cublaslt 120 env TANDEM_GEMV=0 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
 wait $maker || tail -5 "$out/make-model.log"
 step replay 150 node --import tsx bench/decode-replay.ts --model "$model" --batch 1,2,4,64,256 --context 128 --bandwidth-gbs "$bw" \
@@ -35,7 +36,7 @@ step replay-one-warp-rows 60 env TANDEM_GEMV_FEW_ROWS=0 node --import tsx bench/
   --context 128 --bandwidth-gbs "$bw"
 step decode-graphs 150 node --import tsx bench/gpu-decode.ts --model "$model" --batch 1,4,64 --steps 96 --cuda-graphs \
   --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card" --out "$out/gpu-decode-graphs.json"
-echo "== per-op, gemv.cu"; grep -E " 1 |batch 1," "$out/ops-gemv.log"
+[ -f "$out/ops-gemv.log" ] && echo "== per-op, gemv.cu" && grep -E " 1 |batch 1," "$out/ops-gemv.log"
 [ -f "$out/ops-cublaslt.log" ] && { echo "== per-op, TANDEM_GEMV=0"; grep -E "linear|lm head|batch" "$out/ops-cublaslt.log"; }
 echo "== replay"; cat "$out/replay.log"
 echo "== replay, TANDEM_GEMV_FEW_ROWS=0"; grep -E "^all ops" "$out/replay-one-warp-rows.log"
