@@ -5,11 +5,13 @@
  * sampling on the device, detokenizing, token events), without HTTP. For each batch size B it
  * adds B requests at once (distinct random prompts of --prompt-len tokens, greedy, ignore_eos,
  * max_tokens = --steps + 1) to an engine with maxNumSeqs = B, after a short warm-up round of the
- * same B (CUDA graphs for that bucket, scratch sizes). It times every engine step through the
- * device queue and counts the steps in which all B sequences decode (the prefill step and any
- * step with a sequence still prefilling or already done are left out):
- *   tokens/s = B * steps / their time,  ms/step = their time / steps,
- * a step's time running from its start to the next step's start (host work included).
+ * same B (CUDA graphs for that bucket, scratch sizes). It times the window in which all B
+ * sequences decode by when their tokens arrive (the engine overlaps a step's output work with
+ * the next step, so a token's arrival says little about which step's start came before it):
+ * from the moment every sequence has its first token to the moment the first one has its last,
+ * each sequence gets one token per step, so the time between its first and last token in the
+ * window, over the tokens between them, is the step time (host work that is not hidden included):
+ *   ms/step = sum over sequences of that time / sum of those token gaps,  tokens/s = B / step time.
  * Floors (decode-floor.ts): per step, max(weight + K/V bytes / copy bandwidth, FLOPs / GEMM rate),
  * from --bandwidth-gbs and --gemm-tflops measured on the same card in the same run (by
  * bench/peer/hf_generate.py; --peer FILE supplies them when the flags are left out, and the
@@ -25,7 +27,6 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Backend } from '../src/backend/backend.ts';
-import { DeviceQueue } from '../src/backend/device-queue.ts';
 import { createBackend, type BackendChoice } from '../src/backend/index.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { generateTokens } from '../src/engine/generate-one.ts';
@@ -99,26 +100,13 @@ const rng = new SeededRandom(7);
 const randomPrompt = (): number[] => Array.from({ length: promptLen }, () => Math.floor(rng.uniform() * promptVocab));
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: 1 };
 
-/** A device queue that notes when each engine step starts (the engine runs one slice per step). */
-class TimedQueue extends DeviceQueue {
-  readonly starts: number[] = [];
-  override run<R>(work: () => R | Promise<R>): Promise<R> {
-    this.starts.push(performance.now());
-    return super.run(work);
-  }
-}
-
 interface RoundTiming {
-  /** Start time of every engine step of the round, and the time the last token arrived. */
-  stepStarts: number[];
-  end: number;
   /** Arrival time of each sequence's tokens. */
   tokenTimes: number[][];
   added: number;
 }
 
-async function round(engine: Engine, queue: TimedQueue, batch: number, maxTokens: number, tag: string): Promise<RoundTiming> {
-  queue.starts.length = 0;
+async function round(engine: Engine, batch: number, maxTokens: number, tag: string): Promise<RoundTiming> {
   const added = performance.now();
   const streams = Array.from({ length: batch }, (_, i) => {
     const req: GenerationRequest = {
@@ -143,15 +131,15 @@ async function round(engine: Engine, queue: TimedQueue, batch: number, maxTokens
       return times;
     }),
   );
-  const end = performance.now();
   tokenTimes.forEach((t, i) => {
     if (t.length !== maxTokens) throw new Error(`${tag}: request ${i} got ${t.length} tokens, expected ${maxTokens} (ignore_eos)`);
   });
-  return { stepStarts: [...queue.starts], end, tokenTimes, added };
+  return { tokenTimes, added };
 }
 
 interface BatchResult {
   batch: number;
+  /** Steps of the all-decoding window (mean over sequences) and their time. */
   decodeSteps: number;
   decodeSeconds: number;
   floorSeconds: number | null;
@@ -159,49 +147,39 @@ interface BatchResult {
   allFirstTokenMs: number;
 }
 
-/** The steps in which every sequence decodes, their time, and the floor of the same steps. */
+/** The window in which every sequence decodes, timed by token arrival, and the floor of its steps. */
 function analyse(t: RoundTiming, batch: number): BatchResult {
-  const { stepStarts } = t;
-  // The step that produced a token is the last one that started before the token arrived.
-  const stepOf = (time: number): number => {
-    let j = stepStarts.length - 1;
-    while (j > 0 && stepStarts[j] > time) j--;
-    return j;
-  };
-  const firstStep = t.tokenTimes.map((times) => stepOf(times[0]));
-  const lastStep = t.tokenTimes.map((times) => stepOf(times[times.length - 1]));
-  const from = Math.max(...firstStep) + 1;
-  const to = Math.min(...lastStep);
-  if (to < from) throw new Error(`batch ${batch}: no step had all ${batch} sequences decoding (steps ${stepStarts.length})`);
-  // Every sequence must have received exactly one token per counted step; otherwise tokens were
-  // delivered after the next step began and the step attribution above is wrong.
-  let inWindow = 0;
-  for (const times of t.tokenTimes) for (const time of times) if (stepOf(time) >= from && stepOf(time) <= to) inWindow++;
-  if (inWindow !== batch * (to - from + 1)) {
-    throw new Error(`batch ${batch}: ${inWindow} tokens arrived in steps ${from}..${to}, expected ${batch} per step`);
+  const from = Math.max(...t.tokenTimes.map((times) => times[0]));
+  const to = Math.min(...t.tokenTimes.map((times) => times[times.length - 1]));
+  // Per sequence: its first and last token inside [from, to], and the steps between them.
+  const spans = t.tokenTimes.map((times) => {
+    const first = times.findIndex((time) => time >= from);
+    let last = times.length - 1;
+    while (last > first && times[last] > to) last--;
+    return { first, steps: last - first, seconds: (times[last] - times[first]) / 1000 };
+  });
+  const steps = spans.map((s) => s.steps);
+  if (Math.min(...steps) < 1) throw new Error(`batch ${batch}: no two steps had all ${batch} sequences decoding`);
+  // Tokens of one step reach the readers one after the other, so the window's edges may cut
+  // between them: a sequence may count one step more or fewer than another, never more.
+  if (Math.max(...steps) - Math.min(...steps) > 2) throw new Error(`batch ${batch}: sequences got ${Math.min(...steps)} to ${Math.max(...steps)} tokens in the window, expected one per step`);
+  const decodeSteps = steps.reduce((a, b) => a + b, 0) / batch;
+  const decodeSeconds = spans.reduce((a, s) => a + s.seconds, 0) / batch;
+  let floorSeconds: number | null = null;
+  if (limits) {
+    // Step j of the window writes sequence i's token (first + 1 + j); the cache then holds its
+    // prompt and that many tokens (as for the first token, whose step held the prompt).
+    const whole = Math.floor(decodeSteps);
+    let floor = 0;
+    for (let j = 0; j < whole; j++) floor += stepFloorSeconds(costs, limits, spans.map((s) => promptLen + s.first + 1 + j));
+    floorSeconds = (floor / whole) * decodeSteps;
   }
-  const stepEnd = (j: number): number => (j + 1 < stepStarts.length ? stepStarts[j + 1] : t.end);
-  let seconds = 0;
-  let floor = 0;
-  for (let j = from; j <= to; j++) {
-    seconds += (stepEnd(j) - stepStarts[j]) / 1000;
-    // Sequence i's token of step j is its (j - firstStep[i])-th after the first; the cache then
-    // holds its prompt and that many tokens plus the one being written.
-    if (limits) floor += stepFloorSeconds(costs, limits, firstStep.map((f) => promptLen + (j - f)));
-  }
-  return {
-    batch,
-    decodeSteps: to - from + 1,
-    decodeSeconds: seconds,
-    floorSeconds: limits ? floor : null,
-    allFirstTokenMs: Math.max(...t.tokenTimes.map((times) => times[0])) - t.added,
-  };
+  return { batch, decodeSteps, decodeSeconds, floorSeconds, allFirstTokenMs: from - t.added };
 }
 
 async function measureBatch(batch: number): Promise<BatchResult> {
   const blockSize = 16;
   const perSeq = promptLen + steps + 1;
-  const queue = new TimedQueue(backend);
   const engine = new Engine(loaded, {
     blockSize,
     numBlocks: batch * Math.ceil(perSeq / blockSize),
@@ -211,12 +189,11 @@ async function measureBatch(batch: number): Promise<BatchResult> {
     maxNumBatchedTokens: maxBatchedTokens,
     maxWaiting: batch,
     maxModelLen: Math.min(loaded.config.maxPositionEmbeddings, perSeq),
-    deviceQueue: queue,
     cudaGraphs: v['cuda-graphs'] === true,
   });
   try {
-    await round(engine, queue, batch, warmupSteps, `warm${batch}`);
-    return analyse(await round(engine, queue, batch, steps + 1, `b${batch}`), batch);
+    await round(engine, batch, warmupSteps, `warm${batch}`);
+    return analyse(await round(engine, batch, steps + 1, `b${batch}`), batch);
   } finally {
     await engine.close();
   }
@@ -247,7 +224,7 @@ async function main(): Promise<void> {
     }
     const r = await measureBatch(b);
     measured.push(r);
-    process.stderr.write(`batch ${b}: ${((b * r.decodeSteps) / r.decodeSeconds).toFixed(1)} tokens/s over ${r.decodeSteps} steps\n`);
+    process.stderr.write(`batch ${b}: ${((b * r.decodeSteps) / r.decodeSeconds).toFixed(1)} tokens/s over ${r.decodeSteps.toFixed(1)} steps\n`);
   }
   if (performance.now() - began <= deadlineMs) forwardOnly = await forwardOnlyBatch1();
 

@@ -4,8 +4,15 @@
  * add() validates a request and returns its event stream; the engine's own step loop runs while
  * any request is live. A step is: schedule (scheduler.ts) -> one Transformer.forward over the
  * packed batch -> one backend.sample over the rows that reached their last token -> outputs
- * (output.ts) -> events. Between steps the loop yields to the event loop (setImmediate), so
- * HTTP handlers, aborts and new requests get in between any two steps.
+ * (output.ts) -> events. Each step the loop yields to the event loop (setImmediate), so HTTP
+ * handlers, aborts and new requests get in between any two steps.
+ *
+ * Steps overlap on the host: once step N's ids are in, its sequences get them and the rows that
+ * an id alone ends (max_tokens, eos, stop ids) finish; then step N+1 is launched, and N's other
+ * rows are detokenized and sent while N+1 runs on the device, which would otherwise wait for
+ * that host work. A stop string found then ends its sequence one step late: N+1's row for it is
+ * dropped when N+1 lands, as for a request aborted while a step runs, so the extra token is
+ * never sent or counted, and its blocks were freed with the sequence.
  *
  * LoRA adapters (adapters.ts): a request may name a loaded adapter; its sequence pins the current
  * version when added, and each step's batch is grouped by version so that every version is one
@@ -15,17 +22,18 @@
  * generated so far, and the backend's draw is a pure function of (seed, step), so a request
  * gets the same tokens alone, batched with others, or after preemption and recompute.
  */
-import type { Backend, KvCache, SampleResult, SamplingParams } from '../backend/backend.ts';
+import type { Backend, KvCache, SampleResult } from '../backend/backend.ts';
 import type { LoadedModel } from '../model/load.ts';
-import { packBatch } from '../model/transformer.ts';
 import { Metrics } from '../metrics.ts';
 import { AdapterRegistry, type AdapterVersion } from './adapters.ts';
 import { KvBlockManager } from './kv-cache.ts';
 import { OutputProcessor, TokenTexts, type SampledToken } from './output.ts';
+import { groupByAdapter, prepareStep, type StepDevice } from './step-inputs.ts';
+import { StepFence } from './step-fence.ts';
 import { DeviceQueue } from '../backend/device-queue.ts';
 import { RequestStream } from './request-stream.ts';
 import { validateRequest } from './validate.ts';
-import { Scheduler, type ScheduledSeq, type StepPlan } from './scheduler.ts';
+import { Scheduler, type StepPlan } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
 import { DecodeGraphs } from './decode-graphs.ts';
 import { EngineError, type EngineStats, type FinishReason, type GenerationRequest, type TokenEvent } from './types.ts';
@@ -55,6 +63,8 @@ export interface EngineOptions {
    * needs a backend with graphs (cuda). Default off.
    */
   cudaGraphs?: boolean;
+  /** Render step N's outputs while step N+1 runs on the device (default on; off: one after the other). */
+  overlapSteps?: boolean;
 }
 
 export interface EngineStatsDetail extends EngineStats {
@@ -70,7 +80,24 @@ interface Live {
   detachSignal: () => void;
 }
 
+/** A step handed to the device queue. */
+interface LaunchedStep {
+  plan: StepPlan;
+  /** Indices into plan.scheduled of the rows sampled, in the order of the result's rows. */
+  sampleAt: number[];
+  result: Promise<SampleResult | null>;
+  /** performance.now() at schedule. */
+  started: number;
+}
+
+/** A step whose ids are appended; its rows not yet sent. */
+interface LandedStep {
+  rows: { live: Live; sampled: SampledToken }[];
+  started: number;
+}
+
 const nowSeconds = (): number => performance.now() / 1000;
+const eventLoopTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export class Engine {
   readonly maxModelLen: number;
@@ -93,9 +120,10 @@ export class Engine {
   #draining = false;
   #closed = false;
   #idleWaiters: (() => void)[] = [];
-  #inStep = false;
-  #unpinAfterStep: AdapterVersion[] = [];
+  readonly #fence = new StepFence();
   readonly #graphs: DecodeGraphs | null;
+  readonly #device: StepDevice;
+  readonly #overlap: boolean;
 
   constructor(
     readonly loaded: LoadedModel,
@@ -123,6 +151,8 @@ export class Engine {
     this.#graphs = opts.cudaGraphs
       ? new DecodeGraphs(loaded.model, this.#cache, { blockSize: opts.blockSize, numBlocks: opts.numBlocks, maxModelLen, maxNumSeqs: opts.maxNumSeqs })
       : null;
+    this.#device = { model: loaded.model, backend: this.#backend, cache: this.#cache, graphs: this.#graphs, blockSize: opts.blockSize };
+    this.#overlap = opts.overlapSteps ?? true;
     this.adapters = new AdapterRegistry(this.#backend, loaded.config);
     this.metrics = opts.metrics ?? new Metrics();
     this.metrics.bind({
@@ -252,20 +282,33 @@ export class Engine {
     setImmediate(() => void this.#loop());
   }
 
+  /**
+   * Each turn: launch step N+1, give the event loop a turn (the device queue starts N+1's work
+   * first), render step N's rows while N+1 runs, then land N+1. With overlapSteps off: render N,
+   * give the event loop a turn, launch and land N+1 (the order before overlap, as a baseline).
+   */
   async #loop(): Promise<void> {
+    let landed: LandedStep | null = null;
     try {
-      while (this.#scheduler.hasWork()) {
-        this.#inStep = true;
+      while (landed !== null || this.#scheduler.hasWork()) {
+        let next: LaunchedStep | null = null;
         try {
-          await this.#step();
+          if (!this.#overlap && landed !== null) {
+            landed = this.#render(landed);
+            if (this.#scheduler.hasWork()) await eventLoopTurn();
+          }
+          if (this.#scheduler.hasWork()) next = this.#launch();
+          if (this.#overlap) {
+            await eventLoopTurn();
+            landed = this.#render(landed);
+          }
+          if (next !== null) landed = await this.#land(next);
         } catch (err) {
-          // #step handles its own failures; this is the last line against a hung request.
+          // #launch, #land and #render handle their own failures; this is the last line against a hung request.
+          landed = null;
           for (const live of [...this.#live.values()]) this.#fail(live, err);
-        } finally {
-          this.#inStep = false;
-          for (const v of this.#unpinAfterStep.splice(0)) this.adapters.unpin(v);
+          await next?.result.catch(() => undefined); // the next turn's step must not overtake it
         }
-        if (this.#scheduler.hasWork()) await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
       this.#looping = false;
@@ -273,7 +316,8 @@ export class Engine {
     }
   }
 
-  async #step(): Promise<void> {
+  /** Schedule a step and hand its work to the device queue, not waiting for it (null: nothing to run). */
+  #launch(): LaunchedStep | null {
     const started = performance.now();
     let plan: StepPlan;
     try {
@@ -281,7 +325,7 @@ export class Engine {
     } catch (err) {
       // The scheduler's state can't be trusted after a bug: end everything rather than hang.
       for (const live of [...this.#live.values()]) this.#fail(live, err);
-      return;
+      return null;
     }
     this.#recordAdmissions(plan);
     plan.scheduled = groupByAdapter(plan.scheduled);
@@ -290,28 +334,67 @@ export class Engine {
       const head = this.#scheduler.waiting[0] ?? this.#scheduler.running[0];
       const live = head && this.#live.get(head.requestId);
       if (live) this.#fail(live, new Error(`engine: nothing could be scheduled for ${head.requestId} (${this.#blocks.numFree} of ${this.#blocks.numBlocks} KV blocks free)`));
-      return;
+      return null;
     }
     const sampleAt = plan.scheduled.flatMap((s, i) => (s.sample ? [i] : []));
-    let result: SampleResult | null = null;
+    let work: () => Promise<SampleResult | null>;
     try {
-      result = await this.deviceQueue.run(() => this.#forwardAndSample(plan, sampleAt));
+      work = prepareStep(this.#device, plan, sampleAt);
+    } catch (err) {
+      this.#failPlan(plan, err);
+      return null;
+    }
+    const result = this.deviceQueue.run(work);
+    this.#fence.track(result);
+    return { plan, sampleAt, result, started };
+  }
+
+  /**
+   * The step's ids are in: mark its tokens computed and append the ids. Rows whose id alone ends
+   * them (max_tokens, eos, stop ids) finish now, so the next step leaves them out; the others
+   * are returned to be rendered while the next step runs.
+   */
+  async #land(step: LaunchedStep): Promise<LandedStep | null> {
+    const { plan, sampleAt } = step;
+    let result: SampleResult | null;
+    try {
+      result = await step.result;
     } catch (err) {
       // (the device queue reset the scratch arena when the slice ended)
       this.#failPlan(plan, err);
-      return;
+      return null;
     }
+    const rows: LandedStep['rows'] = [];
     try {
       this.#scheduler.completeStep(plan);
       sampleAt.forEach((i, row) => {
         const seq = plan.scheduled[i].seq;
-        if (seq.status !== 'running') return; // aborted while the step ran
-        this.#emitToken(seq, { id: result!.ids[row], logprob: result!.logprobs[row], top: result!.top[row] });
+        // Ended while the step ran: aborted, or a stop string found in the previous step's text.
+        if (seq.status !== 'running') return;
+        const sampled = { id: result!.ids[row], logprob: result!.logprobs[row], top: result!.top[row] };
+        seq.appendToken(sampled.id);
+        const live = this.#live.get(seq.requestId)!;
+        if (live.output.endsAt(sampled.id)) this.#emitToken(live, sampled);
+        else rows.push({ live, sampled });
       });
     } catch (err) {
       this.#failPlan(plan, err);
+      return null;
     }
-    this.metrics.stepDone((performance.now() - started) / 1000);
+    return { rows, started: step.started };
+  }
+
+  /**
+   * Detokenize and send a landed step's rows (a stop string found here ends its sequence a step
+   * late). Returns null: nothing of the step is left to render.
+   */
+  #render(step: LandedStep | null): null {
+    if (step === null) return null;
+    for (const { live, sampled } of step.rows) {
+      if (!live.seq.isFinished) this.#emitToken(live, sampled); // (or it was aborted or failed since)
+    }
+    this.metrics.stepDone((performance.now() - step.started) / 1000);
+    return null;
   }
 
   /** Fail the plan's requests that are still live (a request aborted meanwhile has ended). */
@@ -322,53 +405,22 @@ export class Engine {
     }
   }
 
-  /** One forward over the plan's batch; logits and sampling only for rows at their last token. */
-  async #forwardAndSample(plan: StepPlan, sampleAt: number[]): Promise<SampleResult | null> {
-    const params = (): SamplingParams[] => sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
-    if (this.#graphs && this.#graphable(plan, sampleAt)) {
-      const rows = plan.scheduled.map(({ seq }) => ({ token: seq.tokens[seq.numComputed], position: seq.numComputed, blockTable: seq.blockTable }));
-      return this.#backend.sample(this.#graphs.run(rows), params());
-    }
-    const batch = packBatch(
-      plan.scheduled.map(({ seq, numTokens }) => ({
-        newTokens: seq.tokens.slice(seq.numComputed, seq.numComputed + numTokens),
-        numCached: seq.numComputed,
-        blockTable: seq.blockTable,
-        lora: seq.adapter?.lora ?? null,
-      })),
-      this.#blocks.blockSize,
-    );
-    // packBatch gives one logit row per sequence (its last new token); a prefill chunk that is
-    // not the last needs none. With no row to sample, keep one so the lm head sees a batch.
-    const rows = sampleAt.length > 0 ? sampleAt : [0];
-    batch.logitRows = Int32Array.from(rows, (i) => batch.logitRows[i]);
-    const logits = this.loaded.model.forward(batch, this.#cache);
-    if (sampleAt.length === 0) return null;
-    return this.#backend.sample(logits, params());
-  }
-
-  /** A step a decode graph can run: one sampled token per sequence, base model, within the buckets. */
-  #graphable(plan: StepPlan, sampleAt: number[]): boolean {
-    const n = plan.scheduled.length;
-    if (sampleAt.length !== n || this.#graphs!.bucketFor(n) === null) return false;
-    return plan.scheduled.every(({ seq, numTokens }) => numTokens === 1 && (seq.adapter?.lora ?? null) === null);
-  }
-
-  #emitToken(seq: Sequence, sampled: SampledToken): void {
-    const live = this.#live.get(seq.requestId)!;
-    seq.appendToken(sampled.id);
-    const now = nowSeconds();
-    const first = seq.firstTokenTime === null;
-    this.metrics.tokenGenerated(now - (first ? seq.arrivalTime : seq.lastTokenTime!), first);
-    if (first) seq.firstTokenTime = now;
-    seq.lastTokenTime = now;
-    const out = live.output.push(sampled);
-    const event: TokenEvent = { tokenIds: [sampled.id], text: out.text };
-    if (out.logprob) event.logprobs = [out.logprob];
-    if (out.finishReason) {
-      this.#finish(live, { ...event, finishReason: out.finishReason, stopReason: out.stopReason ?? null });
-    } else {
-      live.stream.push(event);
+  /** Send a token already appended to its sequence; finish the request if it ends here, fail it if that throws. */
+  #emitToken(live: Live, sampled: SampledToken): void {
+    const seq = live.seq;
+    try {
+      const now = nowSeconds();
+      const first = seq.firstTokenTime === null;
+      this.metrics.tokenGenerated(now - (first ? seq.arrivalTime : seq.lastTokenTime!), first);
+      if (first) seq.firstTokenTime = now;
+      seq.lastTokenTime = now;
+      const out = live.output.push(sampled);
+      const event: TokenEvent = { tokenIds: [sampled.id], text: out.text };
+      if (out.logprob) event.logprobs = [out.logprob];
+      if (out.finishReason) this.#finish(live, { ...event, finishReason: out.finishReason, stopReason: out.stopReason ?? null });
+      else live.stream.push(event);
+    } catch (err) {
+      if (this.#live.get(seq.requestId) === live) this.#fail(live, err);
     }
   }
 
@@ -385,18 +437,21 @@ export class Engine {
 
   // ---- ending requests ----
 
-  /** Free the sequence and send the final event (which gets usage) with its finishReason. */
+  /**
+   * Free the sequence and send the final event (which gets usage) with its finishReason. Usage
+   * counts the tokens sent: an abort may come between a token's landing and its rendering.
+   */
   #finish(live: Live, final: TokenEvent & { finishReason: FinishReason }): void {
     const seq = live.seq;
     this.#end(live);
     final.usage = {
       promptTokens: seq.promptLength,
-      completionTokens: seq.numOutputTokens,
+      completionTokens: live.output.numTokens,
       cachedPromptTokens: seq.cachedPromptTokens,
     };
     live.stream.push(final);
     live.stream.end();
-    this.metrics.finished(final.finishReason, nowSeconds() - seq.arrivalTime, seq.promptLength, seq.numOutputTokens);
+    this.metrics.finished(final.finishReason, nowSeconds() - seq.arrivalTime, seq.promptLength, live.output.numTokens);
     this.#settleIfIdle();
   }
 
@@ -404,7 +459,7 @@ export class Engine {
     const seq = live.seq;
     this.#end(live);
     live.stream.fail(err);
-    this.metrics.finished('error', nowSeconds() - seq.arrivalTime, seq.promptLength, seq.numOutputTokens);
+    this.metrics.finished('error', nowSeconds() - seq.arrivalTime, seq.promptLength, live.output.numTokens);
     this.#settleIfIdle();
   }
 
@@ -414,10 +469,8 @@ export class Engine {
     live.detachSignal();
     const adapter = live.seq.adapter;
     if (adapter === null) return;
-    // A step in flight may still read the version's weights on the device (an abort during
-    // its await): let go only once the step is over, so a retired version is never freed early.
-    if (this.#inStep) this.#unpinAfterStep.push(adapter);
-    else this.adapters.unpin(adapter);
+    // A step in flight may still read the version's weights: a retired version is never freed early.
+    this.#fence.afterInFlight(() => this.adapters.unpin(adapter));
   }
 
   #whenIdle(): Promise<void> {
@@ -435,16 +488,6 @@ export class Engine {
     this.#idleWaiters = [];
     for (const w of waiters) w();
   }
-}
-
-/**
- * The batch with the sequences of each adapter version side by side, base-model rows first: a
- * stable sort, so the scheduler's order holds within each group (which sequences run was
- * decided by the scheduler; the order inside a batch changes no output).
- */
-function groupByAdapter(scheduled: ScheduledSeq[]): ScheduledSeq[] {
-  const key = (s: ScheduledSeq): string => s.seq.adapter?.id ?? '';
-  return [...scheduled].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }
 
 function positiveInt(name: string, value: number): void {

@@ -11,6 +11,11 @@
  * Stop token ids and eos end the sequence with finishReason 'stop'; their text is not emitted
  * but they count as completion tokens and appear in tokenIds and logprobs (as OpenAI and vLLM
  * count them). stopReason is the id for a stop token id and null for eos (vLLM's convention).
+ *
+ * endsAt(id) answers, without detokenizing, whether push() of that id will end the sequence
+ * whatever the text (stop token id, eos, max_tokens): the engine finishes those rows before it
+ * launches the next step, and renders the rest while that step runs (engine.ts). Both go through
+ * #endById, so they cannot disagree; a stop string is only ever found by push().
  */
 import type { FinishReason, GenerationRequest, TokenLogprob } from './types.ts';
 import type { TextTokenizer } from '../model/tokenizer.ts';
@@ -86,6 +91,16 @@ export class OutputProcessor {
     return this.#finished;
   }
 
+  /** Tokens pushed so far: the completion tokens the request has been sent. */
+  get numTokens(): number {
+    return this.#count;
+  }
+
+  /** Whether push() of `id` as the next token ends the sequence, whatever its text. */
+  endsAt(id: number): boolean {
+    return this.#endById(id, this.#count + 1) !== null;
+  }
+
   /** Feed the next sampled token. After a result with finishReason, push no more. */
   push(sampled: SampledToken): TokenOutput {
     if (this.#finished) throw new Error('OutputProcessor.push after the sequence finished');
@@ -93,13 +108,21 @@ export class OutputProcessor {
     const out: TokenOutput = { text: '' };
     if (this.opts.logprobs !== null) out.logprob = this.#logprobEntry(sampled);
     const id = sampled.id;
-    if (this.#stopIds.has(id) || this.#eosIds.has(id)) {
-      return this.#finish(out, 'stop', this.#stopIds.has(id) ? id : null);
-    }
+    const end = this.#endById(id, this.#count);
+    // A stop token id or eos ends before its text: that text is never emitted.
+    if (end !== null && end.reason === 'stop') return this.#finish(out, end.reason, end.stopReason);
     const found = this.#append(this.#detok.push(id), out);
     if (found) return found;
-    if (this.#count >= this.opts.maxTokens) return this.#finish(out, 'length', null);
+    if (end !== null) return this.#finish(out, end.reason, end.stopReason);
     return out;
+  }
+
+  /** How the `count`-th token `id` ends the sequence by itself (null: only a stop string could). */
+  #endById(id: number, count: number): { reason: FinishReason; stopReason: number | null } | null {
+    if (this.#stopIds.has(id)) return { reason: 'stop', stopReason: id };
+    if (this.#eosIds.has(id)) return { reason: 'stop', stopReason: null };
+    if (count >= this.opts.maxTokens) return { reason: 'length', stopReason: null };
+    return null;
   }
 
   /** Add new text: emit what is settled, finish if a stop string completed. */

@@ -13,13 +13,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import type { CapturedGraph, DType, GraphOps, KvCache, Tensor } from '../../src/backend/backend.ts';
 import { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
 import { cudaUnavailableReason } from '../../src/backend/cuda/available.ts';
 import { DecodeGraphs, GRAPH_BUCKETS } from '../../src/engine/decode-graphs.ts';
 import { loadModel, type LoadedModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { packBatch } from '../../src/model/transformer.ts';
+import { GraphCpuBackend } from './emulated-graphs.ts';
 import { collect, makeEngine, randomPrompt, request, tinyModel } from './helpers.ts';
 
 describe('write and the graphs option on the CPU', () => {
@@ -41,50 +41,6 @@ describe('write and the graphs option on the CPU', () => {
     }
   });
 });
-
-/**
- * Graphs emulated on the CPU backend, to check the bucket logic (input layout, padding, engine
- * wiring) everywhere: capture runs the work once, replay runs it again and copies the result into
- * a fixed output tensor. writeKv skips negative slots, as the CUDA scatter does for padding rows.
- */
-class EmulatedGraphs implements GraphOps {
-  constructor(private readonly be: CpuBackend) {}
-  private next = 1;
-  /** Output shapes of every capture so far (which buckets were used). */
-  readonly capturedRows: number[] = [];
-  private readonly works = new Map<number, () => Tensor>();
-  input(shape: readonly number[], dtype: DType): Tensor {
-    return this.be.alloc(shape, dtype, 'persistent');
-  }
-  capture(work: () => Tensor): CapturedGraph {
-    const first = work();
-    const g = { id: this.next++, output: this.be.alloc(first.shape, 'f32', 'persistent') };
-    this.works.set(g.id, work);
-    this.capturedRows.push(first.shape[0]);
-    return g;
-  }
-  replay(g: CapturedGraph): void {
-    this.be.copy(g.output, this.works.get(g.id)!());
-  }
-  free(g: CapturedGraph): void {
-    this.works.delete(g.id);
-    this.be.free(g.output);
-  }
-}
-
-class GraphCpuBackend extends CpuBackend {
-  readonly graphs = new EmulatedGraphs(this);
-  override writeKv(cache: KvCache, layer: number, k: Tensor, v: Tensor, slots: Tensor): void {
-    const all = (slots as unknown as { data: Int32Array }).data;
-    const keep = [...all.keys()].filter((i) => all[i] >= 0);
-    if (keep.length === all.length) return super.writeKv(cache, layer, k, v, slots);
-    if (keep.length === 0) return;
-    const [T, Hkv, D] = k.shape;
-    const idx = this.upload(Int32Array.from(keep), [keep.length], 'i32', 'scratch');
-    const pick = (x: Tensor): Tensor => this.view(this.gatherRows(this.view(x, [T, Hkv * D]), idx), [keep.length, Hkv, D]);
-    super.writeKv(cache, layer, pick(k), pick(v), this.upload(Int32Array.from(keep, (i) => all[i]), [keep.length], 'i32', 'scratch'));
-  }
-}
 
 describe('decode graph buckets, emulated on the CPU', () => {
   for (const batch of [1, 3, 5]) {

@@ -2,6 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { OutputProcessor, TokenTexts, earliestStop, heldSuffixLength, type OutputOptions, type SampledToken } from '../../src/engine/output.ts';
 import type { TextTokenizer } from '../../src/model/tokenizer.ts';
+import { SeededRandom } from '../../src/util/random.ts';
 import { tinyModel, type TinyModel } from './helpers.ts';
 
 const NO_TOP = { ids: new Int32Array(0), logprobs: new Float32Array(0) };
@@ -102,6 +103,32 @@ describe('OutputProcessor', () => {
     const rs = ids.map((id) => out.push(tok(id)));
     assert.equal(rs.map((r) => r.text).join(''), 'ab');
     assert.equal(rs[rs.length - 1].finishReason, 'length');
+  });
+
+  it('endsAt(id) says beforehand, without text, exactly when push ends by stop id, eos or max_tokens', () => {
+    const words = tokenizer.encode(' the cat sat on a mat; one two three!');
+    const eos = tokenizer.eosTokenIds[0];
+    const rng = new SeededRandom(17);
+    let ended = { byId: 0, byString: 0 };
+    for (let trial = 0; trial < 300; trial++) {
+      const pick = (): number => (rng.uniform() < 0.08 ? eos : words[Math.floor(rng.uniform() * words.length)]);
+      const out = processor({
+        maxTokens: 1 + Math.floor(rng.uniform() * 12),
+        stop: { strings: rng.uniform() < 0.5 ? ['t t', 'at;'] : [], tokenIds: rng.uniform() < 0.5 ? [words[3]] : [], ignoreEos: rng.uniform() < 0.5 },
+      });
+      for (;;) {
+        const id = pick();
+        const predicted = out.endsAt(id);
+        const r = out.push(tok(id));
+        if (predicted) assert.ok(r.finishReason, `endsAt(${id}) said it ends, push went on (trial ${trial})`);
+        if (!r.finishReason) continue;
+        // Only a stop string, which needs the text, may end a sequence endsAt did not foresee.
+        if (!predicted) assert.equal(typeof r.stopReason, 'string', `push ended by ${r.finishReason}/${r.stopReason} unforeseen (trial ${trial})`);
+        ended = predicted ? { ...ended, byId: ended.byId + 1 } : { ...ended, byString: ended.byString + 1 };
+        break;
+      }
+    }
+    assert.ok(ended.byId > 100 && ended.byString > 10, `both kinds of end were exercised: ${JSON.stringify(ended)}`);
   });
 
   it('builds logprob entries with token text and bytes', () => {
