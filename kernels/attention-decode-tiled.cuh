@@ -15,7 +15,9 @@ Llama GQA): one block of 4 warps per (query row, KV head, context split), as the
   broadcast with a shuffle.
 - Each warp ends with its heads complete: no cross-warp merge. With one used split (the chunk
   covers the context) the block writes the output; otherwise its (m, l, acc) go to `partial`,
-  and mergeSplitsKernel combines the used splits.
+  and the last block of the row's KV head to finish (a counter per (row, KV head) in
+  `counters`, which that block sets back to 0) combines the used splits: no merge kernel. With
+  counters null, mergeSplitsKernel does it.
 
 Same arguments, masking and split semantics as groupedDecodeKernel.
 
@@ -69,7 +71,7 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     tiledDecodeKernel(__nv_bfloat16* out, float* partial, const __nv_bfloat16* q, __nv_bfloat16* kPool,
                       __nv_bfloat16* vPool, const int* cuSeqlensQ, const int* contextLens, const int* blockTables,
                       int S, int H, int Hkv, int blockSize, int maxBlocks, int numBlocks, float scale, int splits,
-                      int skipMulti, NewKv nkv) {
+                      int skipMulti, NewKv nkv, int* counters) {
   constexpr int VEC = D / 32;    // output dims per lane
   constexpr int PACKS = D / 8;   // 16-byte packs per row
   constexpr int ROW = D + 8;     // padded shared row, in elements
@@ -261,6 +263,32 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
 #pragma unroll
       for (int e = 0; e < VEC; e++) part[2 + lane * VEC + e] = acc[h][e];
     }
+  }
+  if (chunk.used == 1 || counters == nullptr) return;
+  // The folded merge (the threadFenceReduction pattern): publish this split's states, count it;
+  // the block that counts last reads every used split's states and writes the output.
+  __shared__ bool lastBlock;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* counter = counters + static_cast<size_t>(t) * Hkv + kvHead;
+    lastBlock = atomicAdd(counter, 1) == chunk.used - 1;
+    if (lastBlock) *counter = 0;  // every used split has counted: ready for the next launch
+  }
+  __syncthreads();
+  if (!lastBlock) return;
+  __threadfence();
+#pragma unroll
+  for (int h = 0; h < HPW; h++) {
+    const int g = warp + h * kTiledWarps;
+    if (g >= G) continue;
+    const size_t head = static_cast<size_t>(t) * H + kvHead * G + g;
+    const float* part = partial + head * splits * (D + 2);
+    const float mAll = mergedMax(part, chunk.used, D);
+    float o[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; e++) o[e] = mergedValue(part, chunk.used, D, lane * VEC + e, mAll);
+    storeFloats<VEC>(out + head * D + lane * VEC, o);
   }
 }
 

@@ -233,6 +233,28 @@ __global__ void __launch_bounds__(WARPS * 32)
   }
 }
 
+// The merge of one (row, head)'s used split states (m, l, acc[D]) at `part` (stride D + 2): the
+// largest m, then dim d's value. Shared by mergeSplitsKernel and the tiled kernel's folded merge,
+// in one order, so both give the same bits. Loads bypass L1 (__ldcg): in the folded merge the
+// states were written by other blocks of the same grid.
+__device__ __forceinline__ float mergedMax(const float* part, int used, int D) {
+  float mAll = -INFINITY;
+  for (int i = 0; i < used; i++) mAll = fmaxf(mAll, __ldcg(part + i * (D + 2)));
+  return mAll;
+}
+__device__ __forceinline__ float mergedValue(const float* part, int used, int D, int d, float mAll) {
+  float lAll = 0.0f;
+  float v = 0.0f;
+  for (int i = 0; i < used; i++) {
+    const float* p = part + i * (D + 2);
+    const float m = __ldcg(p);
+    const float weight = m == -INFINITY ? 0.0f : __expf(m - mAll);
+    lAll += __ldcg(p + 1) * weight;
+    v += __ldcg(p + 2 + d) * weight;
+  }
+  return lAll > 0.0f ? v / lAll : 0.0f;
+}
+
 // Combines the split chunks of every (row, head): grid (T, H).
 template <typename T>
 __global__ void mergeSplitsKernel(T* out, const float* partial, const int* cuSeqlensQ, const int* contextLens, int S,
@@ -249,19 +271,8 @@ __global__ void mergeSplitsKernel(T* out, const float* partial, const int* cuSeq
   if (used == 1) return;  // the decode block wrote the output
   const size_t head = static_cast<size_t>(t) * H + h;
   const float* part = partial + head * splits * (D + 2);
-  float mAll = -INFINITY;
-  for (int i = 0; i < used; i++) mAll = fmaxf(mAll, part[i * (D + 2)]);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float lAll = 0.0f;
-    float v = 0.0f;
-    for (int i = 0; i < used; i++) {
-      const float* p = part + i * (D + 2);
-      const float weight = p[0] == -INFINITY ? 0.0f : __expf(p[0] - mAll);
-      lAll += p[1] * weight;
-      v += p[2 + d] * weight;
-    }
-    out[head * D + d] = fromF<T>(lAll > 0.0f ? v / lAll : 0.0f);
-  }
+  const float mAll = mergedMax(part, used, D);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) out[head * D + d] = fromF<T>(mergedValue(part, used, D, d, mAll));
 }
 
 }  // namespace tandem

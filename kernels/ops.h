@@ -51,6 +51,10 @@ void ropeWriteKv(void* q, void* k, const void* v, const int* positions, const vo
 // D must be one of attentionHeadDimSupported's. maxSeqlenQ > 1 sends multi-row sequences to the
 // flash prefill kernel (bf16, D 64 / 128). Decode rows split their context in `splits` chunks
 // (attentionSplits() chooses; > 1 needs attentionWorkspaceBytes() of device workspace).
+// attention.cu: device memory the decode kernels keep for the process (split counters), taken
+// once at init (256 KiB); attentionFixedBytes() says how much.
+void attentionInit();
+size_t attentionFixedBytes();
 bool attentionHeadDimSupported(int D);
 int attentionSplits(int T, int H, int Hkv, int D, int maxContextLen);
 size_t attentionWorkspaceBytes(int T, int H, int D, int splits);

@@ -62,7 +62,7 @@ export interface CudaBackendOptions {
  * The weights are whatever persistent tensors exist when the budget is set.
  */
 export interface CudaMemoryBudget {
-  /** Everything this backend may hold: weights + scratch + kvCache + adapters + the cuBLASLt workspace. */
+  /** Everything this backend may hold: weights + scratch + kvCache + adapters + the kernels' fixed workspace (cuBLASLt, attention counters). */
   total: number;
   /** The scratch arena: allocated once at this size, never grown. */
   scratch: number;
@@ -204,7 +204,7 @@ export class CudaBackend implements Backend {
     const need = weights + workspace + b.scratch + b.kvCache + b.adapters;
     if (need > b.total) {
       throw new Error(
-        `setBudget: weights ${formatBytes(weights)} + cuBLASLt workspace ${formatBytes(workspace)} + scratch ${formatBytes(b.scratch)} + ` +
+        `setBudget: weights ${formatBytes(weights)} + kernel workspace ${formatBytes(workspace)} + scratch ${formatBytes(b.scratch)} + ` +
           `KV cache ${formatBytes(b.kvCache)} + adapters ${formatBytes(b.adapters)} = ${formatBytes(need)} exceed the budget of ${formatBytes(b.total)}`,
       );
     }

@@ -27,7 +27,7 @@ export interface NativeMemStats {
   live: number;
   /** Bytes of freed blocks the allocator keeps for reuse. */
   cached: number;
-  /** cuBLASLt workspace bytes. */
+  /** Device memory the kernels keep for the process: the cuBLASLt workspace and the attention split counters. */
   workspace: number;
   /** Pinned host staging bytes (host memory, for downloads). */
   pinned: number;
