@@ -4,7 +4,7 @@
 # build -> conformance on cuda (incl. the fused decode ops) + CUDA-graph engine tests -> per-op
 # table eager / in a graph (DECODE_OPS_CUBLASLT=1: also with cuBLASLt only, TANDEM_GEMV=0) -> the decode
 # graph replayed without the engine (bench/decode-replay.ts: also without the fused rope + attention, with it
-# unfused, and with one warp per gemv row) -> engine decode of a random
+# unfused, with one warp per gemv row, with the merge kernel) -> engine decode of a random
 # Qwen2.5-3B-shaped model at batch 1, 4, 64 with --cuda-graphs.
 # SKIP_OPS=1 leaves the per-op table out (about a minute).
 # Floors: DECODE_BW_GBS / DECODE_GEMM_TFLOPS (default: the copy bandwidth and GEMM rate measured on
@@ -32,13 +32,15 @@ sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -4
 wait $maker || tail -5 "$out/make-model.log"
 step replay 150 node --import tsx bench/decode-replay.ts --model "$model" --batch 1,2,4,64,256 --context 128 --bandwidth-gbs "$bw" \
   --leave-out ropeAttentionDecode --unfused --card "$card" --out "$out/decode-replay.json"
-step replay-one-warp-rows 60 env TANDEM_GEMV_FEW_ROWS=0 node --import tsx bench/decode-replay.ts --model "$model" --batch 1,4 \
-  --context 128 --bandwidth-gbs "$bw"
+for sw in TANDEM_GEMV_FEW_ROWS TANDEM_FOLD_MERGE; do
+  step "replay-$sw-0" 60 env "$sw=0" node --import tsx bench/decode-replay.ts --model "$model" --batch 1,4 --context 128 \
+    --bandwidth-gbs "$bw"
+done
 step decode-graphs 150 node --import tsx bench/gpu-decode.ts --model "$model" --batch 1,4,64 --steps 96 --cuda-graphs \
   --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card" --out "$out/gpu-decode-graphs.json"
 [ -f "$out/ops-gemv.log" ] && echo "== per-op, gemv.cu" && grep -E " 1 |batch 1," "$out/ops-gemv.log"
 [ -f "$out/ops-cublaslt.log" ] && { echo "== per-op, TANDEM_GEMV=0"; grep -E "linear|lm head|batch" "$out/ops-cublaslt.log"; }
 echo "== replay"; cat "$out/replay.log"
-echo "== replay, TANDEM_GEMV_FEW_ROWS=0"; grep -E "^all ops" "$out/replay-one-warp-rows.log"
+for sw in TANDEM_GEMV_FEW_ROWS TANDEM_FOLD_MERGE; do echo "== replay, $sw=0"; grep -E "^all ops" "$out/replay-$sw-0.log"; done
 echo "== decode"; grep -vE "^\s*$" "$out/decode-graphs.log" | tail -9
 printf '%s\n' "${summary[@]}"
