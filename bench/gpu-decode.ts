@@ -22,6 +22,7 @@
  * Usage: node --import tsx bench/gpu-decode.ts --model DIR [--backend cuda|cpu|auto] [--batch 1,64,256]
  *   [--prompt-len 32] [--steps 128] [--warmup-steps 8] [--max-num-batched-tokens 2048] [--bandwidth-gbs X] [--gemm-tflops Y]
  *   [--peer hf.json] [--card NAME] [--deadline-s S] [--out FILE.json] [--cuda-graphs]
+ * TANDEM_ENGINE_OVERLAP=0 runs the engine without step overlap (the A/B baseline; config.measured says so).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -75,6 +76,8 @@ const steps = int('steps', v.steps!, 2);
 const warmupSteps = int('warmup-steps', v['warmup-steps']!, 1);
 const maxBatchedTokens = int('max-num-batched-tokens', v['max-num-batched-tokens']!, 1);
 const deadlineMs = v['deadline-s'] === undefined ? Infinity : positive('deadline-s', v['deadline-s'])! * 1000;
+/** TANDEM_ENGINE_OVERLAP=0: the engine's sequential step order (engine option overlapSteps), to A/B the overlap. */
+const overlapSteps = process.env.TANDEM_ENGINE_OVERLAP !== '0';
 
 /** The Hugging Face peer's document (bench/peer/hf_generate.py), by result name. */
 const peer = new Map<string, number>();
@@ -190,6 +193,7 @@ async function measureBatch(batch: number): Promise<BatchResult> {
     maxWaiting: batch,
     maxModelLen: Math.min(loaded.config.maxPositionEmbeddings, perSeq),
     cudaGraphs: v['cuda-graphs'] === true,
+    overlapSteps,
   });
   try {
     await round(engine, batch, warmupSteps, `warm${batch}`);
@@ -251,7 +255,7 @@ async function main(): Promise<void> {
     model: v.model,
     config: {
       backend: backend.name,
-      measured: 'Engine (scheduler + forward + device sampling + detokenizer), greedy, ignore_eos; no HTTP',
+      measured: `Engine (scheduler + forward + device sampling + detokenizer), greedy, ignore_eos; no HTTP${overlapSteps ? '' : '; step overlap off (TANDEM_ENGINE_OVERLAP=0)'}`,
       batch: batches,
       prompt_len: promptLen,
       steps,
