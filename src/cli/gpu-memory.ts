@@ -6,6 +6,8 @@
  * LoRA adapter on every row where the backend can run one) and measure its scratch; then plan
  * weights / workspace / adapter reserve / KV pool (src/backend/memory-plan.ts) and hand the plan
  * to the CUDA backend, which allocates the arena now and refuses anything past its parts later.
+ * With CUDA graphs on, the decode graph of the largest batch-size bucket is captured once too and
+ * its scratch measured: every graph then shares one arena of that size, inside the workspace part.
  */
 import type { SamplingParams } from '../backend/backend.ts';
 import type { CudaBackend } from '../backend/cuda/cuda-backend.ts';
@@ -14,6 +16,7 @@ import type { ModelConfig } from '../model/config.ts';
 import { LORA_TARGETS, loraShapes, type LoraSpec } from '../model/lora.ts';
 import { loraLayout, loraViews, type DeviceLora } from '../model/lora-device.ts';
 import { packBatch, type SequenceSlice, type Transformer } from '../model/transformer.ts';
+import { DecodeGraphs, graphBuckets } from '../engine/decode-graphs.ts';
 import { weightBytes } from '../model/weights.ts';
 
 /** Default --gpu-memory: 90 % of the card (the CUDA context and other processes need the rest). */
@@ -41,7 +44,13 @@ export interface GpuMemoryOptions {
   maxNumBatchedTokens: number;
   /** KV blocks asked for with --kv-cache-tokens / --kv-blocks; absent: what the budget leaves. */
   requestedBlocks?: number;
+  /** --cuda-graphs: reserve the decode graphs' shared scratch inside the budget. */
+  cudaGraphs?: boolean;
 }
+
+/** The graphs' measured scratch gets this margin, and at least GRAPH_MARGIN_MIN more. */
+const GRAPH_MARGIN = 1.05;
+const GRAPH_MARGIN_MIN = 16 * MiB;
 
 /** The budget and the adapter reserve in bytes. */
 export function budgetBytes(be: CudaBackend, o: GpuMemoryOptions): { total: number; adapters: number } {
@@ -90,12 +99,14 @@ export async function applyGpuMemoryBudget(
   const cfg = model.config;
   const profile = await measureStepScratch(be, model, o, log);
   const scratch = Math.ceil(Math.max(profile.bytes * SCRATCH_MARGIN, SCRATCH_FLOOR) / MiB) * MiB;
+  const graph = o.cudaGraphs ? await measureGraphScratch(be, model, o) : null;
+  const graphs = graph === null ? 0 : Math.ceil(Math.max(graph.bytes * GRAPH_MARGIN, graph.bytes + GRAPH_MARGIN_MIN) / MiB) * MiB;
   const usage = be.memoryUsage();
   const kv = kvSizes(be, cfg, o.blockSize);
   const plan = planMemory({
     total,
     weights: usage.weights,
-    workspace: scratch + usage.workspace,
+    workspace: scratch + graphs + usage.workspace,
     adapters,
     kvBytesPerBlock: kv.perBlock,
     kvFixedBytes: kv.fixed,
@@ -104,11 +115,13 @@ export async function applyGpuMemoryBudget(
     requestedBlocks: o.requestedBlocks,
     maxUsefulBlocks: Math.ceil((o.maxNumSeqs * o.maxModelLen) / o.blockSize),
   });
-  be.setBudget({ total, scratch, kvCache: plan.kvCache, adapters });
+  be.setBudget({ total, scratch, kvCache: plan.kvCache, adapters, graphs });
   log(
     `GPU memory budget ${formatBytes(total)} of ${formatBytes(be.device.totalMemory)} (${be.device.name}): weights ${formatBytes(plan.weights)}, ` +
       `KV cache ${formatBytes(plan.kvCache)} (${plan.numBlocks} blocks = ${plan.numBlocks * o.blockSize} tokens), workspace ${formatBytes(plan.workspace)} ` +
-      `(a ${profile.tokens}-token step${profile.withLora ? ' with LoRA' : ''} used ${formatBytes(profile.bytes)} of scratch), ` +
+      `(a ${profile.tokens}-token step${profile.withLora ? ' with LoRA' : ''} used ${formatBytes(profile.bytes)} of scratch` +
+      (graph === null ? '' : `; CUDA graphs share ${formatBytes(graphs)}, the ${graph.rows}-row decode graph's ${formatBytes(graph.bytes)}`) +
+      `), ` +
       `adapters ${formatBytes(plan.adapters)}, unassigned ${formatBytes(plan.unassigned)}`,
   );
   return { ...plan, scratch, profiledTokens: profile.tokens };
@@ -160,6 +173,29 @@ async function measureStepScratch(
     return { bytes: await run(null), tokens: T, withLora: false };
   } finally {
     be.freeKvCache(cache);
+    be.emptyCache();
+  }
+}
+
+/**
+ * Scratch of the decode graph of the largest batch-size bucket (the engine's graphs for smaller
+ * buckets need less: their activations and logits scale with the rows, and split-K's partial
+ * results stay under 2 MiB): captured once on a small KV cache, then freed.
+ */
+async function measureGraphScratch(be: CudaBackend, model: Transformer, o: GpuMemoryOptions): Promise<{ bytes: number; rows: number }> {
+  const buckets = graphBuckets(o.maxNumSeqs);
+  const rows = buckets[buckets.length - 1];
+  const cache = be.allocKvCache(model.kvCacheSpec(rows, o.blockSize));
+  const graphs = new DecodeGraphs(model, cache, { blockSize: o.blockSize, numBlocks: rows, maxModelLen: o.maxModelLen, maxNumSeqs: o.maxNumSeqs });
+  const before = be.graphs.bytesHeld;
+  try {
+    graphs.run(Array.from({ length: rows }, (_, i) => ({ token: 0, position: 0, blockTable: [i] })));
+    await be.synchronize();
+    return { bytes: be.graphs.bytesHeld - before, rows };
+  } finally {
+    graphs.free();
+    be.freeKvCache(cache);
+    be.resetScratch();
     be.emptyCache();
   }
 }

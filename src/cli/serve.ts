@@ -213,6 +213,7 @@ export async function runServe(argv: string[]): Promise<void> {
       maxNumSeqs: cfg.maxNumSeqs,
       maxNumBatchedTokens: cfg.maxNumBatchedTokens,
       requestedBlocks: requestedBlocks(maxModelLen),
+      cudaGraphs: cfg.cudaGraphs,
     });
     const checkKvHoldsOneRequest = (numBlocks: number, maxModelLen: number): void => {
       // As vLLM refuses to start: a KV cache smaller than one full-length request would turn

@@ -20,6 +20,13 @@ import type { Transformer } from '../model/transformer.ts';
 
 export const GRAPH_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 
+/** The buckets graphs are made for when steps have at most maxNumSeqs rows. */
+export function graphBuckets(maxNumSeqs: number): number[] {
+  const capped = GRAPH_BUCKETS.filter((b) => b < maxNumSeqs);
+  const top = GRAPH_BUCKETS.find((b) => b >= maxNumSeqs);
+  return top === undefined ? capped : [...capped, top];
+}
+
 /** One decoding sequence: the token to run, its position, its blocks. */
 export interface DecodeRow {
   token: number;
@@ -65,9 +72,7 @@ export class DecodeGraphs {
     if (!graphs) throw new Error(`cudaGraphs: backend '${model.backend.name}' has no CUDA graphs (use the cuda backend, or turn cudaGraphs off)`);
     this.graphs = graphs;
     this.maxBlocks = Math.ceil(opts.maxModelLen / opts.blockSize);
-    const capped = GRAPH_BUCKETS.filter((b) => b < opts.maxNumSeqs);
-    const top = GRAPH_BUCKETS.find((b) => b >= opts.maxNumSeqs);
-    this.buckets = top === undefined ? capped : [...capped, top];
+    this.buckets = graphBuckets(opts.maxNumSeqs);
   }
 
   /** The bucket a step of n decodes runs in, or null: too many for any graph. */

@@ -6,7 +6,9 @@
  * match an eager forward of the same rows at every step (padded buckets included, tokens fed
  * from the eager argmax so differences cannot compound), the graph's output survives
  * resetScratch() and eager prefills between replays, and an engine with graphs generates the
- * same greedy tokens as one without at batch 1, 3 (padded to 4) and 64.
+ * same greedy tokens as one without at batch 1, 3 (padded to 4) and 64. Under a --gpu-memory
+ * budget (serve's applyGpuMemoryBudget with graphs on) every graph shares the one arena the plan
+ * measured and reserved, and the tokens stay those of the eager engine.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -219,6 +221,42 @@ describe('CUDA graph decode', { skip: skip ?? false }, () => {
     } finally {
       graphs.free();
       be.freeKvCache(cache);
+      dispose();
+    }
+  });
+
+  it('under a --gpu-memory budget the graphs of every bucket share the one arena the plan reserved', async () => {
+    const { loaded, dispose } = await cudaModel();
+    const { applyGpuMemoryBudget } = await import('../../src/cli/gpu-memory.ts');
+    const be = loaded.model.backend as import('../../src/backend/cuda/cuda-backend.ts').CudaBackend;
+    try {
+      const lines: string[] = [];
+      const plan = await applyGpuMemoryBudget(
+        be, loaded.model,
+        { gpuMemory: '2GiB', blockSize: 16, maxModelLen: 256, maxNumSeqs: 64, maxNumBatchedTokens: 512, cudaGraphs: true },
+        (l) => lines.push(l),
+      );
+      console.log(`# ${lines.join(' | ')}`);
+      const reserve = be.memoryBudget?.graphs ?? 0;
+      assert.ok(reserve > 0, 'the plan reserves the graphs\' arena');
+      assert.match(lines.join('\n'), /CUDA graphs share/);
+      const tokens = async (cudaGraphs: boolean, batch: number): Promise<number[][]> => {
+        const engine = makeEngine(loaded, { cudaGraphs, maxModelLen: 256, numBlocks: plan.numBlocks, maxNumSeqs: 64 });
+        try {
+          const prompts = Array.from({ length: batch }, (_, i) => randomPrompt(6 + (i % 5), 11 * batch + i));
+          return (await Promise.all(prompts.map((p) => collect(engine.add(request(p, { maxTokens: 12 })))))).map((c) => c.ids);
+        } finally {
+          await engine.close();
+        }
+      };
+      for (const batch of [1, 3, 40]) {
+        const eager = await tokens(false, batch);
+        const graphed = await tokens(true, batch);
+        for (let i = 0; i < batch; i++) assert.deepEqual(graphed[i].slice(0, 6), eager[i].slice(0, 6), `batch ${batch} sequence ${i}`);
+      }
+      assert.equal(be.graphs.bytesHeld, reserve, 'no graph took memory beyond the shared arena');
+      assert.equal(be.memoryUsage().scratch, be.memoryBudget!.scratch + reserve, 'scratch: the step arena and the graphs\' arena');
+    } finally {
       dispose();
     }
   });

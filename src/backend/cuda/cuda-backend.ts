@@ -62,7 +62,7 @@ export interface CudaBackendOptions {
  * The weights are whatever persistent tensors exist when the budget is set.
  */
 export interface CudaMemoryBudget {
-  /** Everything this backend may hold: weights + scratch + kvCache + adapters + the kernels' fixed workspace (cuBLASLt, attention counters). */
+  /** Everything this backend may hold: weights + scratch + graphs + kvCache + adapters + the kernels' fixed workspace (cuBLASLt, attention counters). */
   total: number;
   /** The scratch arena: allocated once at this size, never grown. */
   scratch: number;
@@ -70,6 +70,11 @@ export interface CudaMemoryBudget {
   kvCache: number;
   /** Persistent tensors made after setBudget(): LoRA adapter versions and training state. */
   adapters: number;
+  /**
+   * Scratch of the CUDA graphs, one arena all of them share (the largest decode graph's need);
+   * 0 or absent: graphs hold arenas of their own, outside the budget.
+   */
+  graphs?: number;
 }
 
 /** i32 uploads up to this many elements keep a host copy for range checks (ids, slots, tables). */
@@ -201,10 +206,12 @@ export class CudaBackend implements Backend {
     }
     const weights = this.persistentBytes;
     const workspace = this.native.memStats().workspace;
-    const need = weights + workspace + b.scratch + b.kvCache + b.adapters;
+    const graphs = b.graphs ?? 0;
+    const need = weights + workspace + b.scratch + graphs + b.kvCache + b.adapters;
     if (need > b.total) {
       throw new Error(
         `setBudget: weights ${formatBytes(weights)} + kernel workspace ${formatBytes(workspace)} + scratch ${formatBytes(b.scratch)} + ` +
+          (graphs > 0 ? `CUDA graphs ${formatBytes(graphs)} + ` : '') +
           `KV cache ${formatBytes(b.kvCache)} + adapters ${formatBytes(b.adapters)} = ${formatBytes(need)} exceed the budget of ${formatBytes(b.total)}`,
       );
     }
@@ -214,6 +221,7 @@ export class CudaBackend implements Backend {
     this.arena.release();
     this.native.emptyCache();
     this.arena.reserve(b.scratch);
+    this.graphs.useSharedArena(graphs);
     this.budget = { ...b, weights };
   }
 

@@ -10,10 +10,17 @@
  * then held as one chunk that is never reset while the graph lives. Tensors from that arena
  * carry the graph's tag as their generation, so they stay readable across resetScratch() (the
  * output, e.g. logits) and die with free().
+ *
+ * Under a GPU memory budget (useSharedArena) every graph takes its scratch from the front of one
+ * arena the budget reserves, instead of one arena each: replays run in stream order, so they can
+ * share addresses, and the graphs of all batch-size buckets cost the largest one's scratch. A
+ * graph's output is then valid until the next replay of any graph (a decode step samples its
+ * logits before the next step's replay is queued).
  */
 import type { CapturedGraph, DType, GraphOps, Tensor } from '../backend.ts';
 import type { NativeCuda } from './native.ts';
-import { DeviceArena } from './tensor.ts';
+import { formatBytes } from '../memory-plan.ts';
+import { ArenaFullError, DeviceArena } from './tensor.ts';
 
 /** What the graphs need from their CudaBackend. */
 export interface GraphContext {
@@ -40,12 +47,33 @@ export class CudaGraphs implements GraphOps {
 
   /** Device bytes the live graphs' arenas hold. */
   get bytesHeld(): number {
-    let n = 0;
-    for (const g of this.graphs) n += g.arena.bytesHeld;
+    let n = this.sharedBytes;
+    for (const g of this.graphs) if (g.arena !== this.shared) n += g.arena.bytesHeld;
     return n;
   }
 
   private readonly graphs = new Set<Captured>();
+  /** The budget's arena that every capture shares, or null: each graph holds its own. */
+  private shared: DeviceArena | null = null;
+
+  /**
+   * From now on, captures take their scratch from one arena of exactly `bytes` (0: each graph its
+   * own arena again, as without a budget). Only while no graph is live: their addresses are fixed.
+   */
+  useSharedArena(bytes: number): void {
+    if (this.graphs.size > 0) throw new Error(`graphs: ${this.graphs.size} graph(s) are live; free them before changing where graphs take scratch`);
+    this.shared?.release();
+    this.shared = null;
+    if (bytes === 0) return;
+    const arena = new DeviceArena(this.ctx.native);
+    arena.reserve(bytes);
+    this.shared = arena;
+  }
+
+  /** Bytes reserved for the shared arena (0 without one). */
+  get sharedBytes(): number {
+    return this.shared?.bytesHeld ?? 0;
+  }
 
   input(shape: readonly number[], dtype: DType): Tensor {
     return this.ctx.deviceOnly(shape, dtype);
@@ -54,15 +82,29 @@ export class CudaGraphs implements GraphOps {
   capture(work: () => Tensor): CapturedGraph {
     if (this.capturing) throw new Error('graphs.capture: a capture is already under way (captures do not nest)');
     this.capturing = true;
-    const arena = new DeviceArena(this.ctx.native);
+    const shared = this.shared;
+    const arena = shared ?? new DeviceArena(this.ctx.native);
     const tag = this.nextTag--;
     this.liveTags.add(tag);
     try {
       // Eager run: sizes the arena and warms whatever the ops set up lazily on first use.
+      arena.reset();
       arena.generation = tag;
-      this.ctx.withArena(arena, work);
-      const bytes = Math.max(256, arena.peakBytes);
-      arena.reserve(bytes);
+      if (shared) {
+        try {
+          this.ctx.withArena(arena, work);
+        } catch (err) {
+          if (!(err instanceof ArenaFullError)) throw err;
+          throw new Error(
+            `graphs.capture: this graph needs more scratch than the ${formatBytes(shared.bytesHeld)} the GPU memory budget reserves for ` +
+              `CUDA graphs (sized at start by the largest decode graph)`,
+          );
+        }
+        arena.reset();
+      } else {
+        this.ctx.withArena(arena, work);
+        arena.reserve(Math.max(256, arena.peakBytes));
+      }
       arena.generation = tag;
       this.ctx.native.graphBegin();
       let output: Tensor;
@@ -82,7 +124,7 @@ export class CudaGraphs implements GraphOps {
       this.graphs.add(g);
       return g;
     } catch (err) {
-      arena.release();
+      if (arena !== shared) arena.release();
       this.liveTags.delete(tag);
       throw err;
     } finally {
@@ -97,7 +139,7 @@ export class CudaGraphs implements GraphOps {
   free(graph: CapturedGraph): void {
     const g = this.own('free', graph);
     this.ctx.native.graphDestroy(g.id);
-    g.arena.release();
+    if (g.arena !== this.shared) g.arena.release();
     g.freed = true;
     this.liveTags.delete(g.tag);
     this.graphs.delete(g);

@@ -83,6 +83,9 @@ const MAX_CHUNK = 1 << 30;
  * Under a memory budget the arena is one chunk of `limit` bytes, allocated by reserve(), and a
  * step that needs more gets a clear error instead of growing it (or running the GPU out of memory).
  */
+/** An arena under a limit was asked for more than it holds. */
+export class ArenaFullError extends Error {}
+
 export class DeviceArena {
   private readonly chunks: { ptr: number; bytes: number }[] = [];
   private current = 0;
@@ -119,7 +122,7 @@ export class DeviceArena {
     if (this.limit !== null) {
       size = this.limit - this.bytesHeld;
       if (size < need) {
-        throw new Error(
+        throw new ArenaFullError(
           `scratch arena full: this step needs more than the ${fmtMiB(this.limit)} of scratch the GPU memory budget gives it ` +
             `(${fmtMiB(this.taken)} asked for so far): lower --max-num-batched-tokens (or the training micro-batch), or raise --gpu-memory`,
         );
