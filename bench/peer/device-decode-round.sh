@@ -7,7 +7,9 @@
 # unfused, with one warp per gemv row, with the merge kernel) -> engine decode of a random
 # Qwen2.5-3B-shaped model at batch 1, 4, 64 with --cuda-graphs.
 # SKIP_OPS=1 / SKIP_TESTS=1 / SKIP_REPLAY=1 / SKIP_DECODE=1 leave those parts out (to split the round over
-# two calls on a warm machine). The engine decode runs with step overlap and without (TANDEM_ENGINE_OVERLAP=0).
+# two calls on a warm machine). The engine decode runs with step overlap and without (TANDEM_ENGINE_OVERLAP=0;
+# SKIP_SEQUENTIAL=1 leaves that out); DECODE_PEER=FILE gives it a Hugging Face run's JSON for the ratios;
+# REPLAY_BATCHES (default 1,4,64,256).
 # Floors: DECODE_BW_GBS / DECODE_GEMM_TFLOPS (default: the copy bandwidth and GEMM rate measured on
 # the H100 on 2026-11-28 by device-gpu-bench.sh; rerun that script for same-run floors).
 set -uo pipefail
@@ -33,7 +35,7 @@ fi
 [ "${SKIP_OPS:-0}" = 1 ] || step ops-gemv 120 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw" --card "$card" --out "$out/decode-ops.json"
 [ "${DECODE_OPS_CUBLASLT:-0}" = 1 ] && step ops-cublaslt 120 env TANDEM_GEMV=0 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
 wait $maker || tail -5 "$out/make-model.log"
-[ "${SKIP_REPLAY:-0}" = 1 ] || step replay 150 node --import tsx bench/decode-replay.ts --model "$model" --batch 1,4,64,256 --context 128 --bandwidth-gbs "$bw" \
+[ "${SKIP_REPLAY:-0}" = 1 ] || step replay 150 node --import tsx bench/decode-replay.ts --model "$model" --batch "${REPLAY_BATCHES:-1,4,64,256}" --context 128 --bandwidth-gbs "$bw" \
   --leave-out ropeAttentionDecode --unfused --card "$card" --out "$out/decode-replay.json"
 for sw in TANDEM_GEMV_FEW_ROWS TANDEM_FOLD_MERGE; do
   [ "${SKIP_REPLAY:-0}" = 1 ] || step "replay-$sw-0" 60 env "$sw=0" node --import tsx bench/decode-replay.ts --model "$model" --batch 1 --context 128 \
@@ -41,8 +43,8 @@ for sw in TANDEM_GEMV_FEW_ROWS TANDEM_FOLD_MERGE; do
 done
 if [ "${SKIP_DECODE:-0}" != 1 ]; then
   step decode-graphs 150 node --import tsx bench/gpu-decode.ts --model "$model" --batch 1,4,64 --steps 96 --cuda-graphs \
-    --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card" --out "$out/gpu-decode-graphs.json"
-  step decode-graphs-sequential 120 env TANDEM_ENGINE_OVERLAP=0 node --import tsx bench/gpu-decode.ts --model "$model" \
+    --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card" --out "$out/gpu-decode-graphs.json" ${DECODE_PEER:+--peer "$DECODE_PEER"}
+  [ "${SKIP_SEQUENTIAL:-0}" = 1 ] || step decode-graphs-sequential 120 env TANDEM_ENGINE_OVERLAP=0 node --import tsx bench/gpu-decode.ts --model "$model" \
     --batch 1,64 --steps 96 --cuda-graphs --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card"
 fi
 [ -f "$out/ops-gemv.log" ] && echo "== per-op, gemv.cu" && grep -E " 1 |batch 1," "$out/ops-gemv.log"
