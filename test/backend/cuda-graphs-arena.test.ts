@@ -8,30 +8,19 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Tensor } from '../../src/backend/backend.ts';
 import { CudaGraphs } from '../../src/backend/cuda/graphs.ts';
-import type { NativeCuda } from '../../src/backend/cuda/native.ts';
 import type { DeviceArena } from '../../src/backend/cuda/tensor.ts';
+import { fakeNative } from './fake-native.ts';
 
 /** Graphs over a fake addon; `work(bytes)` is captured work that takes `bytes` of scratch and returns where. */
 function setup() {
-  const live = new Map<number, number>();
   const events: string[] = [];
-  let next = 1 << 20;
   let graphIds = 0;
-  const native = {
-    malloc(bytes: number): number {
-      const p = next;
-      next += Math.ceil(bytes / 4096) * 4096 + 4096;
-      live.set(p, bytes);
-      return p;
-    },
-    free(p: number): void {
-      assert.ok(live.delete(p), `free of unknown pointer ${p}`);
-    },
+  const { native, live } = fakeNative({
     graphBegin: () => void events.push('begin'),
     graphEnd: () => (events.push('end'), ++graphIds),
     graphLaunch: (id: number) => void events.push(`launch ${id}`),
     graphDestroy: (id: number) => void events.push(`destroy ${id}`),
-  } as unknown as NativeCuda;
+  });
   let current: DeviceArena | null = null;
   const graphs = new CudaGraphs({
     native,

@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { formatBytes, GiB, MiB, parseMemorySize, planCategories, planMemory, type MemoryPlanInput } from '../../src/backend/memory-plan.ts';
-import type { NativeCuda } from '../../src/backend/cuda/native.ts';
 import { DeviceArena } from '../../src/backend/cuda/tensor.ts';
+import { fakeNative } from './fake-native.ts';
 
 describe('parseMemorySize', () => {
   const card = 80 * GiB;
@@ -82,24 +82,6 @@ describe('planMemory', () => {
     assert.throws(() => planMemory({ ...base, total: 4 * GiB }), /raise --gpu-memory/);
   });
 });
-
-/** A stand-in for the addon's allocator: hands out distinct addresses and records what is live. */
-function fakeNative(): { native: NativeCuda; live: Map<number, number> } {
-  const live = new Map<number, number>();
-  let next = 1 << 20;
-  const native = {
-    malloc(bytes: number): number {
-      const p = next;
-      next += Math.ceil(bytes / 4096) * 4096 + 4096;
-      live.set(p, bytes);
-      return p;
-    },
-    free(p: number): void {
-      assert.ok(live.delete(p), `free of unknown pointer ${p}`);
-    },
-  } as unknown as NativeCuda;
-  return { native, live };
-}
 
 describe('DeviceArena under a budget', () => {
   it('holds one reserved chunk, fills it, and refuses more with a clear error', () => {
