@@ -7,7 +7,10 @@
  * which is what a timing wants).
  *
  *   node --import tsx bench/grpo-step.ts --model DIR [--backend cuda] [--steps 4] [--generations 6]
- *     [--completion-tokens 200] [--prompt-tokens 256] [--rank 32] [--micro-batch 6] [--card NAME] [--out result.json]
+ *     [--completion-tokens 200] [--prompt-tokens 256] [--rank 32] [--micro-batch 6] [--cuda-graphs] [--card NAME] [--out result.json]
+ *
+ * --cuda-graphs replays the rollouts' decode steps as CUDA graphs (one per batch bucket and
+ * adapter version: each step's new version is captured on its first decode step).
  *
  * --out writes bench/results' JSON form (card, date, command, results with the yardstick as the
  * step time's peer), with the run's configuration and every step's record beside it.
@@ -38,6 +41,7 @@ const { values } = parseArgs({
   options: {
     model: { type: 'string' },
     backend: { type: 'string' },
+    'cuda-graphs': { type: 'boolean' },
     steps: { type: 'string' },
     generations: { type: 'string' },
     'completion-tokens': { type: 'string' },
@@ -73,6 +77,7 @@ const engine = new Engine(loaded, {
   maxNumBatchedTokens: 4096,
   maxWaiting: 4096,
   maxModelLen: Math.min(c.maxPositionEmbeddings, kvTokens),
+  cudaGraphs: values['cuda-graphs'] === true,
 });
 
 const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tandem-grpo-bench-'));
@@ -130,6 +135,7 @@ const summary = {
   completionTokens,
   promptTokens,
   rank,
+  cudaGraphs: values['cuda-graphs'] === true,
   meanRolloutSeconds: mean((r) => r.rollout_seconds),
   meanTrainSeconds: mean((r) => r.train_seconds),
   meanStepSeconds: mean((r) => r.rollout_seconds + r.train_seconds),

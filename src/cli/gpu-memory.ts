@@ -120,7 +120,7 @@ export async function applyGpuMemoryBudget(
     `GPU memory budget ${formatBytes(total)} of ${formatBytes(be.device.totalMemory)} (${be.device.name}): weights ${formatBytes(plan.weights)}, ` +
       `KV cache ${formatBytes(plan.kvCache)} (${plan.numBlocks} blocks = ${plan.numBlocks * o.blockSize} tokens), workspace ${formatBytes(plan.workspace)} ` +
       `(a ${profile.tokens}-token step${profile.withLora ? ' with LoRA' : ''} used ${formatBytes(profile.bytes)} of scratch` +
-      (graph === null ? '' : `; CUDA graphs share ${formatBytes(graphs)}, the ${graph.rows}-row decode graph's ${formatBytes(graph.bytes)}`) +
+      (graph === null ? '' : `; CUDA graphs share ${formatBytes(graphs)}, the ${graph.rows}-row decode graph${graph.withLora ? ' with LoRA' : ''} took ${formatBytes(graph.bytes)}`) +
       `), ` +
       `adapters ${formatBytes(plan.adapters)}, unassigned ${formatBytes(plan.unassigned)}`,
   );
@@ -178,22 +178,27 @@ async function measureStepScratch(
 }
 
 /**
- * Scratch of the decode graph of the largest batch-size bucket (the engine's graphs for smaller
- * buckets need less: their activations and logits scale with the rows, and split-K's partial
- * results stay under 2 MiB): captured once on a small KV cache, then freed.
+ * Scratch of the decode graph of the largest batch-size bucket, with a LoRA adapter on every
+ * target where the backend can run one (graphs of smaller buckets, or of the base model, need
+ * less: activations and logits scale with the rows, and split-K's partial results stay under
+ * 2 MiB): captured once on a small KV cache, then freed.
  */
-async function measureGraphScratch(be: CudaBackend, model: Transformer, o: GpuMemoryOptions): Promise<{ bytes: number; rows: number }> {
+async function measureGraphScratch(
+  be: CudaBackend, model: Transformer, o: GpuMemoryOptions,
+): Promise<{ bytes: number; rows: number; withLora: boolean }> {
   const buckets = graphBuckets(o.maxNumSeqs);
   const rows = buckets[buckets.length - 1];
   const cache = be.allocKvCache(model.kvCacheSpec(rows, o.blockSize));
   const graphs = new DecodeGraphs(model, cache, { blockSize: o.blockSize, numBlocks: rows, maxModelLen: o.maxModelLen, maxNumSeqs: o.maxNumSeqs });
+  const lora = zeroLora(be, model.config);
   const before = be.graphs.bytesHeld;
   try {
-    graphs.run(Array.from({ length: rows }, (_, i) => ({ token: 0, position: 0, blockTable: [i] })));
+    graphs.run(Array.from({ length: rows }, (_, i) => ({ token: 0, position: 0, blockTable: [i] })), lora);
     await be.synchronize();
-    return { bytes: be.graphs.bytesHeld - before, rows };
+    return { bytes: be.graphs.bytesHeld - before, rows, withLora: lora !== null };
   } finally {
     graphs.free();
+    if (lora !== null) be.free(lora.params);
     be.freeKvCache(cache);
     be.resetScratch();
     be.emptyCache();

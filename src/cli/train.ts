@@ -21,7 +21,9 @@ export const TRAIN_USAGE = `tandem train --config JOB.json [--model DIR] [option
   --model DIR          base model (default: the embedded one)
   --rewards FILE       a JS/TS module whose exported functions become rewards (by export name)
   --kv-cache-tokens N  KV cache for rollouts, in tokens (default 16384)
-  --backend cpu|cuda|auto`;
+  --backend cpu|cuda|auto
+  --cuda-graphs        replay rollout decode steps as CUDA graphs (cuda only; a graph per batch
+                       bucket and adapter version)`;
 
 export async function runTrain(argv: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -33,6 +35,7 @@ export async function runTrain(argv: string[]): Promise<void> {
       'kv-cache-tokens': { type: 'string' },
       rewards: { type: 'string', multiple: true },
       backend: { type: 'string' },
+      'cuda-graphs': { type: 'boolean' },
     },
   });
   if (values.config === undefined) throw new UsageError('--config is required (a JSON job file)');
@@ -69,6 +72,7 @@ export async function runTrain(argv: string[]): Promise<void> {
     maxNumBatchedTokens: 4096,
     maxWaiting: 4096,
     maxModelLen,
+    cudaGraphs: values['cuda-graphs'] === true,
   });
   const job = new TrainingJob(config, {
     loaded,

@@ -57,6 +57,7 @@ export class AdapterRegistry {
   /** Last version number per name; never forgotten, so ids are never reused. */
   readonly #lastVersion = new Map<string, number>();
   #freedCount = 0;
+  readonly #freeListeners: ((lora: DeviceLora) => void)[] = [];
 
   constructor(
     readonly backend: Backend,
@@ -168,10 +169,16 @@ export class AdapterRegistry {
     if (v.refs === 0) this.#free(v);
   }
 
+  /** Call `fn` with a version's weights just before they are freed (what holds their addresses lets go). */
+  onFree(fn: (lora: DeviceLora) => void): void {
+    this.#freeListeners.push(fn);
+  }
+
   #free(v: MutableVersion): void {
     v.state = 'freed';
     this.#resident.delete(v);
     this.#freedCount++;
+    for (const fn of this.#freeListeners) fn(v.lora);
     freeDeviceLora(this.backend, v.lora);
   }
 

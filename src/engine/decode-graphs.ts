@@ -12,10 +12,14 @@
  * fixed maxima (one query row; a context of the whole block table), as a replayed grid cannot
  * change; the kernels route rows by their real lengths on the device.
  *
- * Graphs are captured lazily, on a bucket's first use; LoRA rows and prefill stay eager (the
- * engine decides which steps come here).
+ * Graphs are captured lazily, on a bucket's first use. A step whose rows all run one LoRA adapter
+ * (a GRPO rollout's batch, or one adapter's users) replays a graph of its own for (bucket,
+ * adapter version), the adapter added on every row (padding rows' results are discarded): its
+ * weights have fixed addresses for the version's life, and forget() frees its graphs when the
+ * version is freed. Mixed batches and prefill stay eager (the engine decides which steps come here).
  */
 import type { CapturedGraph, GraphOps, KvCache, Tensor } from '../backend/backend.ts';
+import type { DeviceLora } from '../model/lora-device.ts';
 import type { Transformer } from '../model/transformer.ts';
 
 export const GRAPH_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
@@ -42,7 +46,8 @@ interface Bucket {
   host: Int32Array;
   /** Whether `inputs` has been written once in full. */
   written: boolean;
-  graph: CapturedGraph | null;
+  /** The bucket's graphs by adapter (null: the base model); all read `inputs`. */
+  graphs: Map<DeviceLora | null, CapturedGraph>;
 }
 
 /** Past this many separate changed spans of the block tables, one write covers them all. */
@@ -80,16 +85,34 @@ export class DecodeGraphs {
     return this.buckets.find((b) => b >= n) ?? null;
   }
 
-  /** Graphs captured so far, by bucket size. */
+  /** Bucket sizes with at least one graph captured. */
   get captured(): number[] {
-    return [...this.made.values()].filter((b) => b.graph !== null).map((b) => b.size);
+    return [...this.made.values()].filter((b) => b.graphs.size > 0).map((b) => b.size);
+  }
+
+  /** Graphs held, over all buckets and adapters. */
+  get graphCount(): number {
+    let n = 0;
+    for (const b of this.made.values()) n += b.graphs.size;
+    return n;
+  }
+
+  /** Free the graphs of an adapter version (before its weights are freed: they hold its addresses). */
+  forget(lora: DeviceLora): void {
+    for (const b of this.made.values()) {
+      const g = b.graphs.get(lora);
+      if (g === undefined) continue;
+      this.graphs.free(g);
+      b.graphs.delete(lora);
+    }
   }
 
   /**
-   * Run one decode step for `rows` (K/V written to their caches) and return their logits
-   * [n, V] f32: a view of the graph's output, valid until the next run() of the same bucket.
+   * Run one decode step for `rows` (K/V written to their caches), every row with adapter `lora`
+   * (null: the base model), and return their logits [n, V] f32: a view of the graph's output,
+   * valid until the next run().
    */
-  run(rows: readonly DecodeRow[]): Tensor {
+  run(rows: readonly DecodeRow[], lora: DeviceLora | null = null): Tensor {
     const n = rows.length;
     const size = this.bucketFor(n);
     if (n === 0 || size === null) throw new Error(`DecodeGraphs.run: ${n} rows; a graph takes 1 to ${this.buckets[this.buckets.length - 1]}`);
@@ -103,19 +126,21 @@ export class DecodeGraphs {
     }
     this.upload(bucket, changed);
     const be = this.model.backend;
-    if (bucket.graph === null) {
-      const batch = this.deviceBatch(bucket);
-      bucket.graph = this.graphs.capture(() => this.model.forwardDevice(batch, this.cache));
+    let graph = bucket.graphs.get(lora);
+    if (graph === undefined) {
+      const batch = { ...this.deviceBatch(bucket), ...(lora === null ? {} : { lora: [{ start: 0, end: size, lora }] }) };
+      graph = this.graphs.capture(() => this.model.forwardDevice(batch, this.cache));
+      bucket.graphs.set(lora, graph);
     }
-    this.graphs.replay(bucket.graph);
-    const logits = bucket.graph.output;
+    this.graphs.replay(graph);
+    const logits = graph.output;
     return n === size ? logits : be.viewAt(logits, 0, [n, logits.shape[1]]);
   }
 
   /** Free every graph and input tensor. */
   free(): void {
     for (const b of this.made.values()) {
-      if (b.graph) this.graphs.free(b.graph);
+      for (const g of b.graphs.values()) this.graphs.free(g);
       this.model.backend.free(b.inputs);
     }
     this.made.clear();
@@ -125,7 +150,7 @@ export class DecodeGraphs {
     let b = this.made.get(size);
     if (!b) {
       const len = size * (6 + this.maxBlocks) + 1;
-      b = { size, inputs: this.graphs.input([len], 'i32'), host: new Int32Array(len).fill(-1), written: false, graph: null };
+      b = { size, inputs: this.graphs.input([len], 'i32'), host: new Int32Array(len).fill(-1), written: false, graphs: new Map() };
       this.made.set(size, b);
     }
     return b;

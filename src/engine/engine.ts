@@ -154,6 +154,9 @@ export class Engine {
     this.#device = { model: loaded.model, backend: this.#backend, cache: this.#cache, graphs: this.#graphs, blockSize: opts.blockSize };
     this.#overlap = opts.overlapSteps ?? true;
     this.adapters = new AdapterRegistry(this.#backend, loaded.config);
+    // A version's decode graphs hold its weights' addresses: free them with it.
+    const graphs = this.#graphs;
+    if (graphs !== null) this.adapters.onFree((lora) => graphs.forget(lora));
     this.metrics = opts.metrics ?? new Metrics();
     this.metrics.bind({
       stats: () => this.stats(),

@@ -26,7 +26,8 @@ export function prepareStep(d: StepDevice, plan: StepPlan, sampleAt: readonly nu
   if (d.graphs !== null && graphable(d.graphs, plan, sampleAt)) {
     const graphs = d.graphs;
     const rows = plan.scheduled.map(({ seq }) => ({ token: seq.tokens[seq.numComputed], position: seq.numComputed, blockTable: [...seq.blockTable] }));
-    return () => d.backend.sample(graphs.run(rows), params);
+    const lora = plan.scheduled[0].seq.adapter?.lora ?? null;
+    return () => d.backend.sample(graphs.run(rows, lora), params);
   }
   // packBatch copies into typed arrays (host memory): a snapshot already.
   const batch = packBatch(
@@ -49,11 +50,15 @@ export function prepareStep(d: StepDevice, plan: StepPlan, sampleAt: readonly nu
   };
 }
 
-/** A step a decode graph can run: one sampled token per sequence, base model, within the buckets. */
+/**
+ * A step a decode graph can run: one sampled token per sequence, within the buckets, every row
+ * on one adapter version (or all on the base model).
+ */
 function graphable(graphs: DecodeGraphs, plan: StepPlan, sampleAt: readonly number[]): boolean {
   const n = plan.scheduled.length;
   if (sampleAt.length !== n || graphs.bucketFor(n) === null) return false;
-  return plan.scheduled.every(({ seq, numTokens }) => numTokens === 1 && (seq.adapter?.lora ?? null) === null);
+  const lora = plan.scheduled[0].seq.adapter?.lora ?? null;
+  return plan.scheduled.every(({ seq, numTokens }) => numTokens === 1 && (seq.adapter?.lora ?? null) === lora);
 }
 
 /**

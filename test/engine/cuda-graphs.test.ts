@@ -22,7 +22,9 @@ import { loadModel, type LoadedModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { packBatch } from '../../src/model/transformer.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
-import { collect, makeEngine, randomPrompt, request, tinyModel } from './helpers.ts';
+import { collect, makeEngine, randomPrompt, request, tinyModel, trainedAdapter } from './helpers.ts';
+import { uploadLora } from '../../src/model/lora-device.ts';
+import type { Engine } from '../../src/engine/engine.ts';
 
 describe('write and the graphs option on the CPU', () => {
   it('write() replaces a tensor\'s contents and checks dtype and length', async () => {
@@ -71,6 +73,47 @@ describe('decode graph buckets, emulated on the CPU', () => {
       }
     });
   }
+
+  it('rows on one adapter replay a graph of their own (equal to eager), mixed batches stay eager, and a freed version frees its graphs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-graphs-lora-'));
+    try {
+      makeModel({ preset: 'tiny', out: dir, seed: 6 });
+      const be = new GraphCpuBackend();
+      const loaded = loadModel(dir, be);
+      const adapter = (seed: number) => uploadLora(be, loaded.config, trainedAdapter(loaded.config, seed));
+      const prompts = Array.from({ length: 3 }, (_, i) => randomPrompt(4 + i, 70 + i));
+      const run = async (cudaGraphs: boolean, names: (string | undefined)[]): Promise<{ ids: number[][]; engine: Engine }> => {
+        const engine = makeEngine(loaded, { cudaGraphs, maxModelLen: 128, maxNumSeqs: 8 });
+        engine.adapters.publish('a', adapter(1));
+        engine.adapters.publish('b', adapter(2));
+        const ids = (await Promise.all(prompts.map((p, i) => collect(engine.add(request(p, { maxTokens: 12, adapter: names[i] })))))).map((c) => c.ids);
+        return { ids, engine };
+      };
+      // All three on 'a': one graph for (bucket 4, a's version).
+      const eager = await run(false, ['a', 'a', 'a']);
+      await eager.engine.close();
+      const before = be.graphs.capturedRows.length;
+      const graphed = await run(true, ['a', 'a', 'a']);
+      assert.deepEqual(graphed.ids, eager.ids, 'the adapter is applied inside the graph as eagerly');
+      assert.deepEqual(be.graphs.capturedRows.slice(before), [4], 'one capture: bucket 4 on the adapter');
+      // A new version of 'a' frees the old one (nothing pins it now), and with it its graph.
+      assert.equal(be.graphs.live, 1);
+      graphed.engine.adapters.publish('a', adapter(3));
+      assert.equal(be.graphs.live, 0, 'the retired version\'s graph was freed with it');
+      await graphed.engine.close();
+      // Mixed adapters in one step: eager, no new capture; tokens as an eager engine gives them.
+      const mixedEager = await run(false, ['a', undefined, 'b']);
+      await mixedEager.engine.close();
+      const count = be.graphs.capturedRows.length;
+      const mixed = await run(true, ['a', undefined, 'b']);
+      await mixed.engine.close();
+      assert.deepEqual(mixed.ids, mixedEager.ids);
+      // (once rows finish at different times, a step may hold one adapter only and use a graph)
+      assert.ok(be.graphs.capturedRows.slice(count).every((rows) => rows <= 2), `a mixed step of 3 rows was captured: ${be.graphs.capturedRows.slice(count)}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it('padding rows leave the KV cache alone and rows out of range are refused', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tandem-graphs-cpu-'));

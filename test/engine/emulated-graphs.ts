@@ -13,6 +13,10 @@ export class EmulatedGraphs implements GraphOps {
   /** Output shapes of every capture so far (which buckets were used). */
   readonly capturedRows: number[] = [];
   private readonly works = new Map<number, () => Tensor>();
+  /** Graphs captured and not yet freed. */
+  get live(): number {
+    return this.works.size;
+  }
   input(shape: readonly number[], dtype: DType): Tensor {
     return this.be.alloc(shape, dtype, 'persistent');
   }
