@@ -27,7 +27,7 @@ if ! step build 150 bash kernels/build.sh; then tail -40 "$out/build.log"; exit 
 ( [ -f "$model/.complete" ] || { python3 bench/peer/make_qwen_random.py --preset 3b --out "$model" && touch "$model/.complete"; } ) \
   >"$out/make-model.log" 2>&1 &
 maker=$!
-[ "${SKIP_TESTS:-0}" = 1 ] || step cuda-tests 200 node --import tsx --test --test-reporter=spec test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts
+[ "${SKIP_TESTS:-0}" = 1 ] || step cuda-tests 260 node --import tsx --test --test-reporter=spec test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts
 if [ -f "$out/cuda-tests.log" ]; then
   grep -E "^ℹ (tests|pass|fail|skipped)" "$out/cuda-tests.log"
   sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -40
