@@ -3,15 +3,17 @@
  * kernels/ (see kernels/binding.cpp and kernels/*.cu, one file per op family).
  *
  * This file owns tensors, the scratch arena, KV caches and argument checking (the same checks
- * and messages as the CPU backend); the arithmetic runs in the kernels. bf16 storage for weights,
+ * and messages as the CPU backend); the arithmetic runs in the kernels. Op families live beside
+ * it: fused-ops.ts (decode products), attention-ops.ts (rope, K/V, attention), sampling-ops.ts,
+ * training-ops.ts, graphs.ts. bf16 storage for weights,
  * activations and the KV cache, fp32 accumulation and reductions; f32 tensors are supported
  * throughout (upload with dtype 'f32'), logSoftmax always writes f32.
  *
  * Ops queue work on one CUDA stream and return at once; download() and sample() resolve when
  * the GPU has produced the data, without ever blocking the event loop. Sampling runs on the
  * device (kernels/sampling.cu: penalties, temperature, top-k, top-p, min-p, seeded draws, top
- * logprobs); only ids and logprobs come back (host-sampling.ts names the rare batches that
- * still download their logits).
+ * logprobs; greedy rows an argmax kernel); only ids and logprobs come back (host-sampling.ts
+ * names the rare batches that still download their logits).
  *
  * Usage:
  *   const be = new CudaBackend();                     // throws "CUDA backend not built: ..." without the addon
@@ -20,7 +22,7 @@
  *   const host = await be.download(y);                 // Float32Array
  *   be.resetScratch();
  */
-import { linearShape, rmsnormShape, sameShape, sampleArgs } from '../op-shapes.ts';
+import { linearShape, rmsnormShape, sameShape } from '../op-shapes.ts';
 import type {
   AdamWStep,
   AttnMeta,
@@ -38,15 +40,13 @@ import type {
 import { firstOutOfRange } from '../cpu/gather.ts';
 import { checkShape, fmtShape, numel } from '../cpu/tensor.ts';
 import { formatBytes } from '../memory-plan.ts';
-import { HostSampler, deviceCanSample, unpackSampleResult } from './host-sampling.ts';
-import { hasPenalties } from '../cpu/penalties.ts';
 import { DTYPE_CODE, loadNative } from './native.ts';
-import { ROW_WORDS, packSamplingParams } from './sampling-params.ts';
 import type { DeviceInfo, NativeCuda } from './native.ts';
 import { CudaTensor, DeviceArena, allocatedBytes, cudaDtype, elemBytes } from './tensor.ts';
 import { CudaTrainingOps } from './training-ops.ts';
 import { CudaFusedOps } from './fused-ops.ts';
 import { CudaAttentionOps } from './attention-ops.ts';
+import { CudaSamplingOps } from './sampling-ops.ts';
 import { CudaGraphs } from './graphs.ts';
 import type { CudaDType } from './tensor.ts';
 
@@ -111,11 +111,6 @@ export class CudaKvCache implements KvCache {
   }
 }
 
-/** A row sample() answers with an argmax alone: greedy, no penalties, no top logprobs. */
-function plainGreedy(p: SamplingParams): boolean {
-  return p.temperature === 0 && !hasPenalties(p) && (p.topLogprobs ?? 0) === 0;
-}
-
 export class CudaBackend implements Backend {
   readonly name = 'cuda';
   /** bf16 weights, activations and KV cache; f32 accumulation, logits and LoRA parameters. */
@@ -126,12 +121,12 @@ export class CudaBackend implements Backend {
   /** The step's scratch arena; a graph's own arena while one is being captured (see graphs.ts). */
   private arena: DeviceArena;
   readonly graphs: CudaGraphs;
-  private readonly sampler = new HostSampler();
   private persistentBytes = 0;
   private readonly caches = new Set<CudaKvCache>();
   private readonly training: CudaTrainingOps;
   private readonly fused: CudaFusedOps;
   private readonly attentionOps: CudaAttentionOps;
+  private readonly samplingOps: CudaSamplingOps;
   private budget: (CudaMemoryBudget & { weights: number }) | null = null;
 
   constructor(opts: CudaBackendOptions = {}) {
@@ -158,6 +153,11 @@ export class CudaBackend implements Backend {
       float: (op, name, t, rank) => this.float(op, name, t, rank),
       i32: (op, name, t, rank) => this.i32(op, name, t, rank),
       useCache: (op, cache) => this.useCache(op, cache),
+      scratch: (shape, dtype) => this.scratch(shape, dtype),
+    });
+    this.samplingOps = new CudaSamplingOps({
+      native: this.native,
+      float: (op, name, t, rank) => this.float(op, name, t, rank),
       scratch: (shape, dtype) => this.scratch(shape, dtype),
     });
     this.graphs = new CudaGraphs({
@@ -525,44 +525,11 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  async sample(logits: Tensor, params: readonly SamplingParams[]): Promise<SampleResult> {
-    const lt = this.float('sample', 'logits', logits, 2);
-    const [S, V] = lt.shape;
-    sampleArgs(lt.shape, params);
-    if (S === 0) return { ids: new Int32Array(0), logprobs: new Float32Array(0), top: [] };
-    if (!deviceCanSample(params, V, this.native.sampleLimits())) {
-      const x = (await this.native.download(lt.ptr, lt.size, DTYPE_CODE[lt.dtype])) as Float32Array;
-      return this.sampler.sample(x, S, V, params);
-    }
-    if (params.every(plainGreedy)) return this.greedy(lt, S, V);
-    // One upload of every row's parameters; ids, logprobs and top lists come back in one download.
-    const packed = packSamplingParams(params, V);
-    const pbuf = this.scratch([packed.words.length], 'i32');
-    this.native.upload(pbuf.ptr, packed.words, DTYPE_CODE.i32);
-    const K = packed.maxTop;
-    const out = this.scratch([2 * S * (1 + K)], 'i32');
-    const topIds = out.ptr + 8 * S;
-    this.native.sample(
-      out.ptr, out.ptr + 4 * S, topIds, topIds + 4 * S * K, K, lt.ptr, S, V, DTYPE_CODE[lt.dtype],
-      pbuf.ptr, pbuf.ptr + 4 * S * ROW_WORDS, packed.anyPenalties ? 1 : 0,
-    );
-    const words = (await this.native.download(out.ptr, out.size, DTYPE_CODE.i32)) as Int32Array;
-    return unpackSampleResult(words, params, V, K);
+  sample(logits: Tensor, params: readonly SamplingParams[]): Promise<SampleResult> {
+    return this.samplingOps.sample(logits, params);
   }
 
   // ---- in-place helpers, backward and training ops (checked and run by training-ops.ts) ----
-
-  /** Argmax rows (the usual decode): no parameters to upload, and a kernel that only finds the max. */
-  private async greedy(lt: FloatTensor, S: number, V: number): Promise<SampleResult> {
-    const out = this.scratch([2 * S], 'i32');
-    const bytes = this.native.greedySampleWorkspaceBytes(S, V);
-    const workspace = bytes > 0 ? this.scratch([bytes / 4], 'f32').ptr : 0;
-    this.native.greedySample(out.ptr, out.ptr + 4 * S, lt.ptr, S, V, DTYPE_CODE[lt.dtype], workspace);
-    const words = (await this.native.download(out.ptr, out.size, DTYPE_CODE.i32)) as Int32Array;
-    const floats = new Float32Array(words.buffer, words.byteOffset, words.length);
-    const none = { ids: new Int32Array(0), logprobs: new Float32Array(0) };
-    return { ids: words.subarray(0, S), logprobs: floats.subarray(S, 2 * S), top: Array.from({ length: S }, () => none) };
-  }
 
   viewAt(t: Tensor, offset: number, shape: readonly number[]): Tensor {
     return this.training.viewAt(t, offset, shape);
