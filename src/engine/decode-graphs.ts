@@ -24,6 +24,9 @@ import type { Transformer } from '../model/transformer.ts';
 
 export const GRAPH_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 
+/** A graph could not be captured (e.g. its scratch is past the budget's reserve): run the step eagerly. */
+export class GraphCaptureError extends Error {}
+
 /** The buckets graphs are made for when steps have at most maxNumSeqs rows. */
 export function graphBuckets(maxNumSeqs: number): number[] {
   const capped = GRAPH_BUCKETS.filter((b) => b < maxNumSeqs);
@@ -48,6 +51,8 @@ interface Bucket {
   written: boolean;
   /** The bucket's graphs by adapter (null: the base model); all read `inputs`. */
   graphs: Map<DeviceLora | null, CapturedGraph>;
+  /** Adapters (null: the base model) whose capture failed here: their steps run eagerly. */
+  refused: Set<DeviceLora | null>;
 }
 
 /** Past this many separate changed spans of the block tables, one write covers them all. */
@@ -83,6 +88,12 @@ export class DecodeGraphs {
   /** The bucket a step of n decodes runs in, or null: too many for any graph. */
   bucketFor(n: number): number | null {
     return this.buckets.find((b) => b >= n) ?? null;
+  }
+
+  /** Whether a step of n rows on `lora` can run here: a bucket takes n, and no capture for it failed. */
+  canRun(n: number, lora: DeviceLora | null): boolean {
+    const size = this.bucketFor(n);
+    return size !== null && this.made.get(size)?.refused.has(lora) !== true;
   }
 
   /** Bucket sizes with at least one graph captured. */
@@ -129,7 +140,14 @@ export class DecodeGraphs {
     let graph = bucket.graphs.get(lora);
     if (graph === undefined) {
       const batch = { ...this.deviceBatch(bucket), ...(lora === null ? {} : { lora: [{ start: 0, end: size, lora }] }) };
-      graph = this.graphs.capture(() => this.model.forwardDevice(batch, this.cache));
+      try {
+        graph = this.graphs.capture(() => this.model.forwardDevice(batch, this.cache));
+      } catch (err) {
+        // The eager sizing run may have written some K/V already: the caller's eager step writes
+        // the same values again.
+        bucket.refused.add(lora);
+        throw new GraphCaptureError(`decode graph for ${size} rows: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
       bucket.graphs.set(lora, graph);
     }
     this.graphs.replay(graph);
@@ -150,7 +168,7 @@ export class DecodeGraphs {
     let b = this.made.get(size);
     if (!b) {
       const len = size * (6 + this.maxBlocks) + 1;
-      b = { size, inputs: this.graphs.input([len], 'i32'), host: new Int32Array(len).fill(-1), written: false, graphs: new Map() };
+      b = { size, inputs: this.graphs.input([len], 'i32'), host: new Int32Array(len).fill(-1), written: false, graphs: new Map(), refused: new Set() };
       this.made.set(size, b);
     }
     return b;

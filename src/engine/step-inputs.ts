@@ -9,7 +9,7 @@
  */
 import type { Backend, KvCache, SampleResult } from '../backend/backend.ts';
 import { packBatch, type Transformer } from '../model/transformer.ts';
-import type { DecodeGraphs } from './decode-graphs.ts';
+import { GraphCaptureError, type DecodeGraphs } from './decode-graphs.ts';
 import type { ScheduledSeq, StepPlan } from './scheduler.ts';
 
 export interface StepDevice {
@@ -27,7 +27,19 @@ export function prepareStep(d: StepDevice, plan: StepPlan, sampleAt: readonly nu
     const graphs = d.graphs;
     const rows = plan.scheduled.map(({ seq }) => ({ token: seq.tokens[seq.numComputed], position: seq.numComputed, blockTable: [...seq.blockTable] }));
     const lora = plan.scheduled[0].seq.adapter?.lora ?? null;
-    return () => d.backend.sample(graphs.run(rows, lora), params);
+    return async () => {
+      let logits;
+      try {
+        logits = graphs.run(rows, lora);
+      } catch (err) {
+        if (!(err instanceof GraphCaptureError)) throw err;
+        // Unexpected (the budget reserves the largest graph's scratch): say so once, run eagerly.
+        process.emitWarning(`${err.message}; this bucket runs eagerly from now on`, 'TandemCudaGraphs');
+        const batch = packBatch(rows.map((r) => ({ newTokens: [r.token], numCached: r.position, blockTable: r.blockTable, lora })), d.blockSize);
+        logits = d.model.forward(batch, d.cache);
+      }
+      return d.backend.sample(logits, params);
+    };
   }
   // packBatch copies into typed arrays (host memory): a snapshot already.
   const batch = packBatch(
@@ -56,8 +68,8 @@ export function prepareStep(d: StepDevice, plan: StepPlan, sampleAt: readonly nu
  */
 function graphable(graphs: DecodeGraphs, plan: StepPlan, sampleAt: readonly number[]): boolean {
   const n = plan.scheduled.length;
-  if (sampleAt.length !== n || graphs.bucketFor(n) === null) return false;
   const lora = plan.scheduled[0].seq.adapter?.lora ?? null;
+  if (sampleAt.length !== n || !graphs.canRun(n, lora)) return false;
   return plan.scheduled.every(({ seq, numTokens }) => numTokens === 1 && (seq.adapter?.lora ?? null) === lora);
 }
 

@@ -115,6 +115,37 @@ describe('decode graph buckets, emulated on the CPU', () => {
     }
   });
 
+  it('a bucket whose capture fails runs eagerly (same tokens), warns once and is not tried again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-graphs-fail-'));
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w.message);
+    process.on('warning', onWarning);
+    try {
+      makeModel({ preset: 'tiny', out: dir, seed: 7 });
+      const be = new GraphCpuBackend();
+      const loaded = loadModel(dir, be);
+      const prompts = Array.from({ length: 3 }, (_, i) => randomPrompt(5 + i, 90 + i));
+      const run = async (cudaGraphs: boolean): Promise<number[][]> => {
+        const engine = makeEngine(loaded, { cudaGraphs, maxModelLen: 128, maxNumSeqs: 8 });
+        try {
+          return (await Promise.all(prompts.map((p) => collect(engine.add(request(p, { maxTokens: 15 })))))).map((c) => c.ids);
+        } finally {
+          await engine.close();
+        }
+      };
+      const eager = await run(false);
+      be.graphs.failRows.add(4);
+      const graphed = await run(true);
+      assert.deepEqual(graphed, eager);
+      assert.equal(be.graphs.failures, 1, 'one failed capture, then the bucket is left to eager steps');
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+      assert.equal(warnings.filter((w) => /decode graph for 4 rows: emulated capture failure/.test(w)).length, 1, warnings.join(' | '));
+    } finally {
+      process.off('warning', onWarning);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('padding rows leave the KV cache alone and rows out of range are refused', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tandem-graphs-cpu-'));
     try {

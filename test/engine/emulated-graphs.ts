@@ -20,8 +20,16 @@ export class EmulatedGraphs implements GraphOps {
   input(shape: readonly number[], dtype: DType): Tensor {
     return this.be.alloc(shape, dtype, 'persistent');
   }
+  /** Output row counts whose capture fails (after the eager run, as an arena past its reserve would). */
+  readonly failRows = new Set<number>();
+  /** Capture attempts that failed. */
+  failures = 0;
   capture(work: () => Tensor): CapturedGraph {
     const first = work();
+    if (this.failRows.has(first.shape[0])) {
+      this.failures++;
+      throw new Error(`emulated capture failure at ${first.shape[0]} rows`);
+    }
     const g = { id: this.next++, output: this.be.alloc(first.shape, 'f32', 'persistent') };
     this.works.set(g.id, work);
     this.capturedRows.push(first.shape[0]);
