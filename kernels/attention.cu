@@ -359,7 +359,8 @@ bool ropeAttentionDecode(void* out, const void* q, const void* k, const void* v,
                          void* workspace, cudaStream_t stream) {
   // Only the tiled kernel has the fused form, and only one query row per sequence keeps every new
   // key inside the block that stores it.
-  if (dt != kBF16 || T != S || tiledOff() || !groupedSupported(H, Hkv, D)) return false;
+  static const bool fusedOff = envSwitchOff("TANDEM_FUSED_ROPE_ATTENTION");
+  if (fusedOff || dt != kBF16 || T != S || tiledOff() || !groupedSupported(H, Hkv, D)) return false;
   if (T == 0 || H == 0) return true;
   checkAttentionArgs("ropeAttentionDecode", S, H, Hkv, D, blockSize, splits, true, workspace);
   const AttnArgs a{out, q, kPool, vPool, cuSeqlensQ, contextLens, blockTables, T, S, H, Hkv, D, blockSize, maxBlocks,

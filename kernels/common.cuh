@@ -33,7 +33,8 @@ inline void cudaCheckImpl(cudaError_t err, const char* call, const char* file, i
 }  // namespace tandem
 
 // Whether environment variable `name` is set to "0": the switches that turn a fast path off for
-// comparisons (TANDEM_GEMV, TANDEM_GEMV_FEW_ROWS, TANDEM_PDL, TANDEM_TILED_DECODE). Read once per
+// comparisons (TANDEM_GEMV, TANDEM_GEMV_FEW_ROWS, TANDEM_PDL, TANDEM_TILED_DECODE, TANDEM_FOLD_MERGE,
+// TANDEM_FUSED_ROPE_ATTENTION). Read once per
 // switch by its caller (a static), so a benchmark sets them before the process starts.
 inline bool envSwitchOff(const char* name) {
   const char* v = std::getenv(name);

@@ -65,7 +65,8 @@ void attention(void* out, const void* q, const void* kPool, const void* vPool, c
 // attention.cu: ropeWriteKv(q, k, v, ...) then attention(out, q, ...) in one kernel, for decode batches
 // (one query row per sequence: T == S, row t's new token is its last key, stored at slots[t]).
 // Returns false, launching nothing, where the fused kernel does not apply (not bf16, T != S, head
-// dim other than 64 / 128, more than 8 query heads per KV head, TANDEM_TILED_DECODE=0): the caller
+// dim other than 64 / 128, more than 8 query heads per KV head, TANDEM_TILED_DECODE=0 or
+// TANDEM_FUSED_ROPE_ATTENTION=0): the caller
 // runs the two ops. q is not rotated in place (it may be left as it was).
 bool ropeAttentionDecode(void* out, const void* q, const void* k, const void* v, const int* positions,
                          const void* invFreq, int freqDt, void* kPool, void* vPool, const int* slots, int numSlots,

@@ -21,6 +21,9 @@ export interface SamplingOpContext {
   scratch(shape: readonly number[], dtype: CudaDType): CudaTensor;
 }
 
+/** TANDEM_GREEDY_KERNEL=0: greedy rows take the full sampler too (for comparisons). */
+const GREEDY_KERNEL = process.env.TANDEM_GREEDY_KERNEL !== '0';
+
 /** A row answered by an argmax alone: greedy, no penalties, no top logprobs. */
 function plainGreedy(p: SamplingParams): boolean {
   return p.temperature === 0 && !hasPenalties(p) && (p.topLogprobs ?? 0) === 0;
@@ -41,7 +44,7 @@ export class CudaSamplingOps {
       const x = (await native.download(lt.ptr, lt.size, DTYPE_CODE[lt.dtype])) as Float32Array;
       return this.host.sample(x, S, V, params);
     }
-    if (params.every(plainGreedy)) return this.greedy(lt, S, V);
+    if (GREEDY_KERNEL && params.every(plainGreedy)) return this.greedy(lt, S, V);
     // One upload of every row's parameters; ids, logprobs and top lists come back in one download.
     const packed = packSamplingParams(params, V);
     const pbuf = this.ctx.scratch([packed.words.length], 'i32');
