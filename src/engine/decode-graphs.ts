@@ -101,13 +101,6 @@ export class DecodeGraphs {
     return [...this.made.values()].filter((b) => b.graphs.size > 0).map((b) => b.size);
   }
 
-  /** Graphs held, over all buckets and adapters. */
-  get graphCount(): number {
-    let n = 0;
-    for (const b of this.made.values()) n += b.graphs.size;
-    return n;
-  }
-
   /** Free the graphs of an adapter version (before its weights are freed: they hold its addresses). */
   forget(lora: DeviceLora): void {
     for (const b of this.made.values()) {

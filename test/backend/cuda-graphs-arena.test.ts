@@ -92,6 +92,9 @@ describe('CUDA graph scratch', () => {
 
   it('changing the arena is refused while graphs are live, and 0 goes back to arenas of their own', () => {
     const { graphs, work, heldBytes } = setup();
+    const own = graphs.capture(work(100));
+    graphs.useSharedArena(0); // a budget without a graphs' part changes nothing: allowed with graphs live
+    graphs.free(own);
     graphs.useSharedArena(4096);
     const g = graphs.capture(work(100));
     assert.throws(() => graphs.useSharedArena(8192), /1 graph\(s\) are live/);

@@ -47,7 +47,7 @@ export class CudaGraphs implements GraphOps {
 
   /** Device bytes the live graphs' arenas hold. */
   get bytesHeld(): number {
-    let n = this.sharedBytes;
+    let n = this.shared?.bytesHeld ?? 0;
     for (const g of this.graphs) if (g.arena !== this.shared) n += g.arena.bytesHeld;
     return n;
   }
@@ -61,6 +61,7 @@ export class CudaGraphs implements GraphOps {
    * own arena again, as without a budget). Only while no graph is live: their addresses are fixed.
    */
   useSharedArena(bytes: number): void {
+    if (bytes === 0 && this.shared === null) return; // no change (a budget without graphs' part)
     if (this.graphs.size > 0) throw new Error(`graphs: ${this.graphs.size} graph(s) are live; free them before changing where graphs take scratch`);
     this.shared?.release();
     this.shared = null;
@@ -70,10 +71,6 @@ export class CudaGraphs implements GraphOps {
     this.shared = arena;
   }
 
-  /** Bytes reserved for the shared arena (0 without one). */
-  get sharedBytes(): number {
-    return this.shared?.bytesHeld ?? 0;
-  }
 
   input(shape: readonly number[], dtype: DType): Tensor {
     return this.ctx.deviceOnly(shape, dtype);
