@@ -251,6 +251,7 @@ napi_value Init(napi_env env, napi_callback_info info) {
   setNumber(env, obj, "device", g.device);
   setNumber(env, obj, "totalMemory", static_cast<double>(prop.totalGlobalMem));
   setNumber(env, obj, "multiprocessors", prop.multiProcessorCount);
+  setNumber(env, obj, "l2CacheBytes", prop.l2CacheSize);
   setNumber(env, obj, "major", prop.major);
   setNumber(env, obj, "minor", prop.minor);
   return obj;

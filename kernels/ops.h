@@ -124,6 +124,11 @@ bool gemvMany(const GemvPart* parts, int count, int outDt, const void* x, int xw
 bool gemvSwiglu(void* out, const void* x, const GemvPart& gate, const GemvPart& up, int xwDt, int T, int K,
                 const GemvNorm* norm, cudaStream_t stream);
 
+// prefetch.cu: queue L2 prefetches of `count` (<= 4) weight ranges (16-byte aligned; bytes rounded
+// down to 16) on the stream, overlapping the kernel before it. False, doing nothing, where the device
+// has no bulk prefetch (before sm_90) or TANDEM_L2_PREFETCH=0.
+bool prefetchL2(const void* const* ptrs, const size_t* bytes, int count, cudaStream_t stream);
+
 // linear.cu: out (T, N) = x (T, K) @ w (N, K)^T + bias (N), fp32 accumulation.
 // x and w share xwDt; out has outDt; bias (may be null) has biasDt.
 void linearInit();

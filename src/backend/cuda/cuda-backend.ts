@@ -48,6 +48,7 @@ import { CudaFusedOps } from './fused-ops.ts';
 import { CudaAttentionOps } from './attention-ops.ts';
 import { CudaSamplingOps } from './sampling-ops.ts';
 import { CudaGraphs } from './graphs.ts';
+import { planPrefetch, prefetchBudget } from './prefetch-plan.ts';
 import type { CudaDType } from './tensor.ts';
 
 export { cudaAvailable, cudaUnavailableReason } from './available.ts';
@@ -128,11 +129,14 @@ export class CudaBackend implements Backend {
   private readonly attentionOps: CudaAttentionOps;
   private readonly samplingOps: CudaSamplingOps;
   private budget: (CudaMemoryBudget & { weights: number }) | null = null;
+  /** Bytes one prefetch() may pull into L2 (prefetch-plan.ts). */
+  private readonly prefetchBytes: number;
 
   constructor(opts: CudaBackendOptions = {}) {
     this.native = loadNative();
     this.device = this.native.init(opts.device ?? 0);
     this.arena = new DeviceArena(this.native);
+    this.prefetchBytes = prefetchBudget(this.device.l2CacheBytes ?? 0);
     this.training = new CudaTrainingOps({
       native: this.native,
       owner: this,
@@ -481,6 +485,20 @@ export class CudaBackend implements Backend {
     meta: AttnMeta, scale: number,
   ): Tensor {
     return this.attentionOps.ropeAttentionDecode(q, k, v, positions, invFreq, cache, layer, slots, meta, scale);
+  }
+
+  prefetch(weights: readonly Tensor[]): void {
+    if (this.prefetchBytes === 0 || weights.length === 0) return;
+    const ranges = planPrefetch(
+      weights.map((w, i) => {
+        const t = this.use('prefetch', `weights[${i}]`, w);
+        return { ptr: t.ptr, bytes: t.bytes };
+      }),
+      this.prefetchBytes,
+    );
+    // The kernel takes 4 ranges: the first ones are read first.
+    const first = ranges.slice(0, 4);
+    if (first.length > 0) this.native.prefetchL2(first.length, ...first.flatMap((r) => [r.ptr, r.bytes]));
   }
 
   swiglu(gate: Tensor, up: Tensor): Tensor {
