@@ -269,8 +269,18 @@ export interface Backend {
    * drop tokens whose probability is below min-p times the top probability; then draw with a
    * uniform number that is a pure function of (seed, step), so a seed gives the same tokens
    * whatever else shares the batch and on every backend.
+   * keepIds (an i32 tensor of at least S elements): the ids are also stored there, on the device,
+   * ahead of any op queued after this call returns; a backend that would draw these rows on the
+   * host throws instead (nothing queued).
    */
-  sample(logits: Tensor, params: readonly SamplingParams[]): Promise<SampleResult>;
+  sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor): Promise<SampleResult>;
+  /**
+   * dst[slots[i]] = src[i] along the first dim, in place, for every i whose slot is a row of dst
+   * (others, e.g. -1, are skipped); dst and src share dtype and row size, slots is [src rows] i32.
+   * With sample()'s keepIds this feeds a step's sampled ids to the next step's tokens on the
+   * device, the next step queued before the ids reach the host (the engine's async scheduling).
+   */
+  placeRows(dst: Tensor, src: Tensor, slots: Tensor): void;
 
   // ---- in-place helpers (any lifetime; used by LoRA and training) ----
   /**

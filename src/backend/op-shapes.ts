@@ -218,6 +218,15 @@ export function scatterRowsShape(src: Shape, idx: Shape, T: number): { R: number
   return { R, C };
 }
 
+/** placeRows: dst [N, ...row] and src [S, ...row] of one row shape, slots [S]. Returns rows and row size. */
+export function placeRowsShape(dst: Shape, src: Shape, slots: Shape): { N: number; S: number; row: number } {
+  const row = (t: Shape): number => numel(t.slice(1));
+  if (dst.length < 1 || src.length < 1) throw new Error(`placeRows: dst ${fmtShape(dst)} and src ${fmtShape(src)} need a first (row) dim`);
+  if (row(dst) !== row(src)) throw new Error(`placeRows: rows of dst ${fmtShape(dst)} and src ${fmtShape(src)} differ in size`);
+  if (slots.length !== 1 || slots[0] !== src[0]) throw new Error(`placeRows: slots is ${fmtShape(slots)}, src ${fmtShape(src)} needs [${src[0]}]`);
+  return { N: dst[0], S: src[0], row: row(src) };
+}
+
 /** param, grad, m, v of equal element counts, and AdamW's hyperparameters (torch's ranges). */
 export function adamwShape(param: Shape, grad: Shape, m: Shape, v: Shape, h: AdamWStep): number {
   const n = numel(param);

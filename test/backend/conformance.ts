@@ -32,6 +32,7 @@ import { expectClose } from './expect-close.ts';
 import type { Tolerance } from './expect-close.ts';
 import { runTrainingConformance } from './conformance-training.ts';
 import { runFusedConformance } from './conformance-fused.ts';
+import { runFeedConformance } from './conformance-feed.ts';
 
 export { expectClose };
 export type { Tolerance };
@@ -701,6 +702,7 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
 
     // Backward and training ops (conformance-training.ts), with the same backend and tolerance.
     runFusedConformance(be, tol, floatDtype);
+    runFeedConformance(be, floatDtype);
     runTrainingConformance(be, tol, floatDtype);
   });
 }

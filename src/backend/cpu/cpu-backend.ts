@@ -17,7 +17,7 @@
  * stops them early. On a machine whose cores are busy with other work, TANDEM_CPU_THREADS=1 is
  * the better choice.
  */
-import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape, sampleArgs } from '../op-shapes.ts';
+import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape, sampleArgs, placeRowsShape } from '../op-shapes.ts';
 import type {
   AdamWStep,
   AttnMeta,
@@ -405,10 +405,12 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  async sample(logits: Tensor, params: readonly SamplingParams[]): Promise<SampleResult> {
+  async sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor): Promise<SampleResult> {
     const lt = this.f32('sample', 'logits', logits, 2);
     const [S, V] = lt.shape;
     sampleArgs(lt.shape, params);
+    const keep = keepIds === undefined ? null : this.i32('sample', 'keepIds', keepIds, 1);
+    if (keep !== null && keep.size < S) throw new Error(`sample: keepIds ${fmtShape(keep.shape)} holds fewer than the ${S} rows`);
     const ids = new Int32Array(S);
     const logprobs = new Float32Array(S);
     const top: SampleResult['top'] = [];
@@ -433,7 +435,20 @@ export class CpuBackend implements Backend {
       const k = p.topLogprobs ?? 0;
       top.push(k > 0 ? topLogprobs(lt.data, s * V, V, k, logZ) : { ids: new Int32Array(0), logprobs: new Float32Array(0) });
     }
+    keep?.data.set(ids);
     return { ids, logprobs, top };
+  }
+
+  placeRows(dst: Tensor, src: Tensor, slots: Tensor): void {
+    const d = this.use('placeRows', 'dst', dst);
+    const s = this.use('placeRows', 'src', src);
+    const sl = this.i32('placeRows', 'slots', slots, 1);
+    if (d.dtype !== s.dtype) throw new Error(`placeRows: dst is ${d.dtype} but src is ${s.dtype}`);
+    const { N, S, row } = placeRowsShape(d.shape, s.shape, sl.shape);
+    for (let i = 0; i < S; i++) {
+      const to = sl.data[i];
+      if (to >= 0 && to < N) d.data.set(s.data.subarray(i * row, (i + 1) * row), to * row);
+    }
   }
 
   // ---- in-place helpers ----

@@ -22,7 +22,7 @@
  *   const host = await be.download(y);                 // Float32Array
  *   be.resetScratch();
  */
-import { linearShape, rmsnormShape, sameShape } from '../op-shapes.ts';
+import { linearShape, placeRowsShape, rmsnormShape, sameShape } from '../op-shapes.ts';
 import type {
   AdamWStep,
   AttnMeta,
@@ -543,8 +543,19 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  sample(logits: Tensor, params: readonly SamplingParams[]): Promise<SampleResult> {
-    return this.samplingOps.sample(logits, params);
+  sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor): Promise<SampleResult> {
+    const keep = keepIds === undefined ? undefined : this.i32('sample', 'keepIds', keepIds, 1);
+    return this.samplingOps.sample(logits, params, keep);
+  }
+
+  placeRows(dst: Tensor, src: Tensor, slots: Tensor): void {
+    const d = this.use('placeRows', 'dst', dst);
+    const s = this.use('placeRows', 'src', src);
+    const sl = this.i32('placeRows', 'slots', slots, 1);
+    if (d.dtype !== s.dtype) throw new Error(`placeRows: dst is ${d.dtype} but src is ${s.dtype}`);
+    const { N, S, row } = placeRowsShape(d.shape, s.shape, sl.shape);
+    // (the scatter kernel skips slots outside [0, N))
+    this.native.scatterRows(d.ptr, s.ptr, sl.ptr, S, N, row * elemBytes(d.dtype));
   }
 
   // ---- in-place helpers, backward and training ops (checked and run by training-ops.ts) ----

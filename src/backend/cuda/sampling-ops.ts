@@ -34,17 +34,21 @@ export class CudaSamplingOps {
 
   constructor(private readonly ctx: SamplingOpContext) {}
 
-  async sample(logits: Tensor, params: readonly SamplingParams[]): Promise<SampleResult> {
+  /** keep: also store the ids there on the device (Backend.sample's keepIds, checked i32 by the caller). */
+  async sample(logits: Tensor, params: readonly SamplingParams[], keep?: CudaTensor): Promise<SampleResult> {
     const { native } = this.ctx;
     const lt = this.ctx.float('sample', 'logits', logits, 2);
     const [S, V] = lt.shape;
     sampleArgs(lt.shape, params);
+    if (keep !== undefined && keep.size < S) throw new Error(`sample: keepIds [${keep.shape.join(', ')}] holds fewer than the ${S} rows`);
     if (S === 0) return { ids: new Int32Array(0), logprobs: new Float32Array(0), top: [] };
     if (!deviceCanSample(params, V, native.sampleLimits())) {
+      // The ids would exist only after the logits came back: too late for work queued meanwhile.
+      if (keep !== undefined) throw new Error('sample: keepIds asked for rows drawn on the host (more top logprobs or a larger penalised vocabulary than the device sampler takes)');
       const x = (await native.download(lt.ptr, lt.size, DTYPE_CODE[lt.dtype])) as Float32Array;
       return this.host.sample(x, S, V, params);
     }
-    if (GREEDY_KERNEL && params.every(plainGreedy)) return this.greedy(lt, S, V);
+    if (GREEDY_KERNEL && params.every(plainGreedy)) return this.greedy(lt, S, V, keep);
     // One upload of every row's parameters; ids, logprobs and top lists come back in one download.
     const packed = packSamplingParams(params, V);
     const pbuf = this.ctx.scratch([packed.words.length], 'i32');
@@ -56,16 +60,18 @@ export class CudaSamplingOps {
       out.ptr, out.ptr + 4 * S, topIds, topIds + 4 * S * K, K, lt.ptr, S, V, DTYPE_CODE[lt.dtype],
       pbuf.ptr, pbuf.ptr + 4 * S * ROW_WORDS, packed.anyPenalties ? 1 : 0,
     );
+    if (keep !== undefined) native.copy(keep.ptr, out.ptr, 4 * S);
     const words = (await native.download(out.ptr, out.size, DTYPE_CODE.i32)) as Int32Array;
     return unpackSampleResult(words, params, V, K);
   }
 
-  private async greedy(lt: FloatTensor, S: number, V: number): Promise<SampleResult> {
+  private async greedy(lt: FloatTensor, S: number, V: number, keep: CudaTensor | undefined): Promise<SampleResult> {
     const { native } = this.ctx;
     const out = this.ctx.scratch([2 * S], 'i32');
     const bytes = native.greedySampleWorkspaceBytes(S, V);
     const workspace = bytes > 0 ? this.ctx.scratch([bytes / 4], 'f32').ptr : 0;
     native.greedySample(out.ptr, out.ptr + 4 * S, lt.ptr, S, V, DTYPE_CODE[lt.dtype], workspace);
+    if (keep !== undefined) native.copy(keep.ptr, out.ptr, 4 * S);
     const words = (await native.download(out.ptr, out.size, DTYPE_CODE.i32)) as Int32Array;
     const floats = new Float32Array(words.buffer, words.byteOffset, words.length);
     const none = { ids: new Int32Array(0), logprobs: new Float32Array(0) };
