@@ -78,6 +78,8 @@ const maxBatchedTokens = int('max-num-batched-tokens', v['max-num-batched-tokens
 const deadlineMs = v['deadline-s'] === undefined ? Infinity : positive('deadline-s', v['deadline-s'])! * 1000;
 /** TANDEM_ENGINE_OVERLAP=0: the engine's sequential step order (engine option overlapSteps), to A/B the overlap. */
 const overlapSteps = process.env.TANDEM_ENGINE_OVERLAP !== '0';
+/** TANDEM_ASYNC_SCHEDULING=0: steps wait for the one before to land (engine option asyncScheduling), to A/B it. */
+const asyncScheduling = process.env.TANDEM_ASYNC_SCHEDULING !== '0';
 
 /** The Hugging Face peer's document (bench/peer/hf_generate.py), by result name. */
 const peer = new Map<string, number>();
@@ -194,6 +196,7 @@ async function measureBatch(batch: number): Promise<BatchResult> {
     maxModelLen: Math.min(loaded.config.maxPositionEmbeddings, perSeq),
     cudaGraphs: v['cuda-graphs'] === true,
     overlapSteps,
+    asyncScheduling,
   });
   try {
     await round(engine, batch, warmupSteps, `warm${batch}`);
@@ -255,7 +258,7 @@ async function main(): Promise<void> {
     model: v.model,
     config: {
       backend: backend.name,
-      measured: `Engine (scheduler + forward + device sampling + detokenizer), greedy, ignore_eos; no HTTP${overlapSteps ? '' : '; step overlap off (TANDEM_ENGINE_OVERLAP=0)'}`,
+      measured: `Engine (scheduler + forward + device sampling + detokenizer), greedy, ignore_eos; no HTTP${overlapSteps ? '' : '; step overlap off (TANDEM_ENGINE_OVERLAP=0)'}${asyncScheduling ? '' : '; async scheduling off (TANDEM_ASYNC_SCHEDULING=0)'}`,
       batch: batches,
       prompt_len: promptLen,
       steps,

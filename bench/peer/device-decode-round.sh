@@ -8,7 +8,7 @@
 # Qwen2.5-3B-shaped model at batch 1, 4, 64 with --cuda-graphs.
 # SKIP_OPS=1 / SKIP_TESTS=1 / SKIP_REPLAY=1 / SKIP_DECODE=1 leave those parts out (to split the round over
 # two calls on a warm machine). The engine decode runs with step overlap and without (TANDEM_ENGINE_OVERLAP=0;
-# SKIP_SEQUENTIAL=1 leaves that out); DECODE_PEER=FILE gives it a Hugging Face run's JSON for the ratios;
+# SKIP_SEQUENTIAL=1 leaves that out) and without async scheduling (TANDEM_ASYNC_SCHEDULING=0; SKIP_SYNC=1); DECODE_PEER=FILE gives it a Hugging Face run's JSON for the ratios;
 # REPLAY_BATCHES (default 1,4,64,256).
 # Floors: DECODE_BW_GBS / DECODE_GEMM_TFLOPS (default: the copy bandwidth and GEMM rate measured on
 # the H100 on 2026-11-28 by device-gpu-bench.sh; rerun that script for same-run floors).
@@ -48,6 +48,8 @@ if [ "${SKIP_DECODE:-0}" != 1 ]; then
     --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card" --out "$out/gpu-decode-graphs.json" ${DECODE_PEER:+--peer "$DECODE_PEER"}
   [ "${SKIP_SEQUENTIAL:-0}" = 1 ] || step decode-graphs-sequential 120 env TANDEM_ENGINE_OVERLAP=0 node --import tsx bench/gpu-decode.ts --model "$model" \
     --batch 1,64 --steps 96 --cuda-graphs --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card"
+  [ "${SKIP_SYNC:-0}" = 1 ] || step decode-graphs-sync 120 env TANDEM_ASYNC_SCHEDULING=0 node --import tsx bench/gpu-decode.ts --model "$model" \
+    --batch 1,64 --steps 96 --cuda-graphs --bandwidth-gbs "$bw" --gemm-tflops "$tf" --card "$card"
 fi
 [ -f "$out/ops-gemv.log" ] && echo "== per-op, gemv.cu" && grep -E " 1 |batch 1," "$out/ops-gemv.log"
 [ -f "$out/ops-cublaslt.log" ] && { echo "== per-op, TANDEM_GEMV=0"; grep -E "linear|lm head|batch" "$out/ops-cublaslt.log"; }
@@ -57,4 +59,5 @@ for sw in $ab; do
 done
 [ -f "$out/decode-graphs.log" ] && echo "== decode" && grep -vE "^\s*$" "$out/decode-graphs.log" | tail -9
 [ -f "$out/decode-graphs-sequential.log" ] && echo "== decode, TANDEM_ENGINE_OVERLAP=0" && grep -vE "^\s*$" "$out/decode-graphs-sequential.log" | tail -6
+[ -f "$out/decode-graphs-sync.log" ] && echo "== decode, TANDEM_ASYNC_SCHEDULING=0" && grep -vE "^\s*$" "$out/decode-graphs-sync.log" | tail -6
 printf '%s\n' "${summary[@]}"

@@ -20,7 +20,7 @@
  */
 import type { CapturedGraph, GraphOps, KvCache, Tensor } from '../backend/backend.ts';
 import type { DeviceLora } from '../model/lora-device.ts';
-import type { Transformer } from '../model/transformer.ts';
+import { placeFeed, type TokenFeed, type Transformer } from '../model/transformer.ts';
 
 export const GRAPH_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 
@@ -114,22 +114,26 @@ export class DecodeGraphs {
   /**
    * Run one decode step for `rows` (K/V written to their caches), every row with adapter `lora`
    * (null: the base model), and return their logits [n, V] f32: a view of the graph's output,
-   * valid until the next run().
+   * valid until the next run(). `feed`: rows whose token is the previous step's id on the device
+   * (their `token` is ignored).
    */
-  run(rows: readonly DecodeRow[], lora: DeviceLora | null = null): Tensor {
+  run(rows: readonly DecodeRow[], lora: DeviceLora | null = null, feed?: TokenFeed): Tensor {
     const n = rows.length;
     const size = this.bucketFor(n);
     if (n === 0 || size === null) throw new Error(`DecodeGraphs.run: ${n} rows; a graph takes 1 to ${this.buckets[this.buckets.length - 1]}`);
     const bucket = this.bucket(size);
+    // Rows whose token the feed places on the device (their host token is a placeholder).
+    const fed = new Set(feed === undefined ? [] : [...feed.slots].filter((j) => j >= 0 && j < n));
     let changed: [number, number][];
     try {
-      changed = this.fill(bucket, rows);
+      changed = this.fill(bucket, rows, fed);
     } catch (err) {
       bucket.written = false; // the host copy may be half-updated: write it whole next time
       throw err;
     }
     this.upload(bucket, changed);
     const be = this.model.backend;
+    if (feed !== undefined) placeFeed(be, be.viewAt(bucket.inputs, 0, [size]), feed);
     let graph = bucket.graphs.get(lora);
     if (graph === undefined) {
       const batch = { ...this.deviceBatch(bucket), ...(lora === null ? {} : { lora: [{ start: 0, end: size, lora }] }) };
@@ -197,7 +201,7 @@ export class DecodeGraphs {
    * not. Returns the block-table spans [from, to) whose entries changed, in order. Entries past a
    * row's context are left as they are: every kernel reads a row's table only below its context.
    */
-  private fill(b: Bucket, rows: readonly DecodeRow[]): [number, number][] {
+  private fill(b: Bucket, rows: readonly DecodeRow[], fed: ReadonlySet<number>): [number, number][] {
     const { blockSize, numBlocks } = this.opts;
     const B = b.size;
     const M = this.maxBlocks;
@@ -237,8 +241,12 @@ export class DecodeGraphs {
         setTable(i, j, blk);
       }
       const V = this.model.config.vocabSize;
-      if (!Number.isInteger(r.token) || r.token < 0 || r.token >= V) throw new Error(`DecodeGraphs.run: row ${i} token ${r.token} is outside the vocabulary of ${V}`);
-      h[tok + i] = r.token;
+      if (fed.has(i)) {
+        h[tok + i] = 0; // (the feed's id replaces it on the device)
+      } else {
+        if (!Number.isInteger(r.token) || r.token < 0 || r.token >= V) throw new Error(`DecodeGraphs.run: row ${i} token ${r.token} is outside the vocabulary of ${V}`);
+        h[tok + i] = r.token;
+      }
       h[pos + i] = r.position;
       h[slot + i] = r.blockTable[Math.floor(r.position / blockSize)] * blockSize + (r.position % blockSize);
       h[lens + i] = ctx;

@@ -22,13 +22,14 @@
  * generated so far, and the backend's draw is a pure function of (seed, step), so a request
  * gets the same tokens alone, batched with others, or after preemption and recompute.
  */
-import type { Backend, KvCache, SampleResult } from '../backend/backend.ts';
+import type { Backend, KvCache, SampleResult, SamplingParams, Tensor } from '../backend/backend.ts';
+import { hasPenalties } from '../backend/cpu/penalties.ts';
 import type { LoadedModel } from '../model/load.ts';
 import { Metrics } from '../metrics.ts';
 import { AdapterRegistry, type AdapterVersion } from './adapters.ts';
 import { KvBlockManager } from './kv-cache.ts';
 import { OutputProcessor, TokenTexts, type SampledToken } from './output.ts';
-import { groupByAdapter, prepareStep, type StepDevice } from './step-inputs.ts';
+import { groupByAdapter, prepareStep, type StepDevice, type StepWork } from './step-inputs.ts';
 import { StepFence } from './step-fence.ts';
 import { DeviceQueue } from '../backend/device-queue.ts';
 import { RequestStream } from './request-stream.ts';
@@ -65,6 +66,13 @@ export interface EngineOptions {
   cudaGraphs?: boolean;
   /** Render step N's outputs while step N+1 runs on the device (default on; off: one after the other). */
   overlapSteps?: boolean;
+  /**
+   * Async scheduling (needs overlapSteps): while step N runs, queue step N+1 behind it when every
+   * running sequence just continues (nothing waiting, no penalties, none ending by length), its
+   * tokens read from N's ids on the device. The device then never waits for the host between
+   * decode steps. Default on.
+   */
+  asyncScheduling?: boolean;
 }
 
 export interface EngineStatsDetail extends EngineStats {
@@ -88,6 +96,13 @@ interface LaunchedStep {
   result: Promise<SampleResult | null>;
   /** performance.now() at schedule. */
   started: number;
+  /** Where the step keeps its ids on the device (a step may be queued behind it), or null. */
+  keep: Tensor | null;
+  /**
+   * Set when a step was queued behind this one before it landed: the scheduler counted it
+   * computed then, and each sampled row's sequence got a placeholder at this token index.
+   */
+  ahead: { placeholders: number[] } | null;
 }
 
 /** A step whose ids are appended; its rows not yet sent. */
@@ -97,6 +112,13 @@ interface LandedStep {
 }
 
 const nowSeconds = (): number => performance.now() / 1000;
+/** A sampled id not back on the host yet (never a vocabulary id). */
+const PLACEHOLDER = -1;
+/**
+ * Top logprobs a row may ask for and still keep its ids on the device: every backend's device
+ * sampler takes this many (the CUDA one up to 1024; OpenAI's API allows 20).
+ */
+const KEEP_MAX_TOP_LOGPROBS = 20;
 const eventLoopTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export class Engine {
@@ -124,6 +146,10 @@ export class Engine {
   readonly #graphs: DecodeGraphs | null;
   readonly #device: StepDevice;
   readonly #overlap: boolean;
+  readonly #async: boolean;
+  /** Two i32 [maxNumSeqs] tensors the steps keep their ids in, in turn (a step reads the other's). */
+  readonly #keep: [Tensor, Tensor] | null;
+  #keepTurn = 0;
 
   constructor(
     readonly loaded: LoadedModel,
@@ -153,6 +179,10 @@ export class Engine {
       : null;
     this.#device = { model: loaded.model, backend: this.#backend, cache: this.#cache, graphs: this.#graphs, blockSize: opts.blockSize };
     this.#overlap = opts.overlapSteps ?? true;
+    this.#async = this.#overlap && (opts.asyncScheduling ?? true);
+    this.#keep = this.#async
+      ? [0, 1].map(() => this.#backend.alloc([opts.maxNumSeqs], 'i32', 'persistent')) as [Tensor, Tensor]
+      : null;
     this.adapters = new AdapterRegistry(this.#backend, loaded.config);
     // A version's decode graphs hold its weights' addresses: free them with it.
     const graphs = this.#graphs;
@@ -258,6 +288,7 @@ export class Engine {
     await this.#whenIdle();
     this.#graphs?.free();
     this.#backend.freeKvCache(this.#cache);
+    for (const t of this.#keep ?? []) this.#backend.free(t);
     this.adapters.unloadAll();
   }
 
@@ -286,31 +317,40 @@ export class Engine {
   }
 
   /**
-   * Each turn: launch step N+1, give the event loop a turn (the device queue starts N+1's work
-   * first), render step N's rows while N+1 runs, then land N+1. With overlapSteps off: render N,
-   * give the event loop a turn, launch and land N+1 (the order before overlap, as a baseline).
+   * Each turn: launch step N+1 (already queued behind N when async scheduling could), give the
+   * event loop a turn (the device queue starts N+1's work first), render step N's rows while N+1
+   * runs, then land N+1. With async scheduling the turn starts by queuing N+2 behind N+1, so the
+   * device goes from one step to the next without waiting for the host. With overlapSteps off:
+   * render N, give the event loop a turn, launch and land N+1 (the order before overlap, as a
+   * baseline).
    */
   async #loop(): Promise<void> {
     let landed: LandedStep | null = null;
+    /** Launched and not landed: at most one, besides the step queued behind it. */
+    let inFlight: LaunchedStep | null = null;
     try {
-      while (landed !== null || this.#scheduler.hasWork()) {
-        let next: LaunchedStep | null = null;
+      while (landed !== null || inFlight !== null || this.#scheduler.hasWork()) {
+        let ahead: LaunchedStep | null = null;
         try {
           if (!this.#overlap && landed !== null) {
             landed = this.#render(landed);
             if (this.#scheduler.hasWork()) await eventLoopTurn();
           }
-          if (this.#scheduler.hasWork()) next = this.#launch();
+          if (inFlight === null && this.#scheduler.hasWork()) inFlight = this.#launch(null);
+          if (inFlight !== null && this.#canRunAhead(inFlight)) ahead = this.#launch(inFlight);
           if (this.#overlap) {
             await eventLoopTurn();
             landed = this.#render(landed);
           }
-          if (next !== null) landed = await this.#land(next);
+          const step = inFlight;
+          inFlight = ahead;
+          if (step !== null) landed = await this.#land(step);
         } catch (err) {
           // #launch, #land and #render handle their own failures; this is the last line against a hung request.
           landed = null;
+          inFlight = null;
           for (const live of [...this.#live.values()]) this.#fail(live, err);
-          await next?.result.catch(() => undefined); // the next turn's step must not overtake it
+          await ahead?.result.catch(() => undefined); // the next turn's step must not overtake it
         }
       }
     } finally {
@@ -319,11 +359,39 @@ export class Engine {
     }
   }
 
-  /** Schedule a step and hand its work to the device queue, not waiting for it (null: nothing to run). */
-  #launch(): LaunchedStep | null {
+  /**
+   * Whether the step after `prev` can be queued before prev's ids are back: every running
+   * sequence is one of prev's sampled rows and simply continues (nothing waits to be admitted,
+   * so no prompt needs host tokens; no penalties, which read the output tokens; none ends by
+   * length at prev; each has its next block free, so nothing is preempted), and prev keeps its
+   * ids on the device.
+   */
+  #canRunAhead(prev: LaunchedStep): boolean {
+    if (!this.#async || prev.keep === null || prev.ahead !== null) return false;
+    const running = this.#scheduler.running;
+    if (this.#scheduler.waiting.length > 0 || running.length !== prev.sampleAt.length) return false;
+    const bs = this.#blocks.blockSize;
+    let blocksNeeded = 0;
+    for (const i of prev.sampleAt) {
+      const { seq, numTokens } = prev.plan.scheduled[i];
+      if (seq.status !== 'running' || seq.numOutputTokens + 1 >= seq.maxTokens) return false;
+      if (hasPenalties(seq.samplingParams())) return false;
+      // After prev: numComputed + numTokens computed, one more token (the placeholder) to run.
+      blocksNeeded += Math.max(0, Math.ceil((seq.numComputed + numTokens + 1) / bs) - seq.blockTable.length);
+    }
+    return blocksNeeded <= this.#blocks.numFree;
+  }
+
+  /**
+   * Schedule a step and hand its work to the device queue, not waiting for it (null: nothing to
+   * run). With `prev` (see #canRunAhead), prev is counted computed first and each of its rows'
+   * sequences gets a placeholder for its id, which the step reads from prev's kept ids.
+   */
+  #launch(prev: LaunchedStep | null): LaunchedStep | null {
     const started = performance.now();
     let plan: StepPlan;
     try {
+      if (prev !== null) this.#placeholdersFor(prev);
       plan = this.#scheduler.schedule(started / 1000);
     } catch (err) {
       // The scheduler's state can't be trusted after a bug: end everything rather than hang.
@@ -340,16 +408,32 @@ export class Engine {
       return null;
     }
     const sampleAt = plan.scheduled.flatMap((s, i) => (s.sample ? [i] : []));
-    let work: () => Promise<SampleResult | null>;
+    let work: StepWork;
+    let keep: Tensor | null = null;
     try {
-      work = prepareStep(this.#device, plan, sampleAt);
+      const params = sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
+      if (this.#keep !== null && params.every(keepable)) keep = this.#keep[this.#keepTurn++ % 2];
+      const feed = prev === null ? undefined : { ids: prev.keep!, slots: feedSlots(prev, plan) };
+      work = prepareStep(this.#device, plan, sampleAt, { feed, keep: keep ?? undefined });
     } catch (err) {
       this.#failPlan(plan, err);
       return null;
     }
-    const result = this.deviceQueue.run(work);
+    const result = this.deviceQueue.run(work).then((queued) => queued.pending);
     this.#fence.track(result);
-    return { plan, sampleAt, result, started };
+    return { plan, sampleAt, result, started, keep, ahead: null };
+  }
+
+  /** Count prev's tokens computed and give each of its sampled rows a placeholder id (see #launch). */
+  #placeholdersFor(prev: LaunchedStep): void {
+    this.#scheduler.completeStep(prev.plan);
+    prev.ahead = {
+      placeholders: prev.sampleAt.map((i) => {
+        const seq = prev.plan.scheduled[i].seq;
+        seq.appendToken(PLACEHOLDER);
+        return seq.tokens.length - 1;
+      }),
+    };
   }
 
   /**
@@ -369,13 +453,14 @@ export class Engine {
     }
     const rows: LandedStep['rows'] = [];
     try {
-      this.#scheduler.completeStep(plan);
+      if (step.ahead === null) this.#scheduler.completeStep(plan);
       sampleAt.forEach((i, row) => {
         const seq = plan.scheduled[i].seq;
         // Ended while the step ran: aborted, or a stop string found in the previous step's text.
         if (seq.status !== 'running') return;
         const sampled = { id: result!.ids[row], logprob: result!.logprobs[row], top: result!.top[row] };
-        seq.appendToken(sampled.id);
+        if (step.ahead !== null) seq.setToken(step.ahead.placeholders[row], sampled.id);
+        else seq.appendToken(sampled.id);
         const live = this.#live.get(seq.requestId)!;
         if (live.output.endsAt(sampled.id)) this.#emitToken(live, sampled);
         else rows.push({ live, sampled });
@@ -491,6 +576,25 @@ export class Engine {
     this.#idleWaiters = [];
     for (const w of waiters) w();
   }
+}
+
+/** A row whose ids may stay on the device: the device sampler takes it (see KEEP_MAX_TOP_LOGPROBS). */
+function keepable(p: SamplingParams): boolean {
+  return !hasPenalties(p) && (p.topLogprobs ?? 0) <= KEEP_MAX_TOP_LOGPROBS;
+}
+
+/**
+ * Where each of prev's sampled rows feeds `plan`'s tokens: the index of its sequence's (single)
+ * token in the packed batch, or -1 when the sequence is not in the plan.
+ */
+function feedSlots(prev: LaunchedStep, plan: StepPlan): Int32Array {
+  const at = new Map<object, number>();
+  let offset = 0;
+  for (const { seq, numTokens } of plan.scheduled) {
+    at.set(seq, offset);
+    offset += numTokens;
+  }
+  return Int32Array.from(prev.sampleAt, (i) => at.get(prev.plan.scheduled[i].seq) ?? -1);
 }
 
 function positiveInt(name: string, value: number): void {

@@ -71,6 +71,11 @@ export class BlockHashChain {
     }
     return this.#hashes[index];
   }
+
+  /** Token `at` changed (a placeholder got its id): drop the hashes of its block and after. */
+  forgetFrom(at: number): void {
+    if (this.#blockSize > 0) this.#hashes.length = Math.min(this.#hashes.length, Math.floor(at / this.#blockSize));
+  }
 }
 
 export interface PrefixHit {

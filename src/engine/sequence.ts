@@ -90,6 +90,18 @@ export class Sequence implements HashedTokens {
     this.tokens.push(id);
   }
 
+  /**
+   * Give token `at` its id: a placeholder appended when the next step was launched before this
+   * one's id came back (the engine's async scheduling; that step read the id on the device).
+   */
+  setToken(at: number, id: number): void {
+    if (!Number.isInteger(at) || at < this.promptLength || at >= this.tokens.length) {
+      throw new Error(`setToken: ${at} is not an output token of ${this.requestId} (${this.promptLength} + ${this.numOutputTokens} tokens)`);
+    }
+    this.tokens[at] = id;
+    this.#hashes.forgetFrom(at);
+  }
+
   /** This row's parameters for backend.sample(); the draw index is the tokens generated so far. */
   samplingParams(): SamplingParams {
     const s = this.sampling;

@@ -7,8 +7,8 @@
  * positions, block tables and sampling parameters are copied here, at launch, and the work reads
  * only the copies.
  */
-import type { Backend, KvCache, SampleResult } from '../backend/backend.ts';
-import { packBatch, type Transformer } from '../model/transformer.ts';
+import type { Backend, KvCache, SampleResult, Tensor } from '../backend/backend.ts';
+import { packBatch, type TokenFeed, type Transformer } from '../model/transformer.ts';
 import { GraphCaptureError, type DecodeGraphs } from './decode-graphs.ts';
 import type { ScheduledSeq, StepPlan } from './scheduler.ts';
 
@@ -20,25 +20,43 @@ export interface StepDevice {
   blockSize: number;
 }
 
+/** How a step's ids meet the device: a feed from the step before, a tensor to keep its own in. */
+export interface StepIds {
+  /** Tokens of this step that are the previous step's ids on the device (placeholders on the host). */
+  feed?: TokenFeed;
+  /** Keep this step's sampled ids here on the device (sample()'s keepIds), for a step launched after it. */
+  keep?: Tensor;
+}
+
+/**
+ * The step's queued work: what the device queue runs is only the queuing (forward, sample, the
+ * ids' download), so the slice ends before the ids are back and the next step can be queued
+ * behind it; `pending` resolves with the ids.
+ */
+export type StepWork = () => { pending: Promise<SampleResult | null> };
+
 /** The step's work for the device queue: one forward over the plan's batch, then sampling of the rows in sampleAt. */
-export function prepareStep(d: StepDevice, plan: StepPlan, sampleAt: readonly number[]): () => Promise<SampleResult | null> {
+export function prepareStep(d: StepDevice, plan: StepPlan, sampleAt: readonly number[], ids: StepIds = {}): StepWork {
   const params = sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
+  const { feed, keep } = ids;
+  const sample = (logits: Tensor): Promise<SampleResult> => d.backend.sample(logits, params, keep);
   if (d.graphs !== null && graphable(d.graphs, plan, sampleAt)) {
     const graphs = d.graphs;
     const rows = plan.scheduled.map(({ seq }) => ({ token: seq.tokens[seq.numComputed], position: seq.numComputed, blockTable: [...seq.blockTable] }));
     const lora = plan.scheduled[0].seq.adapter?.lora ?? null;
-    return async () => {
+    return () => {
       let logits;
       try {
-        logits = graphs.run(rows, lora);
+        logits = graphs.run(rows, lora, feed);
       } catch (err) {
         if (!(err instanceof GraphCaptureError)) throw err;
         // Unexpected (the budget reserves the largest graph's scratch): say so once, run eagerly.
         process.emitWarning(`${err.message}; this bucket runs eagerly from now on`, 'TandemCudaGraphs');
         const batch = packBatch(rows.map((r) => ({ newTokens: [r.token], numCached: r.position, blockTable: r.blockTable, lora })), d.blockSize);
+        if (feed) batch.feed = feed;
         logits = d.model.forward(batch, d.cache);
       }
-      return d.backend.sample(logits, params);
+      return { pending: sample(logits) };
     };
   }
   // packBatch copies into typed arrays (host memory): a snapshot already.
@@ -55,10 +73,10 @@ export function prepareStep(d: StepDevice, plan: StepPlan, sampleAt: readonly nu
   // not the last needs none. With no row to sample, keep one so the lm head sees a batch.
   const rows = sampleAt.length > 0 ? sampleAt : [0];
   batch.logitRows = Int32Array.from(rows, (i) => batch.logitRows[i]);
-  return async () => {
+  if (feed) batch.feed = feed;
+  return () => {
     const logits = d.model.forward(batch, d.cache);
-    if (sampleAt.length === 0) return null;
-    return d.backend.sample(logits, params);
+    return { pending: sampleAt.length === 0 ? Promise.resolve(null) : sample(logits) };
   };
 }
 

@@ -36,6 +36,25 @@ export interface ForwardBatch {
    * on its rows only. Rows outside every segment use the base weights alone.
    */
   lora?: LoraSegment<DeviceLora>[];
+  /** Tokens that are the previous step's sampled ids, still on the device (placed after the upload). */
+  feed?: TokenFeed;
+}
+
+/**
+ * A previous step's sampled ids feeding this step's tokens on the device: tokens[slots[i]] =
+ * ids[i], slot -1 for a row that does not continue. The host holds placeholders there (the ids
+ * have not come back when this step is queued).
+ */
+export interface TokenFeed {
+  /** i32, at least slots.length elements (sample()'s keepIds). */
+  ids: Tensor;
+  slots: Int32Array;
+}
+
+/** Place a feed's ids into a batch's tokens [T] on the device (queued after their upload). */
+export function placeFeed(be: Backend, tokens: Tensor, feed: TokenFeed): void {
+  const n = feed.slots.length;
+  be.placeRows(tokens, be.viewAt(feed.ids, 0, [n]), be.upload(feed.slots, [n], 'i32', 'scratch'));
 }
 
 /**
@@ -159,9 +178,11 @@ export class Transformer {
     const be = this.backend;
     const T = batch.tokens.length;
     const S = batch.contextLens.length;
+    const tokens = be.upload(batch.tokens, [T], 'i32', 'scratch');
+    if (batch.feed) placeFeed(be, tokens, batch.feed);
     return this.forwardDevice(
       {
-        tokens: be.upload(batch.tokens, [T], 'i32', 'scratch'),
+        tokens,
         positions: be.upload(batch.positions, [T], 'i32', 'scratch'),
         slots: be.upload(batch.slots, [T], 'i32', 'scratch'),
         meta: {

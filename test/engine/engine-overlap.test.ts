@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DeviceQueue } from '../../src/backend/device-queue.ts';
 import type { Engine } from '../../src/engine/engine.ts';
 import { OutputProcessor } from '../../src/engine/output.ts';
 import type { GenerationRequest, TokenEvent } from '../../src/engine/types.ts';
@@ -16,40 +15,11 @@ import { makeModel } from '../../src/model/make-model.ts';
 import { uploadLora } from '../../src/model/lora-device.ts';
 import type { ForwardBatch } from '../../src/model/transformer.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
-import { collect, makeEngine, randomPrompt, request, seeded, tinyModel, trainedAdapter, type Collected, type TinyModel } from './helpers.ts';
+import { ProbeQueue } from './probe-queue.ts';
+import { collect, makeEngine as makeAnyEngine, randomPrompt, request, seeded, tinyModel, trainedAdapter, type Collected, type TinyModel } from './helpers.ts';
 
 /** A greedy run of this prompt gives 8 distinct tokens on the tiny model with seed 2. */
 const PROMPT = randomPrompt(20, 1);
-
-/**
- * A device queue that logs when each step's work starts and can act then (`onStart`). With
- * `inFlightMs`, a step's result comes that long after its work, as a GPU's would: the host's
- * rendering then really happens while the step is in flight. With `startLateMs`, the work
- * starts that long after the slice does, as behind a trainer's slice: after the rendering.
- */
-class ProbeQueue extends DeviceQueue {
-  starts = 0;
-  onStart: (step: number) => void = () => {};
-  constructor(
-    backend: ConstructorParameters<typeof DeviceQueue>[0],
-    readonly log: string[] = [],
-    readonly inFlightMs = 0,
-    readonly startLateMs = 0,
-  ) {
-    super(backend);
-  }
-  override run<R>(work: () => R | Promise<R>): Promise<R> {
-    return super.run(async () => {
-      if (this.startLateMs > 0) await new Promise((resolve) => setTimeout(resolve, this.startLateMs));
-      const step = ++this.starts;
-      this.log.push(`device ${step}`);
-      this.onStart(step);
-      const r = await work();
-      if (this.inFlightMs > 0) await new Promise((resolve) => setTimeout(resolve, this.inFlightMs));
-      return r;
-    });
-  }
-}
 
 /** Log every OutputProcessor.push (the rendering of one token) until the returned undo is called. */
 function logRenders(log: string[], onPush: (n: number) => void = () => {}): () => void {
@@ -84,6 +54,11 @@ function stopToken(plain: Collected): number {
     if (pieces[k].length > 0 && !pieces[k].includes('\uFFFD') && plain.text.indexOf(pieces[k]) === offset) return k;
   }
   throw new Error(`no token's text can be the stop string in ${JSON.stringify(pieces)}`);
+}
+
+/** Step overlap alone: async scheduling (engine-async.test.ts) changes the order and adds steps. */
+function makeEngine(loaded: Parameters<typeof makeAnyEngine>[0], opts: Parameters<typeof makeAnyEngine>[1] = {}): Engine {
+  return makeAnyEngine(loaded, { asyncScheduling: false, ...opts });
 }
 
 function assertIdle(engine: Engine): void {
