@@ -199,19 +199,29 @@ __global__ void __launch_bounds__(NT)
   }
   raw = blockMaxSum(raw, sh.redF);
   const float lse = raw.m + logf(raw.s);
-  const ArgMax warpBest = warpArgmax({best, bestIdx});
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float v = __shfl_xor_sync(0xffffffffu, best, off);
+    const int j = __shfl_xor_sync(0xffffffffu, bestIdx, off);
+    if (v > best || (v == best && j < bestIdx)) {
+      best = v;
+      bestIdx = j;
+    }
+  }
   __syncthreads();
   if (t % 32 == 0) {
-    sh.redF[t / 32] = warpBest.v;
-    sh.redI[t / 32] = warpBest.i;
+    sh.redF[t / 32] = best;
+    sh.redI[t / 32] = bestIdx;
   }
   __syncthreads();
-  ArgMax blockBest{sh.redF[0], sh.redI[0]};
+  best = sh.redF[0];
+  bestIdx = sh.redI[0];
   for (int w = 1; w < NT / 32; w++) {
-    if (better({sh.redF[w], sh.redI[w]}, blockBest)) blockBest = {sh.redF[w], sh.redI[w]};
+    if (sh.redF[w] > best || (sh.redF[w] == best && sh.redI[w] < bestIdx)) {
+      best = sh.redF[w];
+      bestIdx = sh.redI[w];
+    }
   }
-  best = blockBest.v;
-  bestIdx = blockBest.i;
   __syncthreads();
   const int top = bestIdx < V ? bestIdx : 0;  // all -inf (or NaN): id 0, as the CPU argmax
 

@@ -498,7 +498,9 @@ export class CudaBackend implements Backend {
     );
     // The kernel takes 4 ranges: the first ones are read first.
     const first = ranges.slice(0, 4);
-    if (first.length > 0) this.native.prefetchL2(first.length, ...first.flatMap((r) => [r.ptr, r.bytes]));
+    // (the binding takes all 4 pairs; unused ones are zeros)
+    const pairs = [...first.flatMap((r) => [r.ptr, r.bytes]), ...new Array<number>(8 - 2 * first.length).fill(0)];
+    if (first.length > 0) this.native.prefetchL2(first.length, ...pairs);
   }
 
   swiglu(gate: Tensor, up: Tensor): Tensor {
@@ -543,7 +545,7 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor): Promise<SampleResult> {
+  async sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor): Promise<SampleResult> {
     const keep = keepIds === undefined ? undefined : this.i32('sample', 'keepIds', keepIds, 1);
     return this.samplingOps.sample(logits, params, keep);
   }
@@ -556,6 +558,14 @@ export class CudaBackend implements Backend {
     const { N, S, row } = placeRowsShape(d.shape, s.shape, sl.shape);
     // (the scatter kernel skips slots outside [0, N))
     this.native.scatterRows(d.ptr, s.ptr, sl.ptr, S, N, row * elemBytes(d.dtype));
+    // dst's host copy (kept for range checks) cannot know values that exist only on the device:
+    // the placed rows are sampled ids, in range by construction, and read 0 there.
+    if (d.host !== null && sl.host !== null) {
+      for (let i = 0; i < S; i++) {
+        const to = sl.host[i];
+        if (to >= 0 && to < N) d.host.fill(0, to * row, (to + 1) * row);
+      }
+    }
   }
 
   // ---- in-place helpers, backward and training ops (checked and run by training-ops.ts) ----
