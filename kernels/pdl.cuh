@@ -36,16 +36,18 @@ __device__ __forceinline__ void pdlLaunchDependents() {
 #endif
 }
 
+// Whether the current device is Hopper-class (sm_90) or later: PDL, bulk L2 prefetch.
+inline bool hopperOrLater() {
+  int device = 0;
+  int major = 0;
+  cudaCheck(cudaGetDevice(&device));
+  cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major >= 9;
+}
+
 // Whether launches ask for programmatic serialization: a Hopper-class device, not turned off.
 inline bool pdlEnabled() {
-  static const bool enabled = [] {
-    if (envSwitchOff("TANDEM_PDL")) return false;
-    int device = 0;
-    int major = 0;
-    cudaCheck(cudaGetDevice(&device));
-    cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major >= 9;
-  }();
+  static const bool enabled = !envSwitchOff("TANDEM_PDL") && hopperOrLater();
   return enabled;
 }
 

@@ -64,14 +64,7 @@ __global__ void prefetchL2Kernel(PrefetchArgs a) {
 namespace {
 
 bool prefetchSupported() {
-  static const bool supported = [] {
-    if (envSwitchOff("TANDEM_L2_PREFETCH")) return false;
-    int device = 0;
-    int major = 0;
-    cudaCheck(cudaGetDevice(&device));
-    cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major >= 9;
-  }();
+  static const bool supported = !envSwitchOff("TANDEM_L2_PREFETCH") && hopperOrLater();
   return supported;
 }
 

@@ -218,8 +218,15 @@ export function scatterRowsShape(src: Shape, idx: Shape, T: number): { R: number
   return { R, C };
 }
 
-/** placeRows: dst [N, ...row] and src [S, ...row] of one row shape, slots [S]. Returns rows and row size. */
-export function placeRowsShape(dst: Shape, src: Shape, slots: Shape): { N: number; S: number; row: number } {
+/** placeRows: dst [N, ...row] and src [S, ...row] of one dtype and row shape, slots [S]. Returns rows and row size. */
+export function placeRowsShape(
+  dst: { shape: Shape; dtype: string }, src: { shape: Shape; dtype: string }, slots: Shape,
+): { N: number; S: number; row: number } {
+  if (dst.dtype !== src.dtype) throw new Error(`placeRows: dst is ${dst.dtype} but src is ${src.dtype}`);
+  return placeRowsShapes(dst.shape, src.shape, slots);
+}
+
+function placeRowsShapes(dst: Shape, src: Shape, slots: Shape): { N: number; S: number; row: number } {
   const row = (t: Shape): number => numel(t.slice(1));
   if (dst.length < 1 || src.length < 1) throw new Error(`placeRows: dst ${fmtShape(dst)} and src ${fmtShape(src)} need a first (row) dim`);
   if (row(dst) !== row(src)) throw new Error(`placeRows: rows of dst ${fmtShape(dst)} and src ${fmtShape(src)} differ in size`);

@@ -22,8 +22,7 @@
  * generated so far, and the backend's draw is a pure function of (seed, step), so a request
  * gets the same tokens alone, batched with others, or after preemption and recompute.
  */
-import type { Backend, KvCache, SampleResult, SamplingParams, Tensor } from '../backend/backend.ts';
-import { hasPenalties } from '../backend/cpu/penalties.ts';
+import type { Backend, KvCache, SampleResult, Tensor } from '../backend/backend.ts';
 import type { LoadedModel } from '../model/load.ts';
 import { Metrics } from '../metrics.ts';
 import { AdapterRegistry, type AdapterVersion } from './adapters.ts';
@@ -31,6 +30,7 @@ import { KvBlockManager } from './kv-cache.ts';
 import { OutputProcessor, TokenTexts, type SampledToken } from './output.ts';
 import { groupByAdapter, prepareStep, type StepDevice, type StepWork } from './step-inputs.ts';
 import { StepFence } from './step-fence.ts';
+import { PLACEHOLDER, canRunAhead, feedSlots, keepable, type AheadStep } from './run-ahead.ts';
 import { DeviceQueue } from '../backend/device-queue.ts';
 import { RequestStream } from './request-stream.ts';
 import { validateRequest } from './validate.ts';
@@ -89,15 +89,11 @@ interface Live {
 }
 
 /** A step handed to the device queue. */
-interface LaunchedStep {
-  plan: StepPlan;
-  /** Indices into plan.scheduled of the rows sampled, in the order of the result's rows. */
+interface LaunchedStep extends AheadStep {
   sampleAt: number[];
   result: Promise<SampleResult | null>;
   /** performance.now() at schedule. */
   started: number;
-  /** Where the step keeps its ids on the device (a step may be queued behind it), or null. */
-  keep: Tensor | null;
   /**
    * Set when a step was queued behind this one before it landed: the scheduler counted it
    * computed then, and each sampled row's sequence got a placeholder at this token index.
@@ -112,13 +108,6 @@ interface LandedStep {
 }
 
 const nowSeconds = (): number => performance.now() / 1000;
-/** A sampled id not back on the host yet (never a vocabulary id). */
-const PLACEHOLDER = -1;
-/**
- * Top logprobs a row may ask for and still keep its ids on the device: every backend's device
- * sampler takes this many (the CUDA one up to 1024; OpenAI's API allows 20).
- */
-const KEEP_MAX_TOP_LOGPROBS = 20;
 const eventLoopTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export class Engine {
@@ -337,7 +326,7 @@ export class Engine {
             if (this.#scheduler.hasWork()) await eventLoopTurn();
           }
           if (inFlight === null && this.#scheduler.hasWork()) inFlight = this.#launch(null);
-          if (inFlight !== null && this.#canRunAhead(inFlight)) ahead = this.#launch(inFlight);
+          if (inFlight !== null && this.#async && canRunAhead(inFlight, this.#scheduler, this.#blocks)) ahead = this.#launch(inFlight);
           if (this.#overlap) {
             await eventLoopTurn();
             landed = this.#render(landed);
@@ -360,31 +349,8 @@ export class Engine {
   }
 
   /**
-   * Whether the step after `prev` can be queued before prev's ids are back: every running
-   * sequence is one of prev's sampled rows and simply continues (nothing waits to be admitted,
-   * so no prompt needs host tokens; no penalties, which read the output tokens; none ends by
-   * length at prev; each has its next block free, so nothing is preempted), and prev keeps its
-   * ids on the device.
-   */
-  #canRunAhead(prev: LaunchedStep): boolean {
-    if (!this.#async || prev.keep === null || prev.ahead !== null) return false;
-    const running = this.#scheduler.running;
-    if (this.#scheduler.waiting.length > 0 || running.length !== prev.sampleAt.length) return false;
-    const bs = this.#blocks.blockSize;
-    let blocksNeeded = 0;
-    for (const i of prev.sampleAt) {
-      const { seq, numTokens } = prev.plan.scheduled[i];
-      if (seq.status !== 'running' || seq.numOutputTokens + 1 >= seq.maxTokens) return false;
-      if (hasPenalties(seq.samplingParams())) return false;
-      // After prev: numComputed + numTokens computed, one more token (the placeholder) to run.
-      blocksNeeded += Math.max(0, Math.ceil((seq.numComputed + numTokens + 1) / bs) - seq.blockTable.length);
-    }
-    return blocksNeeded <= this.#blocks.numFree;
-  }
-
-  /**
    * Schedule a step and hand its work to the device queue, not waiting for it (null: nothing to
-   * run). With `prev` (see #canRunAhead), prev is counted computed first and each of its rows'
+   * run). With `prev` (see canRunAhead in run-ahead.ts), prev is counted computed first and each of its rows'
    * sequences gets a placeholder for its id, which the step reads from prev's kept ids.
    */
   #launch(prev: LaunchedStep | null): LaunchedStep | null {
@@ -576,25 +542,6 @@ export class Engine {
     this.#idleWaiters = [];
     for (const w of waiters) w();
   }
-}
-
-/** A row whose ids may stay on the device: the device sampler takes it (see KEEP_MAX_TOP_LOGPROBS). */
-function keepable(p: SamplingParams): boolean {
-  return !hasPenalties(p) && (p.topLogprobs ?? 0) <= KEEP_MAX_TOP_LOGPROBS;
-}
-
-/**
- * Where each of prev's sampled rows feeds `plan`'s tokens: the index of its sequence's (single)
- * token in the packed batch, or -1 when the sequence is not in the plan.
- */
-function feedSlots(prev: LaunchedStep, plan: StepPlan): Int32Array {
-  const at = new Map<object, number>();
-  let offset = 0;
-  for (const { seq, numTokens } of plan.scheduled) {
-    at.set(seq, offset);
-    offset += numTokens;
-  }
-  return Int32Array.from(prev.sampleAt, (i) => at.get(prev.plan.scheduled[i].seq) ?? -1);
 }
 
 function positiveInt(name: string, value: number): void {

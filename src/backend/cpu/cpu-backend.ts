@@ -443,8 +443,7 @@ export class CpuBackend implements Backend {
     const d = this.use('placeRows', 'dst', dst);
     const s = this.use('placeRows', 'src', src);
     const sl = this.i32('placeRows', 'slots', slots, 1);
-    if (d.dtype !== s.dtype) throw new Error(`placeRows: dst is ${d.dtype} but src is ${s.dtype}`);
-    const { N, S, row } = placeRowsShape(d.shape, s.shape, sl.shape);
+    const { N, S, row } = placeRowsShape(d, s, sl.shape);
     for (let i = 0; i < S; i++) {
       const to = sl.data[i];
       if (to >= 0 && to < N) d.data.set(s.data.subarray(i * row, (i + 1) * row), to * row);

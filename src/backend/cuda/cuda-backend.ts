@@ -554,8 +554,7 @@ export class CudaBackend implements Backend {
     const d = this.use('placeRows', 'dst', dst);
     const s = this.use('placeRows', 'src', src);
     const sl = this.i32('placeRows', 'slots', slots, 1);
-    if (d.dtype !== s.dtype) throw new Error(`placeRows: dst is ${d.dtype} but src is ${s.dtype}`);
-    const { N, S, row } = placeRowsShape(d.shape, s.shape, sl.shape);
+    const { N, S, row } = placeRowsShape(d, s, sl.shape);
     // (the scatter kernel skips slots outside [0, N))
     this.native.scatterRows(d.ptr, s.ptr, sl.ptr, S, N, row * elemBytes(d.dtype));
     // dst's host copy (kept for range checks) cannot know values that exist only on the device:
