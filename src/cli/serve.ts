@@ -53,6 +53,8 @@ export const SERVE_USAGE = `tandem serve [--model DIR] [options]
   --rewards FILE                a JS/TS module whose exported functions become training rewards (repeatable)
   --cuda-graphs                 replay decode steps as CUDA graphs per batch-size bucket (cuda only;
                                 experimental, default off; env TANDEM_CUDA_GRAPHS=1)
+  --no-async-scheduling         each decode step waits for the previous one's tokens on the host instead of
+                                reading them on the device (env TANDEM_ASYNC_SCHEDULING=0)
   env: TANDEM_MODEL for --model`;
 
 interface ServeConfig {
@@ -82,6 +84,8 @@ interface ServeConfig {
   rewardModules: string[];
   /** --cuda-graphs / TANDEM_CUDA_GRAPHS=1: decode steps as CUDA graph replays. */
   cudaGraphs: boolean;
+  /** Off with --no-async-scheduling / TANDEM_ASYNC_SCHEDULING=0 (engine option asyncScheduling). */
+  asyncScheduling: boolean;
 }
 
 function parseServeArgs(argv: string[]): ServeConfig {
@@ -97,6 +101,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
       lora: { type: 'string', multiple: true },
       rewards: { type: 'string', multiple: true },
       'cuda-graphs': { type: 'boolean' },
+      'no-async-scheduling': { type: 'boolean' },
     },
   });
   const env = process.env;
@@ -134,6 +139,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
     loras: parseLoras(v.lora ?? [], servedModelName),
     rewardModules: v.rewards ?? [],
     cudaGraphs: v['cuda-graphs'] === true || env.TANDEM_CUDA_GRAPHS === '1',
+    asyncScheduling: v['no-async-scheduling'] !== true && env.TANDEM_ASYNC_SCHEDULING !== '0',
   };
 }
 
@@ -252,6 +258,7 @@ export async function runServe(argv: string[]): Promise<void> {
       maxModelLen,
       metrics,
       cudaGraphs: cfg.cudaGraphs,
+      asyncScheduling: cfg.asyncScheduling,
     });
     for (const { name, dir } of cfg.loras) {
       const v = engine.adapters.loadPeft(name, dir);

@@ -103,6 +103,31 @@ describe('tandem CLI', () => {
     }
   });
 
+  it('serve --no-async-scheduling answers as the default (async scheduling) does', async () => {
+    const complete = async (args: string[]): Promise<string> => {
+      const child = tandemSpawn(['serve', '--model', model, '--port', '0', ...args]);
+      const out = new OutputWatcher(child);
+      try {
+        const base = (await out.waitFor(/listening on (http:\/\/[\d.]+:\d+)/))[1];
+        await out.waitFor(/model ready/);
+        const res = await fetch(`${base}/v1/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ prompt: 'The quick brown fox', max_tokens: 12, temperature: 0 }),
+        });
+        assert.equal(res.status, 200);
+        return ((await res.json()) as { choices: { text: string }[] }).choices[0].text;
+      } finally {
+        const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+        child.kill('SIGTERM');
+        assert.equal(await exited, 0);
+      }
+    };
+    const sync = await complete(['--no-async-scheduling']);
+    assert.ok(sync.length > 0);
+    assert.equal(await complete([]), sync);
+  });
+
   it('serve: a broken model dir makes /health report failed and the process exit 1', async () => {
     const child = tandemSpawn(['serve', '--model', join(root, 'missing'), '--port', '0']);
     const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
