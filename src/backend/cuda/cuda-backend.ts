@@ -498,9 +498,11 @@ export class CudaBackend implements Backend {
     );
     // The kernel takes 4 ranges: the first ones are read first.
     const first = ranges.slice(0, 4);
+    if (first.length === 0) return;
     // (the binding takes all 4 pairs; unused ones are zeros)
-    const pairs = [...first.flatMap((r) => [r.ptr, r.bytes]), ...new Array<number>(8 - 2 * first.length).fill(0)];
-    if (first.length > 0) this.native.prefetchL2(first.length, ...pairs);
+    const at = (i: number): { ptr: number; bytes: number } => first[i] ?? { ptr: 0, bytes: 0 };
+    const [a, b, c, d] = [at(0), at(1), at(2), at(3)];
+    this.native.prefetchL2(first.length, a.ptr, a.bytes, b.ptr, b.bytes, c.ptr, c.bytes, d.ptr, d.bytes);
   }
 
   swiglu(gate: Tensor, up: Tensor): Tensor {

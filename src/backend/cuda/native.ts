@@ -94,8 +94,8 @@ export interface NativeCuda {
     T: number, S: number, H: number, Hkv: number, D: number, blockSize: number, maxBlocks: number, numBlocks: number,
     scale: number, dt: number, splits: number, workspace: number,
   ): boolean;
-  /** L2 prefetch of `count` (<= 4) ranges, then (ptr, bytes) pairs; false: not queued (before sm_90, or TANDEM_L2_PREFETCH=0). */
-  prefetchL2(count: number, ...ranges: number[]): boolean;
+  /** L2 prefetch of the first `count` (<= 4) (ptr, bytes) pairs (the rest zeros); false: not queued (before sm_90, or TANDEM_L2_PREFETCH=0). */
+  prefetchL2(count: number, ptr0: number, bytes0: number, ptr1: number, bytes1: number, ptr2: number, bytes2: number, ptr3: number, bytes3: number): boolean;
   /** How many chunks decode rows split their context into (split-K), and the workspace that needs. */
   attentionPlan(T: number, H: number, Hkv: number, D: number, maxContextLen: number): { splits: number; workspaceBytes: number };
   attentionHeadDimSupported(D: number): boolean;
