@@ -31,6 +31,12 @@ maker=$!
 if [ -f "$out/cuda-tests.log" ]; then
   grep -E "^ℹ (tests|pass|fail|skipped)" "$out/cuda-tests.log"
   sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -40
+  # The sampler's draw cases failed on 2026-12-07: if any draw case fails again, rerun the draw
+  # cases alone in a fresh process (order-dependent, or not).
+  if grep -qE "^✖ (min-p|a flat row|a Qwen-sized)" "$out/cuda-tests.log"; then
+    step sampling-alone 60 node --import tsx --test --test-reporter=spec --test-name-pattern="min-p|flat row|Qwen-sized vocabulary" test/backend/cuda.test.ts
+    grep -E "^ℹ (pass|fail)|^✖" "$out/sampling-alone.log" | sort -u | head
+  fi
 fi
 [ "${SKIP_OPS:-0}" = 1 ] || step ops-gemv 120 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw" --card "$card" --out "$out/decode-ops.json"
 [ "${DECODE_OPS_CUBLASLT:-0}" = 1 ] && step ops-cublaslt 120 env TANDEM_GEMV=0 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw"
