@@ -92,7 +92,10 @@ interface Live {
 interface LaunchedStep extends AheadStep {
   sampleAt: number[];
   result: Promise<SampleResult | null>;
-  /** performance.now() at schedule. */
+  /**
+   * performance.now() at schedule; for a step queued behind another, when that one landed (its
+   * work starts about then), so the step-time metric does not count the wait behind it.
+   */
   started: number;
   /**
    * Set when a step was queued behind this one before it landed: the scheduler counted it
@@ -334,6 +337,7 @@ export class Engine {
           const step = inFlight;
           inFlight = ahead;
           if (step !== null) landed = await this.#land(step);
+          if (ahead !== null) ahead.started = Math.max(ahead.started, performance.now());
         } catch (err) {
           // #launch, #land and #render handle their own failures; this is the last line against a hung request.
           landed = null;
