@@ -35,6 +35,7 @@ export function runFusedConformance(be: () => Backend, tol: Tolerance, floatDtyp
       { T: 3, K: 520, Ns: [24, 16, 16], bias: false },
       { T: 8, K: 1032, Ns: [16, 8], bias: true },
       { T: 5, K: 2056, Ns: [9], bias: true },
+      { T: 2, K: 4104, Ns: [16, 8, 8], bias: true },
       { T: 9, K: 64, Ns: [16, 8, 8], bias: true },
       { T: 2, K: 13, Ns: [5, 3, 3], bias: false },
       { T: 4, K: 64, Ns: [8, 8, 8, 8], bias: false },
@@ -105,6 +106,7 @@ export function runFusedConformance(be: () => Backend, tol: Tolerance, floatDtyp
       { T: 3, K: 1032, residual: true },
       { T: 4, K: 256, residual: false },
       { T: 6, K: 64, residual: true },
+      { T: 2, K: 4104, residual: true },
     ];
     for (const c of cases) {
       it(`x [${c.T}, ${c.K}]${c.residual ? ' + residual' : ''}: the norm's sum, q/k/v-like products and the SwiGLU`, async () => {
