@@ -36,6 +36,17 @@ if [ -f "$out/cuda-tests.log" ]; then
   if grep -qE "^✖ (min-p|a flat row|a Qwen-sized)" "$out/cuda-tests.log"; then
     step sampling-alone 60 node --import tsx --test --test-reporter=spec --test-name-pattern="min-p|flat row|Qwen-sized vocabulary" test/backend/cuda.test.ts
     grep -E "^ℹ (pass|fail)|^✖" "$out/sampling-alone.log" | sort -u | head
+    # The same cases without Node (bench/cuda-sampling-check.cu), then under compute-sanitizer.
+    if step sampling-check-build 90 nvcc -std=c++17 -O3 -lineinfo -Ikernels -gencode=arch=compute_90,code=sm_90 \
+      bench/cuda-sampling-check.cu -o /tmp/sampling-check; then
+      step sampling-check 30 /tmp/sampling-check
+      cat "$out/sampling-check.log"
+      if command -v compute-sanitizer >/dev/null; then
+        step sampling-racecheck 120 compute-sanitizer --tool racecheck /tmp/sampling-check
+        step sampling-memcheck 120 compute-sanitizer --tool memcheck /tmp/sampling-check
+        tail -5 "$out/sampling-racecheck.log" "$out/sampling-memcheck.log"
+      fi
+    fi
   fi
 fi
 [ "${SKIP_OPS:-0}" = 1 ] || step ops-gemv 120 node --import tsx bench/decode-ops.ts --bandwidth-gbs "$bw" --card "$card" --out "$out/decode-ops.json"
