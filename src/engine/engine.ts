@@ -384,7 +384,7 @@ export class Engine {
       const params = sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
       if (this.#keep !== null && params.every(keepable)) keep = this.#keep[this.#keepTurn++ % 2];
       const feed = prev === null ? undefined : { ids: prev.keep!, slots: feedSlots(prev, plan) };
-      work = prepareStep(this.#device, plan, sampleAt, { feed, keep: keep ?? undefined });
+      work = prepareStep(this.#device, plan, sampleAt, params, { feed, keep: keep ?? undefined });
     } catch (err) {
       this.#failPlan(plan, err);
       return null;

@@ -33,10 +33,11 @@ export function keepable(p: SamplingParams): boolean {
 }
 
 /**
- * Whether the step after `prev` can be queued before prev's ids are back: every running sequence
- * is one of prev's sampled rows and simply continues (nothing waits to be admitted, so no prompt
- * needs host tokens; no penalties, which read the output tokens; none ends by length at prev;
- * each has its next block free, so nothing is preempted), and prev keeps its ids on the device.
+ * Whether the step after `prev` can be queued before prev's ids are back: prev keeps its ids on
+ * the device (so none of its rows has penalties, which read the output tokens: see keepable),
+ * and every running sequence is one of prev's sampled rows and simply continues (nothing waits to
+ * be admitted, so no prompt needs host tokens; none ends by length at prev; each has its next
+ * block free, so nothing is preempted).
  */
 export function canRunAhead(prev: AheadStep, scheduler: Scheduler, blocks: KvBlockManager): boolean {
   if (prev.keep === null || prev.ahead !== null) return false;
@@ -46,7 +47,6 @@ export function canRunAhead(prev: AheadStep, scheduler: Scheduler, blocks: KvBlo
   for (const i of prev.sampleAt) {
     const { seq, numTokens } = prev.plan.scheduled[i];
     if (seq.status !== 'running' || seq.numOutputTokens + 1 >= seq.maxTokens) return false;
-    if (hasPenalties(seq.samplingParams())) return false;
     // After prev: numComputed + numTokens computed, one more token (the placeholder) to run.
     blocksNeeded += Math.max(0, Math.ceil((seq.numComputed + numTokens + 1) / bs) - seq.blockTable.length);
   }

@@ -7,7 +7,7 @@
  * positions, block tables and sampling parameters are copied here, at launch, and the work reads
  * only the copies.
  */
-import type { Backend, KvCache, SampleResult, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, SampleResult, SamplingParams, Tensor } from '../backend/backend.ts';
 import { packBatch, type TokenFeed, type Transformer } from '../model/transformer.ts';
 import { GraphCaptureError, type DecodeGraphs } from './decode-graphs.ts';
 import type { ScheduledSeq, StepPlan } from './scheduler.ts';
@@ -35,9 +35,13 @@ export interface StepIds {
  */
 export type StepWork = () => { pending: Promise<SampleResult | null> };
 
-/** The step's work for the device queue: one forward over the plan's batch, then sampling of the rows in sampleAt. */
-export function prepareStep(d: StepDevice, plan: StepPlan, sampleAt: readonly number[], ids: StepIds = {}): StepWork {
-  const params = sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
+/**
+ * The step's work for the device queue: one forward over the plan's batch, then sampling of the
+ * rows in sampleAt under `params` (one per sampled row, read from the sequences at launch).
+ */
+export function prepareStep(
+  d: StepDevice, plan: StepPlan, sampleAt: readonly number[], params: readonly SamplingParams[], ids: StepIds = {},
+): StepWork {
   const { feed, keep } = ids;
   const sample = (logits: Tensor): Promise<SampleResult> => d.backend.sample(logits, params, keep);
   if (d.graphs !== null && graphable(d.graphs, plan, sampleAt)) {

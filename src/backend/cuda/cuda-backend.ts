@@ -137,33 +137,25 @@ export class CudaBackend implements Backend {
     this.device = this.native.init(opts.device ?? 0);
     this.arena = new DeviceArena(this.native);
     this.prefetchBytes = prefetchBudget(this.device.l2CacheBytes ?? 0);
-    this.training = new CudaTrainingOps({
+    // What the op families share of the backend: its checks and its scratch arena.
+    const ctx = {
       native: this.native,
       owner: this,
-      use: (op, name, t) => this.use(op, name, t),
-      float: (op, name, t, rank) => this.float(op, name, t, rank),
-      i32: (op, name, t, rank) => this.i32(op, name, t, rank),
-      scratch: (shape, dtype) => this.scratch(shape, dtype),
-    });
+      use: (op: string, name: string, t: Tensor) => this.use(op, name, t),
+      float: (op: string, name: string, t: Tensor, rank?: number) => this.float(op, name, t, rank),
+      i32: (op: string, name: string, t: Tensor, rank: number) => this.i32(op, name, t, rank),
+      useCache: (op: string, cache: KvCache) => this.useCache(op, cache),
+      scratch: (shape: readonly number[], dtype: CudaDType) => this.scratch(shape, dtype),
+    };
+    this.training = new CudaTrainingOps(ctx);
     this.fused = new CudaFusedOps({
-      native: this.native,
+      ...ctx,
       plain: this,
       linearOperands: (op, x, w, bias) => this.linearOperands(op, x, w, bias),
       normOperands: (x, norm) => this.normOperands(x, norm),
-      scratch: (shape, dtype) => this.scratch(shape, dtype),
     });
-    this.attentionOps = new CudaAttentionOps({
-      native: this.native,
-      float: (op, name, t, rank) => this.float(op, name, t, rank),
-      i32: (op, name, t, rank) => this.i32(op, name, t, rank),
-      useCache: (op, cache) => this.useCache(op, cache),
-      scratch: (shape, dtype) => this.scratch(shape, dtype),
-    });
-    this.samplingOps = new CudaSamplingOps({
-      native: this.native,
-      float: (op, name, t, rank) => this.float(op, name, t, rank),
-      scratch: (shape, dtype) => this.scratch(shape, dtype),
-    });
+    this.attentionOps = new CudaAttentionOps(ctx);
+    this.samplingOps = new CudaSamplingOps(ctx);
     this.graphs = new CudaGraphs({
       native: this.native,
       deviceOnly: (shape, dtype) => {
