@@ -33,12 +33,19 @@ inline void cudaCheckImpl(cudaError_t err, const char* call, const char* file, i
 }  // namespace tandem
 
 // Whether environment variable `name` is set to "0": the switches that turn a fast path off for
-// comparisons (TANDEM_GEMV, TANDEM_GEMV_FEW_ROWS, TANDEM_PDL, TANDEM_TILED_DECODE, TANDEM_FOLD_MERGE,
+// comparisons (TANDEM_GEMV, TANDEM_GEMV_FEW_ROWS, TANDEM_PDL, TANDEM_TILED_DECODE,
 // TANDEM_FUSED_ROPE_ATTENTION). Read once per
 // switch by its caller (a static), so a benchmark sets them before the process starts.
 inline bool envSwitchOff(const char* name) {
   const char* v = std::getenv(name);
   return v != nullptr && std::strcmp(v, "0") == 0;
+}
+
+// Whether environment variable `name` is set to "1": the paths measured slower that stay for
+// experiments (TANDEM_FOLD_MERGE). Read once, as envSwitchOff.
+inline bool envSwitchOn(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, "1") == 0;
 }
 
 #define cudaCheck(call) ::tandem::cudaCheckImpl((call), #call, __FILE__, __LINE__)

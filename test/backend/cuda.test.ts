@@ -59,7 +59,12 @@ function cudaSpecifics(): void {
     });
 
     it('prefetch() is only a hint: products read the same bits after it, bad operands are clear errors', async () => {
+      // The prefetch is opt-in (TANDEM_L2_PREFETCH=1, read when a backend is made): turn it on here.
+      const saved = process.env.TANDEM_L2_PREFETCH;
+      process.env.TANDEM_L2_PREFETCH = '1';
       const be = new CudaBackend();
+      if (saved === undefined) delete process.env.TANDEM_L2_PREFETCH;
+      else process.env.TANDEM_L2_PREFETCH = saved;
       assert.ok(be.device.l2CacheBytes > 0, `l2CacheBytes ${be.device.l2CacheBytes}`);
       const [K, N] = [2048, 512];
       const x = be.upload(rand(K, 4), [1, K], 'bf16');

@@ -40,9 +40,11 @@ test('planPrefetch: a range that starts off a 16-byte boundary starts at the nex
   assert.deepEqual(planPrefetch([{ ptr: 4100, bytes: 10 }], 1000), []);
 });
 
-test('prefetchBudget: a share of the L2 by default, TANDEM_L2_PREFETCH_MB overrides, bad values are errors', () => {
+test('prefetchBudget: off by default, a share of the L2 under TANDEM_L2_PREFETCH=1, TANDEM_L2_PREFETCH_MB overrides, bad values are errors', () => {
   const l2 = 50 * MiB;
-  assert.equal(prefetchBudget(l2, {}), Math.floor(l2 * DEFAULT_L2_SHARE));
+  assert.equal(prefetchBudget(l2, {}), 0);
+  assert.equal(prefetchBudget(l2, { TANDEM_L2_PREFETCH: '0' }), 0);
+  assert.equal(prefetchBudget(l2, { TANDEM_L2_PREFETCH: '1' }), Math.floor(l2 * DEFAULT_L2_SHARE));
   assert.equal(prefetchBudget(l2, { TANDEM_L2_PREFETCH_MB: '24' }), 24 * MiB);
   assert.equal(prefetchBudget(l2, { TANDEM_L2_PREFETCH_MB: '0' }), 0);
   assert.throws(() => prefetchBudget(l2, { TANDEM_L2_PREFETCH_MB: 'lots' }), /TANDEM_L2_PREFETCH_MB/);
