@@ -63,12 +63,15 @@ __device__ __forceinline__ int sequenceOfRow(const int* cuSeqlensQ, int S, int t
   return lo;
 }
 
-// Keys per split chunk of a row with `keys` keys: an even share, but at least kMinSplitKeys, so a
+// Keys per split chunk of a row with `keys` keys: an even share, but at least cMinSplitKeys, so a
 // short context inside a graph planned for long ones (many splits) uses a few full chunks; the
-// chunks past the context are skipped by the decode kernel and by the merge.
-constexpr int kMinSplitKeys = 32;  // one tile of the tiled kernel: short contexts spread over blocks
+// chunks past the context are skipped by the decode kernel and by the merge. Default 32 keys (one
+// tile of the tiled kernel: short contexts spread over blocks); attentionInit() sets it from
+// TANDEM_DECODE_MIN_SPLIT_KEYS (for A/B runs) before any launch or graph capture.
+constexpr int kDefaultMinSplitKeys = 32;
+__constant__ int cMinSplitKeys = kDefaultMinSplitKeys;
 __device__ __forceinline__ int splitChunk(int keys, int splits) {
-  return max((keys + splits - 1) / splits, kMinSplitKeys);
+  return max((keys + splits - 1) / splits, cMinSplitKeys);
 }
 
 // Splits a row's chunks actually cover (at least one): the merge reads only these, and with one

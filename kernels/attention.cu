@@ -275,8 +275,24 @@ void launchFlash(const AttnArgs& a) {
 
 }  // namespace
 
+// TANDEM_DECODE_MIN_SPLIT_KEYS: the fewest keys a context split of the decode kernels takes (a
+// multiple of 32 from 32 to 8192; default kDefaultMinSplitKeys). Larger values run short contexts
+// in fewer blocks with more tiles each (and skip the merge); for A/B runs.
+int minSplitKeysFromEnv() {
+  const char* v = std::getenv("TANDEM_DECODE_MIN_SPLIT_KEYS");
+  if (v == nullptr || *v == '\0') return kDefaultMinSplitKeys;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end != '\0' || n < 32 || n > 8192 || n % 32 != 0) {
+    throw Error(std::string("TANDEM_DECODE_MIN_SPLIT_KEYS must be a multiple of 32 from 32 to 8192, got '") + v + "'");
+  }
+  return static_cast<int>(n);
+}
+
 void attentionInit() {
   if (splitCounters != nullptr) return;
+  const int minSplitKeys = minSplitKeysFromEnv();
+  if (minSplitKeys != kDefaultMinSplitKeys) cudaCheck(cudaMemcpyToSymbol(cMinSplitKeys, &minSplitKeys, sizeof(int)));
   cudaCheck(cudaMalloc(&splitCounters, kSplitCounters * sizeof(int)));
   cudaCheck(cudaMemset(splitCounters, 0, kSplitCounters * sizeof(int)));
 }
