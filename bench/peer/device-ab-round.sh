@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# One device call of A/B runs for the open questions of 2026-12-07 (bench/NOTES.md), about 6-7 minutes:
+#   source .device/env.sh && bash bench/peer/device-ab-round.sh
+# 1. the decode graph replayed (bench/decode-replay.ts, batch 1 and 64, context 128) once per
+#    TANDEM_DECODE_MIN_SPLIT_KEYS value in SPLIT_KEYS (default "32 64 128 256"): do short contexts
+#    run faster in fewer, longer split chunks (and no merge)?
+# 2. GRPO steps with eager rollouts (bench/grpo-step.ts, 256-token prompts, 3 steps) once per
+#    setting in GRPO_AB (default: the defaults, then TANDEM_WAIT_SPIN_US=0): does the worker thread
+#    polling its CUDA event slow the main thread's launches (eager rollouts 3.35 -> 3.92 s since
+#    2026-11-28, when launches began to overlap waits)?
+# 3. `tandem serve --cuda-graphs` under bench/serve.ts with 64 clients once per setting in
+#    SERVE_AB (default: the defaults, TANDEM_WAIT_SPIN_US=0, TANDEM_ASYNC_SCHEDULING=0): which one
+#    moved the median TTFT from 85 to 158 ms?
+# A setting is "-" (the defaults) or VAR=VALUE[,VAR=VALUE...]. SKIP_REPLAY=1 / SKIP_GRPO=1 /
+# SKIP_SERVE=1 leave parts out. Logs and JSON in $OUT; a table of every figure at the end.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/ab-round-out}
+mkdir -p "$out"
+model=${GPU_BENCH_MODEL_DIR:-/tmp/tandem-qwen2.5-3b-random}
+port=${AB_PORT:-8124}
+# shellcheck source=bench/peer/step.sh
+source bench/peer/step.sh
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+echo "card: $card  date: $(date -u +%F)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if ! step build 150 bash kernels/build.sh; then tail -20 "$out/build.log"; exit 1; fi
+if [ ! -f "$model/.complete" ]; then
+  step make-model 180 bash -c "python3 bench/peer/make_qwen_random.py --preset 3b --out '$model' && touch '$model/.complete'" ||
+    { tail -5 "$out/make-model.log"; exit 1; }
+fi
+
+# The environment of a setting ("-" or VAR=VALUE,VAR=VALUE) as arguments for env.
+settingEnv() { [ "$1" = - ] && return; tr ',' '\n' <<<"$1"; }
+# A setting as a file-name tag.
+tagOf() { [ "$1" = - ] && { echo defaults; return; }; tr -c 'A-Za-z0-9\n' '_' <<<"$1"; }
+
+table=()
+if [ "${SKIP_REPLAY:-0}" != 1 ]; then
+  for k in ${SPLIT_KEYS:-32 64 128 256}; do
+    step "replay-split$k" 60 env TANDEM_DECODE_MIN_SPLIT_KEYS="$k" node --import tsx bench/decode-replay.ts --model "$model" \
+      --batch 1,64 --context 128 --card "$card" --out "$out/replay-split$k.json"
+    while read -r _ _ batch ms plus _; do
+      table+=("$(printf 'replay, min split keys %-5s batch %-3s %8s ms (+sample+wait %s)' "$k" "$batch" "$ms" "$plus")")
+    done < <(grep -E "^all ops" "$out/replay-split$k.log")
+  done
+fi
+
+if [ "${SKIP_GRPO:-0}" != 1 ]; then
+  for s in ${GRPO_AB:-- TANDEM_WAIT_SPIN_US=0}; do
+    tag=$(tagOf "$s")
+    mapfile -t envs < <(settingEnv "$s")
+    step "grpo-$tag" 90 env ${envs[@]+"${envs[@]}"} node --import tsx bench/grpo-step.ts --model "$model" --backend cuda --steps 3 \
+      --generations 6 --completion-tokens 200 --prompt-tokens 256 --rank 32 --micro-batch 6 --card "$card" --out "$out/grpo-$tag.json"
+    table+=("grpo eager, $s: $(grep -E '^mean of steps' "$out/grpo-$tag.log" || echo 'no result')")
+  done
+fi
+
+health() {
+  python3 -c "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=2).status == 200 else 1)" 2>/dev/null
+}
+if [ "${SKIP_SERVE:-0}" != 1 ]; then
+  for s in ${SERVE_AB:-- TANDEM_WAIT_SPIN_US=0 TANDEM_ASYNC_SCHEDULING=0}; do
+    tag=$(tagOf "$s")
+    mapfile -t envs < <(settingEnv "$s")
+    env ${envs[@]+"${envs[@]}"} node --import tsx src/cli.ts serve --backend cuda --cuda-graphs --model "$model" --port "$port" \
+      --shutdown-grace-seconds 1 >"$out/server-$tag.log" 2>&1 &
+    server=$!
+    t0=$(date +%s)
+    until health; do
+      if ! kill -0 "$server" 2>/dev/null || [ $(($(date +%s) - t0)) -ge 120 ]; then break; fi
+      sleep 1
+    done
+    if health; then
+      step "serve-$tag" 60 node --import tsx bench/serve.ts --base-url "http://127.0.0.1:$port" --concurrency 64 --num-prompts 256 \
+        --input-len 128 --output-len 128 --card "$card (tandem serve --backend cuda --cuda-graphs, $s)" --out "$out/serve-$tag.json"
+      table+=("serve c64, $s: $(grep -E 'output_throughput|median_ttft_ms|p99_ttft_ms|median_tpot_ms' "$out/serve-$tag.log" | awk '{printf "%s %s; ", $1, $2}')")
+    else
+      table+=("serve c64, $s: server not ready (see server-$tag.log)")
+    fi
+    kill -TERM "$server" 2>/dev/null
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$server" 2>/dev/null || break; sleep 1; done
+    kill -KILL "$server" 2>/dev/null
+    wait "$server" 2>/dev/null
+  done
+fi
+
+printf '%s\n' "${summary[@]}"
+echo "== figures"
+printf '%s\n' "${table[@]}"
