@@ -20,12 +20,14 @@ TANDEM_WAIT_SPIN_US, then sleeping on it), converts bf16 to f32 there,
 and resolves on the main thread. The event loop never waits for the GPU.
 */
 #include <node_api.h>
+#include <sys/prctl.h>
 
 #include <cuda_runtime.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <string>
@@ -384,15 +386,43 @@ long long waitSpinMicros() {
   return us;
 }
 
+// Microseconds between two polls of a waiting worker (TANDEM_WAIT_POLL_US, default 0: only a yield
+// between them). Each poll is a CUDA call, and a worker polling in a tight loop may contend with
+// the main thread's kernel launches for the driver's locks (an eager step launches ~1000 kernels
+// while the previous step's wait polls); a pause trades up to that long of wake-up latency for
+// far fewer calls. The thread's timer slack is set to 1 us so short pauses stay short. For A/B runs
+// (bench/peer/device-ab-round.sh) until measured.
+long long waitPollMicros() {
+  static const long long us = [] {
+    const char* v = std::getenv("TANDEM_WAIT_POLL_US");
+    if (v == nullptr) return 0LL;
+    const long long x = std::atoll(v);
+    return x > 0 ? std::min(x, 1000LL) : 0LL;
+  }();
+  return us;
+}
+
 cudaError_t waitForEvent(cudaEvent_t event) {
   const long long spin = waitSpinMicros();
+  const long long poll = waitPollMicros();
+  if (spin > 0 && poll > 0) {
+    thread_local bool slackSet = false;  // per thread (libuv's workers live as long as the process)
+    if (!slackSet) {
+      prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);  // 1 us; a failure only means coarser pauses
+      slackSet = true;
+    }
+  }
   const auto start = std::chrono::steady_clock::now();
   while (spin > 0) {
     const cudaError_t err = cudaEventQuery(event);
     if (err != cudaErrorNotReady) return err;
     const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
     if (waited.count() >= spin) break;
-    std::this_thread::yield();
+    if (poll > 0) {
+      std::this_thread::sleep_for(std::chrono::microseconds(poll));
+    } else {
+      std::this_thread::yield();
+    }
   }
   return cudaEventSynchronize(event);
 }
