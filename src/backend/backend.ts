@@ -159,6 +159,13 @@ export interface Backend {
    * moments stay f32 everywhere; backends that compute in one dtype (cpu) ignore dtypes.
    */
   readonly preferredDtype: DType;
+  /**
+   * Whether ops only queue their work and return before it is done (a GPU stream: true on cuda),
+   * so host work can run while the device computes. False where an op has computed its result
+   * when it returns (cpu): nothing runs behind the host, so the engine's async scheduling is off
+   * there by default (see EngineOptions.asyncScheduling).
+   */
+  readonly queuesWork: boolean;
 
   // ---- memory ----
   /**

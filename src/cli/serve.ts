@@ -55,6 +55,9 @@ export const SERVE_USAGE = `tandem serve [--model DIR] [options]
                                 experimental, default off; env TANDEM_CUDA_GRAPHS=1)
   --no-async-scheduling         each decode step waits for the previous one's tokens on the host instead of
                                 reading them on the device (env TANDEM_ASYNC_SCHEDULING=0)
+  --async-scheduling            queue each decode step before the previous one's tokens are back (env
+                                TANDEM_ASYNC_SCHEDULING=1): the default with --backend cuda; off by default
+                                on the cpu backend, whose ops finish before they return
   env: TANDEM_MODEL for --model`;
 
 interface ServeConfig {
@@ -84,8 +87,21 @@ interface ServeConfig {
   rewardModules: string[];
   /** --cuda-graphs / TANDEM_CUDA_GRAPHS=1: decode steps as CUDA graph replays. */
   cudaGraphs: boolean;
-  /** Off with --no-async-scheduling / TANDEM_ASYNC_SCHEDULING=0 (engine option asyncScheduling). */
-  asyncScheduling: boolean;
+  /**
+   * --async-scheduling / TANDEM_ASYNC_SCHEDULING=1: true; --no-async-scheduling /
+   * TANDEM_ASYNC_SCHEDULING=0: false; else undefined, the engine's default for the backend (on
+   * for cuda, off for cpu; EngineOptions.asyncScheduling).
+   */
+  asyncScheduling: boolean | undefined;
+}
+
+/** The serve flags and TANDEM_ASYNC_SCHEDULING as an engine option (undefined: the engine's default). */
+function asyncSchedulingOption(on: boolean, off: boolean, env: string | undefined): boolean | undefined {
+  if (on && off) throw new UsageError('--async-scheduling and --no-async-scheduling contradict each other');
+  if (on || off) return on;
+  if (env === undefined || env === '') return undefined;
+  if (env === '1' || env === '0') return env === '1';
+  throw new UsageError(`TANDEM_ASYNC_SCHEDULING must be 0 or 1, got ${JSON.stringify(env)}`);
 }
 
 function parseServeArgs(argv: string[]): ServeConfig {
@@ -102,6 +118,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
       rewards: { type: 'string', multiple: true },
       'cuda-graphs': { type: 'boolean' },
       'no-async-scheduling': { type: 'boolean' },
+      'async-scheduling': { type: 'boolean' },
     },
   });
   const env = process.env;
@@ -139,7 +156,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
     loras: parseLoras(v.lora ?? [], servedModelName),
     rewardModules: v.rewards ?? [],
     cudaGraphs: v['cuda-graphs'] === true || env.TANDEM_CUDA_GRAPHS === '1',
-    asyncScheduling: v['no-async-scheduling'] !== true && env.TANDEM_ASYNC_SCHEDULING !== '0',
+    asyncScheduling: asyncSchedulingOption(v['async-scheduling'] === true, v['no-async-scheduling'] === true, env.TANDEM_ASYNC_SCHEDULING),
   };
 }
 
@@ -285,7 +302,8 @@ export async function runServe(argv: string[]): Promise<void> {
     process.stdout.write(
       `model ready in ${((performance.now() - started) / 1000).toFixed(2)} s: ${c.architecture}, ${c.numLayers} layers, ` +
         `hidden ${c.hiddenSize}, vocab ${c.vocabSize}, backend ${backend.name}; serving '${cfg.servedModelName}', ` +
-        `context ${engine.maxModelLen}, KV cache ${numBlocks} blocks x ${cfg.blockSize} tokens\n`,
+        `context ${engine.maxModelLen}, KV cache ${numBlocks} blocks x ${cfg.blockSize} tokens, ` +
+        `async scheduling ${engine.asyncScheduling ? 'on' : 'off'}\n`,
     );
   } catch (err) {
     state.status = 'failed';

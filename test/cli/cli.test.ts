@@ -103,13 +103,13 @@ describe('tandem CLI', () => {
     }
   });
 
-  it('serve --no-async-scheduling answers as the default (async scheduling) does', async () => {
-    const complete = async (args: string[]): Promise<string> => {
+  it('serve --async-scheduling answers as --no-async-scheduling does; the cpu default is off', async () => {
+    const complete = async (args: string[], mode: 'on' | 'off'): Promise<string> => {
       const child = tandemSpawn(['serve', '--model', model, '--port', '0', ...args]);
       const out = new OutputWatcher(child);
       try {
         const base = (await out.waitFor(/listening on (http:\/\/[\d.]+:\d+)/))[1];
-        await out.waitFor(/model ready/);
+        assert.equal((await out.waitFor(/model ready.*async scheduling (on|off)/))[1], mode, `serve ${args.join(' ')}`);
         const res = await fetch(`${base}/v1/completions`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
@@ -123,9 +123,18 @@ describe('tandem CLI', () => {
         assert.equal(await exited, 0);
       }
     };
-    const sync = await complete(['--no-async-scheduling']);
+    const sync = await complete(['--no-async-scheduling'], 'off');
     assert.ok(sync.length > 0);
-    assert.equal(await complete([]), sync);
+    assert.equal(await complete(['--async-scheduling'], 'on'), sync);
+    assert.equal(await complete([], 'off'), sync);
+  });
+
+  it('serve: --async-scheduling with --no-async-scheduling is a usage error', async () => {
+    const child = tandemSpawn(['serve', '--model', model, '--port', '0', '--async-scheduling', '--no-async-scheduling']);
+    const out = new OutputWatcher(child);
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    assert.notEqual(code, 0);
+    assert.match(out.stderr, /contradict/);
   });
 
   it('serve: a broken model dir makes /health report failed and the process exit 1', async () => {

@@ -17,8 +17,13 @@ import { makeModel } from '../../src/model/make-model.ts';
 import { uploadLora } from '../../src/model/lora-device.ts';
 import type { ForwardBatch } from '../../src/model/transformer.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
-import { collect, makeEngine, randomPrompt, request, seeded, tinyModel, trainedAdapter, type Collected, type TinyModel } from './helpers.ts';
+import { collect, makeEngine as makeAnyEngine, randomPrompt, request, seeded, tinyModel, trainedAdapter, type Collected, type TinyModel } from './helpers.ts';
 import { ProbeQueue } from './probe-queue.ts';
+
+/** Async scheduling on, whatever the backend's default (the cpu backend's is off). */
+function makeEngine(loaded: Parameters<typeof makeAnyEngine>[0], opts: Parameters<typeof makeAnyEngine>[1] = {}): Engine {
+  return makeAnyEngine(loaded, { asyncScheduling: true, ...opts });
+}
 
 const PROMPT = randomPrompt(20, 1);
 

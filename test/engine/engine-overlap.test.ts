@@ -14,6 +14,7 @@ import { loadModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { uploadLora } from '../../src/model/lora-device.ts';
 import type { ForwardBatch } from '../../src/model/transformer.ts';
+import { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
 import { ProbeQueue } from './probe-queue.ts';
 import { collect, makeEngine as makeAnyEngine, randomPrompt, request, seeded, tinyModel, trainedAdapter, type Collected, type TinyModel } from './helpers.ts';
@@ -106,6 +107,43 @@ describe('engine step overlap', () => {
     assert.deepEqual(orders.false, ['device 1', 'render', 'device 2', 'render', 'device 3', 'render', 'device 4', 'render']);
     // The 4th token ends the request by max_tokens: rendered at once, no 5th step.
     assert.deepEqual(orders.true, ['device 1', 'device 2', 'render', 'device 3', 'render', 'device 4', 'render', 'render']);
+  });
+
+  it('async scheduling is on by default only where the backend queues work; step overlap everywhere', async () => {
+    // A cpu backend that claims to queue its work stands in for cuda (whose ops return at once).
+    class QueuingCpuBackend extends CpuBackend {
+      override readonly queuesWork: boolean = true;
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-overlap-default-'));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+    makeModel({ preset: 'tiny', out: dir, seed: 3 });
+    const run = async (be: CpuBackend): Promise<{ log: string[]; ahead: number }> => {
+      const loaded = loadModel(dir, be);
+      const log: string[] = [];
+      let ahead = 0; // steps queued behind another read their ids through placeRows
+      const place = be.placeRows.bind(be);
+      be.placeRows = (dst, src, slots) => {
+        ahead++;
+        place(dst, src, slots);
+      };
+      // No overlapSteps and no asyncScheduling: the defaults are under test.
+      const engine = makeAnyEngine(loaded, { deviceQueue: new ProbeQueue(be, log) });
+      const undo = logRenders(log);
+      try {
+        assert.equal((await collect(engine.add(request(PROMPT, { maxTokens: 4 })))).ids.length, 4);
+      } finally {
+        undo();
+        await engine.close();
+      }
+      return { log, ahead };
+    };
+    assert.equal(new CpuBackend().queuesWork, false);
+    const cpu = await run(new CpuBackend());
+    assert.deepEqual(cpu.log, ['device 1', 'device 2', 'render', 'device 3', 'render', 'device 4', 'render', 'render']);
+    assert.equal(cpu.ahead, 0);
+    const queued = await run(new QueuingCpuBackend());
+    assert.deepEqual(queued.log.slice(0, 2), ['device 1', 'device 2'], queued.log.join(', '));
+    assert.equal(queued.ahead, 3, 'each decode step queued behind the one before');
   });
 
   it('overlaps decode steps replayed as (emulated) CUDA graphs too, with the same tokens', async () => {

@@ -116,6 +116,8 @@ export class CudaBackend implements Backend {
   readonly name = 'cuda';
   /** bf16 weights, activations and KV cache; f32 accumulation, logits and LoRA parameters. */
   readonly preferredDtype = 'bf16' as const;
+  /** Ops queue work on the stream and return at once. */
+  readonly queuesWork: boolean = true;
   /** The GPU in use (name, memory, multiprocessors, compute capability). */
   readonly device: DeviceInfo;
   private readonly native: NativeCuda;
