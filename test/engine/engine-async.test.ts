@@ -9,14 +9,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Backend } from '../../src/backend/backend.ts';
 import type { Engine } from '../../src/engine/engine.ts';
 import type { GenerationRequest } from '../../src/engine/types.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { uploadLora } from '../../src/model/lora-device.ts';
-import type { ForwardBatch } from '../../src/model/transformer.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
+import { assertIdle, countAhead, countForwards } from './step-probes.ts';
 import { collect, makeEngine as makeAnyEngine, randomPrompt, request, seeded, tinyModel, trainedAdapter, type Collected, type TinyModel } from './helpers.ts';
 import { ProbeQueue } from './probe-queue.ts';
 
@@ -26,40 +25,6 @@ function makeEngine(loaded: Parameters<typeof makeAnyEngine>[0], opts: Parameter
 }
 
 const PROMPT = randomPrompt(20, 1);
-
-/**
- * Count the steps queued ahead (each places the step before's ids into its tokens: one
- * placeRows) until the returned undo is called. Deterministic, unlike the order in which steps
- * start and land, which a loaded host can shift.
- */
-function countAhead(be: Backend): { count: () => number; undo: () => void } {
-  const place = be.placeRows.bind(be);
-  let n = 0;
-  be.placeRows = (dst, src, slots) => {
-    n++;
-    place(dst, src, slots);
-  };
-  return { count: () => n, undo: () => delete (be as { placeRows?: unknown }).placeRows };
-}
-
-function assertIdle(engine: Engine): void {
-  const s = engine.stats();
-  assert.deepEqual([s.running, s.waiting, s.kvBlocksUsed], [0, 0, 0], 'every KV block is back in the pool');
-}
-
-/** Count forwards (eager steps) until the returned undo is called. */
-function countForwards(m: TinyModel): { count: () => number; fed: () => number; undo: () => void } {
-  const model = m.loaded.model;
-  const forward = model.forward.bind(model);
-  let calls = 0;
-  let fed = 0;
-  model.forward = (batch: ForwardBatch, cache) => {
-    calls++;
-    if (batch.feed) fed++;
-    return forward(batch, cache);
-  };
-  return { count: () => calls, fed: () => fed, undo: () => delete (model as { forward?: unknown }).forward };
-}
 
 describe('engine async scheduling', () => {
   let m: TinyModel;

@@ -8,45 +8,18 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Engine } from '../../src/engine/engine.ts';
-import { OutputProcessor } from '../../src/engine/output.ts';
 import type { GenerationRequest, TokenEvent } from '../../src/engine/types.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { uploadLora } from '../../src/model/lora-device.ts';
-import type { ForwardBatch } from '../../src/model/transformer.ts';
 import { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
 import { ProbeQueue } from './probe-queue.ts';
+import { assertIdle, countAhead, countForwards, logRenders } from './step-probes.ts';
 import { collect, makeEngine as makeAnyEngine, randomPrompt, request, seeded, tinyModel, trainedAdapter, type Collected, type TinyModel } from './helpers.ts';
 
 /** A greedy run of this prompt gives 8 distinct tokens on the tiny model with seed 2. */
 const PROMPT = randomPrompt(20, 1);
-
-/** Log every OutputProcessor.push (the rendering of one token) until the returned undo is called. */
-function logRenders(log: string[], onPush: (n: number) => void = () => {}): () => void {
-  const push = Object.getOwnPropertyDescriptor(OutputProcessor.prototype, 'push')!;
-  let n = 0;
-  OutputProcessor.prototype.push = function (this: OutputProcessor, sampled) {
-    log.push('render');
-    onPush(++n);
-    return (push.value as OutputProcessor['push']).call(this, sampled);
-  };
-  return () => Object.defineProperty(OutputProcessor.prototype, 'push', push);
-}
-
-/** Count forwards (eager steps) until the returned undo is called. */
-function countForwards(m: TinyModel): { count: () => number; rows: () => number; undo: () => void } {
-  const model = m.loaded.model;
-  const forward = model.forward.bind(model);
-  let calls = 0;
-  let rows = 0;
-  model.forward = (batch: ForwardBatch, cache) => {
-    calls++;
-    rows += batch.cuSeqlensQ.length - 1;
-    return forward(batch, cache);
-  };
-  return { count: () => calls, rows: () => rows, undo: () => delete (model as { forward?: unknown }).forward };
-}
 
 /** A token k >= 2 whose clean text first occurs where it stands: as a stop string, it ends the output at k. */
 function stopToken(plain: Collected): number {
@@ -60,11 +33,6 @@ function stopToken(plain: Collected): number {
 /** Step overlap alone: async scheduling (engine-async.test.ts) changes the order and adds steps. */
 function makeEngine(loaded: Parameters<typeof makeAnyEngine>[0], opts: Parameters<typeof makeAnyEngine>[1] = {}): Engine {
   return makeAnyEngine(loaded, { asyncScheduling: false, ...opts });
-}
-
-function assertIdle(engine: Engine): void {
-  const s = engine.stats();
-  assert.deepEqual([s.running, s.waiting, s.kvBlocksUsed], [0, 0, 0], 'every KV block is back in the pool');
 }
 
 describe('engine step overlap', () => {
@@ -120,12 +88,7 @@ describe('engine step overlap', () => {
     const run = async (be: CpuBackend): Promise<{ log: string[]; ahead: number }> => {
       const loaded = loadModel(dir, be);
       const log: string[] = [];
-      let ahead = 0; // steps queued behind another read their ids through placeRows
-      const place = be.placeRows.bind(be);
-      be.placeRows = (dst, src, slots) => {
-        ahead++;
-        place(dst, src, slots);
-      };
+      const ahead = countAhead(be);
       // No overlapSteps and no asyncScheduling: the defaults are under test.
       const engine = makeAnyEngine(loaded, { deviceQueue: new ProbeQueue(be, log) });
       const undo = logRenders(log);
@@ -135,7 +98,7 @@ describe('engine step overlap', () => {
         undo();
         await engine.close();
       }
-      return { log, ahead };
+      return { log, ahead: ahead.count() };
     };
     assert.equal(new CpuBackend().queuesWork, false);
     const cpu = await run(new CpuBackend());
