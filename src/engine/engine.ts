@@ -190,17 +190,17 @@ export class Engine {
     });
   }
 
+  /** Whether decode steps are queued behind the one in flight (EngineOptions.asyncScheduling, resolved). */
+  get asyncScheduling(): boolean {
+    return this.#async;
+  }
+
   /**
    * Validate (synchronously: EngineError 'model_not_found', 'invalid_request',
    * 'context_length_exceeded', 'out_of_capacity', 'queue_full', 'shutting_down') and queue a
    * request, pinning its adapter's current version. The returned stream
    * yields its events; leaving the iteration early aborts the request and frees its blocks.
    */
-  /** Whether decode steps are queued behind the one in flight (EngineOptions.asyncScheduling, resolved). */
-  get asyncScheduling(): boolean {
-    return this.#async;
-  }
-
   add(req: GenerationRequest): AsyncIterable<TokenEvent> {
     if (this.#draining || this.#closed) throw new EngineError('shutting_down', 'the server is shutting down and takes no new requests; retry on another instance');
     const adapter = this.#adapterOf(req);
