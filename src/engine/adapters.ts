@@ -12,7 +12,7 @@
  */
 import type { Backend } from '../backend/backend.ts';
 import type { ModelConfig } from '../model/config.ts';
-import { freeDeviceLora, loraLayout, uploadLora, type DeviceLora } from '../model/lora-device.ts';
+import { attachComputeCopy, deviceLoraBytes, freeDeviceLora, loraLayout, uploadLora, type DeviceLora } from '../model/lora-device.ts';
 import { loadPeftAdapter } from '../model/lora-peft.ts';
 
 /** One immutable set of adapter weights on the backend. */
@@ -71,6 +71,7 @@ export class AdapterRegistry {
   publish(name: string, lora: DeviceLora, opts: { source?: string; hidden?: boolean } = {}): AdapterVersion {
     checkAdapterName(name);
     this.#checkFits(name, lora);
+    attachComputeCopy(this.backend, this.config, lora); // freed with the version (freeDeviceLora)
     const version = (this.#lastVersion.get(name) ?? 0) + 1;
     this.#lastVersion.set(name, version);
     const v: MutableVersion = {
@@ -78,7 +79,7 @@ export class AdapterRegistry {
       version,
       id: `${name}@v${version}`,
       lora,
-      bytes: lora.layout.size * 4,
+      bytes: deviceLoraBytes(lora),
       source: opts.source ?? null,
       hidden: opts.hidden ?? false,
       created: Math.floor(Date.now() / 1000),

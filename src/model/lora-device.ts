@@ -96,6 +96,13 @@ export interface DeviceLora {
   scale: number;
   layout: LoraLayout;
   params: Tensor;
+  /**
+   * The matrices again in the backend's compute dtype (bf16 on cuda), for serving: made once when
+   * a version is published (attachComputeCopy), so a forward's products read them as they are
+   * instead of rounding the f32 matrices into scratch at every step (two launches per adapted
+   * projection and layer). Same values as those per-step casts. Training reads `params`.
+   */
+  compute?: { params: Tensor; views: LoraViews };
   views: LoraViews;
 }
 
@@ -110,7 +117,26 @@ export function uploadLora(be: Backend, cfg: ModelConfig, adapter: LoraAdapter):
 export function cloneDeviceLora(be: Backend, cfg: ModelConfig, src: DeviceLora): DeviceLora {
   const params = be.alloc([src.layout.size], 'f32', 'persistent');
   be.copy(params, src.params);
-  return { ...src, params, views: loraViews(be, params, src.layout, cfg.numLayers) };
+  return { ...src, params, views: loraViews(be, params, src.layout, cfg.numLayers), compute: undefined };
+}
+
+/**
+ * Give `lora` its compute-dtype copy (DeviceLora.compute) where the backend computes in a dtype
+ * other than f32; returns whether it has one. A copy that does not fit (a full adapter budget)
+ * is skipped: the adapter still serves, its products casting per step as before.
+ */
+export function attachComputeCopy(be: Backend, cfg: ModelConfig, lora: DeviceLora): boolean {
+  if (lora.compute !== undefined) return true;
+  if (be.preferredDtype === 'f32') return false;
+  let params: Tensor;
+  try {
+    params = be.alloc([lora.layout.size], be.preferredDtype, 'persistent');
+  } catch {
+    return false;
+  }
+  be.copy(params, lora.params); // rounds to the compute dtype as each product's cast did
+  lora.compute = { params, views: loraViews(be, params, lora.layout, cfg.numLayers) };
+  return true;
 }
 
 export async function downloadLora(be: Backend, cfg: ModelConfig, dev: DeviceLora): Promise<LoraAdapter> {
@@ -120,4 +146,12 @@ export async function downloadLora(be: Backend, cfg: ModelConfig, dev: DeviceLor
 
 export function freeDeviceLora(be: Backend, dev: DeviceLora): void {
   be.free(dev.params);
+  if (dev.compute !== undefined) be.free(dev.compute.params);
+}
+
+/** Bytes the adapter's tensors hold at their dtypes: the f32 parameters and any compute-dtype copy. */
+export function deviceLoraBytes(dev: DeviceLora): number {
+  const elem = (t: Tensor): number => (t.dtype === 'bf16' || t.dtype === 'f16' ? 2 : 4);
+  const copy = dev.compute === undefined ? 0 : dev.layout.size * elem(dev.compute.params);
+  return dev.layout.size * elem(dev.params) + copy;
 }

@@ -41,6 +41,8 @@ export interface MakeModelOptions {
   headDim?: number;
   tieWordEmbeddings?: boolean;
   dtype?: 'BF16' | 'F32' | 'F16';
+  /** Override the preset's layer count (e.g. 36, Qwen2.5-3B's, for host-cost benchmarks). */
+  numLayers?: number;
 }
 
 export function makeModel(opts: MakeModelOptions): ModelConfig {
@@ -61,7 +63,7 @@ export function makeModel(opts: MakeModelOptions): ModelConfig {
     vocabSize: preset.vocabSize,
     hiddenSize: preset.hiddenSize,
     intermediateSize: preset.intermediateSize,
-    numLayers: preset.numLayers,
+    numLayers: opts.numLayers ?? preset.numLayers,
     numHeads: preset.numHeads,
     numKvHeads: opts.numKvHeads ?? preset.numKvHeads,
     headDim: opts.headDim ?? preset.headDim,
@@ -79,6 +81,7 @@ export function makeModel(opts: MakeModelOptions): ModelConfig {
     torchDtype: (opts.dtype ?? 'BF16') === 'F32' ? 'float32' : (opts.dtype ?? 'BF16') === 'F16' ? 'float16' : 'bfloat16',
     hiddenAct: 'silu',
   };
+  if (!Number.isInteger(config.numLayers) || config.numLayers < 1) throw new Error(`numLayers must be an integer >= 1, got ${config.numLayers}`);
   if (config.numHeads % config.numKvHeads !== 0) {
     throw new Error(`--kv-heads ${config.numKvHeads} must divide the ${config.numHeads} query heads`);
   }

@@ -217,7 +217,7 @@ export class Transformer {
     const addLora = (y: Tensor, x: Tensor, layer: number, target: LoraTarget): Tensor => {
       if (segments.length > 0) {
         loraForwardSegments(be, y, x, segments, (lora) => {
-          const m = lora.views[layer]?.get(target);
+          const m = (lora.compute?.views ?? lora.views)[layer]?.get(target);
           return m && { a: m.a, b: m.b, scale: lora.scale };
         });
       }

@@ -13,7 +13,7 @@ import { EngineError } from '../../src/engine/types.ts';
 import { parseModelConfig, ropeInvFreq } from '../../src/model/config.ts';
 import { loadModel, type LoadedModel } from '../../src/model/load.ts';
 import type { LoraAdapter, LoraTarget } from '../../src/model/lora.ts';
-import { downloadLora, uploadLora, type DeviceLora } from '../../src/model/lora-device.ts';
+import { cloneDeviceLora, downloadLora, freeDeviceLora, uploadLora, type DeviceLora } from '../../src/model/lora-device.ts';
 import { savePeftAdapter } from '../../src/model/lora-peft.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { Transformer, packBatch, type SequenceSlice } from '../../src/model/transformer.ts';
@@ -204,6 +204,54 @@ describe('LoRA adapters: forward and registry', () => {
     reg.unpin(v3);
     assert.equal(v3.state, 'freed');
     assert.equal(be.memoryUsage().weights, weightsBefore);
+  });
+
+  it('registry: on a backend computing in bf16 a version gets a compute copy, served with the same tokens and freed with it', async () => {
+    // The cpu backend stores every float as f32; claiming bf16 as its compute dtype makes the
+    // registry keep the copy it keeps on cuda (values equal here, so the tokens must be too).
+    class Bf16CpuBackend extends CpuBackend {
+      override readonly preferredDtype = 'bf16' as 'f32';
+    }
+    const bf = new Bf16CpuBackend();
+    const mb = loadModel(join(root, 'model'), bf);
+    const reg = new AdapterRegistry(bf, mb.config);
+    const before = bf.memoryUsage().weights;
+    const lora = uploadLora(bf, mb.config, trainedAdapter(mb.config, 5));
+    const v1 = reg.publish('math', lora);
+    assert.ok(v1.lora.compute !== undefined, 'a compute copy');
+    assert.notEqual(v1.lora.compute.params, v1.lora.params);
+    assert.deepEqual(await bf.download(v1.lora.compute.params), await bf.download(v1.lora.params));
+    assert.equal(v1.bytes, 2 * v1.lora.layout.size * 4, 'f32 parameters + their copy (stored as f32 on the cpu)');
+    assert.equal(bf.memoryUsage().weights - before, v1.bytes);
+    // A clone (a trainer's published snapshot) gets a copy of its own when published.
+    const clone = cloneDeviceLora(bf, mb.config, v1.lora);
+    assert.equal(clone.compute, undefined);
+    freeDeviceLora(bf, clone);
+    reg.unloadAll();
+    assert.equal(v1.state, 'freed');
+    assert.equal(bf.memoryUsage().weights, before, 'the copy went with the version');
+
+    // Served through the copy: the same tokens as on the f32 backend, which has none.
+    const plain = makeEngine(m);
+    const copied = makeEngine(mb);
+    try {
+      const vp = plain.adapters.publish('math', uploadLora(be, m.config, trainedAdapter(m.config, 5)));
+      assert.equal(vp.lora.compute, undefined, 'no copy where the backend computes in f32');
+      assert.equal(vp.bytes, vp.lora.layout.size * 4);
+      const vc = copied.adapters.publish('math', uploadLora(bf, mb.config, trainedAdapter(mb.config, 5)));
+      assert.ok(vc.lora.compute !== undefined);
+      // Poison the f32 matrices the copy was made from: serving must not read them.
+      bf.write(vc.lora.params, new Float32Array(vc.lora.layout.size).fill(Number.NaN));
+      const prompt = randomPrompt(12, 4);
+      const a = await collect(plain.add(request(prompt, { maxTokens: 6, adapter: 'math' })));
+      const b = await collect(copied.add(request(prompt, { maxTokens: 6, adapter: 'math' })));
+      assert.deepEqual(b.ids, a.ids);
+      const base = await collect(plain.add(request(prompt, { maxTokens: 6 })));
+      assert.notDeepEqual(a.ids, base.ids, 'the adapter changes the tokens (or this test proves nothing)');
+    } finally {
+      await plain.close();
+      await copied.close();
+    }
   });
 
   it('registry: rejects bad names and adapters that do not fit the base model, taking nothing', () => {

@@ -56,6 +56,11 @@ export { cudaAvailable, cudaUnavailableReason } from './available.ts';
 export interface CudaBackendOptions {
   /** CUDA device ordinal (default 0). One process drives one GPU. */
   device?: number;
+  /**
+   * The addon to drive (default: build/tandem_cuda.node). A stand-in with the same functions runs
+   * the backend's host side without a GPU (bench/host-cost.ts: the host time of a step).
+   */
+  native?: NativeCuda;
 }
 
 /**
@@ -135,7 +140,7 @@ export class CudaBackend implements Backend {
   private readonly prefetchBytes: number;
 
   constructor(opts: CudaBackendOptions = {}) {
-    this.native = loadNative();
+    this.native = opts.native ?? loadNative();
     this.device = this.native.init(opts.device ?? 0);
     this.arena = new DeviceArena(this.native);
     this.prefetchBytes = prefetchBudget(this.device.l2CacheBytes ?? 0);
