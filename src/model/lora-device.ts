@@ -121,27 +121,48 @@ export function cloneDeviceLora(be: Backend, cfg: ModelConfig, src: DeviceLora):
 }
 
 /**
+ * Where the compute copy puts each matrix: at 256-byte boundaries, as the scratch casts it replaces
+ * did (cuBLASLt's fast paths want 256-byte aligned operands, gemv 16-byte; a view into the packed
+ * f32 buffer would sit at any element).
+ */
+const COMPUTE_ALIGN_BYTES = 256;
+
+/**
  * Give `lora` its compute-dtype copy (DeviceLora.compute) where the backend computes in a dtype
  * other than f32; returns whether it has one. A copy that does not fit (a full adapter budget)
  * is skipped: the adapter still serves, its products casting per step as before.
  */
 export function attachComputeCopy(be: Backend, cfg: ModelConfig, lora: DeviceLora): boolean {
   if (lora.compute !== undefined) return true;
-  if (be.preferredDtype === 'f32') return false;
+  const dtype = be.preferredDtype;
+  if (dtype === 'f32') return false;
+  const align = COMPUTE_ALIGN_BYTES / (dtype === 'bf16' || dtype === 'f16' ? 2 : 4);
+  const up = (n: number): number => Math.ceil(n / align) * align;
+  const R = lora.layout.rank;
+  let size = 0;
+  const placed = lora.layout.entries.map((e) => {
+    const a = up(size);
+    const b = up(a + R * e.inFeatures);
+    size = b + e.outFeatures * R;
+    return { e, a, b };
+  });
   let params: Tensor;
   try {
-    params = be.alloc([lora.layout.size], be.preferredDtype, 'persistent');
+    params = be.alloc([size], dtype, 'persistent');
   } catch {
     return false;
   }
-  be.copy(params, lora.params); // rounds to the compute dtype as each product's cast did
-  lora.compute = { params, views: loraViews(be, params, lora.layout, cfg.numLayers) };
+  const views: LoraViews = Array.from({ length: cfg.numLayers }, () => new Map());
+  for (const { e, a, b } of placed) {
+    const src = lora.views[e.layer].get(e.target)!;
+    const view = { a: be.viewAt(params, a, [R, e.inFeatures]), b: be.viewAt(params, b, [e.outFeatures, R]) };
+    // Rounds to the compute dtype as each product's per-step cast did.
+    be.copy(view.a, src.a);
+    be.copy(view.b, src.b);
+    views[e.layer].set(e.target, view);
+  }
+  lora.compute = { params, views };
   return true;
-}
-
-export async function downloadLora(be: Backend, cfg: ModelConfig, dev: DeviceLora): Promise<LoraAdapter> {
-  const flat = (await be.download(dev.params)) as Float32Array;
-  return unpackLora(flat, dev.layout, dev.spec, dev.scale, cfg.numLayers);
 }
 
 export function freeDeviceLora(be: Backend, dev: DeviceLora): void {
@@ -152,6 +173,12 @@ export function freeDeviceLora(be: Backend, dev: DeviceLora): void {
 /** Bytes the adapter's tensors hold at their dtypes: the f32 parameters and any compute-dtype copy. */
 export function deviceLoraBytes(dev: DeviceLora): number {
   const elem = (t: Tensor): number => (t.dtype === 'bf16' || t.dtype === 'f16' ? 2 : 4);
-  const copy = dev.compute === undefined ? 0 : dev.layout.size * elem(dev.compute.params);
+  const copy = dev.compute === undefined ? 0 : dev.compute.params.shape[0] * elem(dev.compute.params);
   return dev.layout.size * elem(dev.params) + copy;
 }
+
+export async function downloadLora(be: Backend, cfg: ModelConfig, dev: DeviceLora): Promise<LoraAdapter> {
+  const flat = (await be.download(dev.params)) as Float32Array;
+  return unpackLora(flat, dev.layout, dev.spec, dev.scale, cfg.numLayers);
+}
+

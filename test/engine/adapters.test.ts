@@ -220,8 +220,23 @@ describe('LoRA adapters: forward and registry', () => {
     const v1 = reg.publish('math', lora);
     assert.ok(v1.lora.compute !== undefined, 'a compute copy');
     assert.notEqual(v1.lora.compute.params, v1.lora.params);
-    assert.deepEqual(await bf.download(v1.lora.compute.params), await bf.download(v1.lora.params));
-    assert.equal(v1.bytes, 2 * v1.lora.layout.size * 4, 'f32 parameters + their copy (stored as f32 on the cpu)');
+    // Every matrix copied, each starting at a 256-byte boundary (128 bf16 elements) of the copy.
+    const at = (t: Tensor): number => (t as unknown as { data: Float32Array }).data.byteOffset / 4;
+    const copyBase = at(v1.lora.compute.params);
+    for (let l = 0; l < mb.config.numLayers; l++) {
+      for (const [target, f32] of v1.lora.views[l]) {
+        const c: { a: Tensor; b: Tensor } = v1.lora.compute.views[l].get(target)!;
+        assert.equal((at(c.a) - copyBase) % 128, 0, `layer ${l} ${target} A at element ${at(c.a) - copyBase}`);
+        assert.equal((at(c.b) - copyBase) % 128, 0, `layer ${l} ${target} B at element ${at(c.b) - copyBase}`);
+        assert.deepEqual(c.a.shape, f32.a.shape);
+        assert.deepEqual(c.b.shape, f32.b.shape);
+        assert.deepEqual(await bf.download(c.a), await bf.download(f32.a), `layer ${l} ${target} A`);
+        assert.deepEqual(await bf.download(c.b), await bf.download(f32.b), `layer ${l} ${target} B`);
+      }
+    }
+    const copyElems = v1.lora.compute.params.shape[0];
+    assert.ok(copyElems >= v1.lora.layout.size, 'room for every matrix');
+    assert.equal(v1.bytes, v1.lora.layout.size * 4 + copyElems * 4, 'f32 parameters + their copy (stored as f32 on the cpu)');
     assert.equal(bf.memoryUsage().weights - before, v1.bytes);
     // A clone (a trainer's published snapshot) gets a copy of its own when published.
     const clone = cloneDeviceLora(bf, mb.config, v1.lora);
