@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call of A/B runs for the open questions of 2026-12-07 (bench/NOTES.md), about 8 minutes:
+# One device call of A/B runs for the open questions of 2026-12-07 (bench/NOTES.md), about 9 minutes:
 #   source .device/env.sh && bash bench/peer/device-ab-round.sh
 # 1. the decode graph replayed (bench/decode-replay.ts, batch 1 and 64, context 128) once per
 #    TANDEM_DECODE_MIN_SPLIT_KEYS value in SPLIT_KEYS (default "32 128 256"): do short contexts
@@ -12,8 +12,11 @@
 #    SERVE_AB (default: the defaults, TANDEM_WAIT_SPIN_US=0, TANDEM_WAIT_POLL_US=20,
 #    TANDEM_ASYNC_SCHEDULING=0): which one
 #    moved the median TTFT from 85 to 158 ms?
-# A setting is "-" (the defaults) or VAR=VALUE[,VAR=VALUE...]. SKIP_REPLAY=1 / SKIP_GRPO=1 /
-# SKIP_SERVE=1 leave parts out. Logs and JSON in $OUT; a table of every figure at the end.
+# 0. first the CUDA suite (test/backend/cuda.test.ts, test/engine/cuda-graphs.test.ts): what changed
+#    since the last GPU run (the LoRA compute copy, the two knobs) must pass before figures count;
+#    and a GRPO step with --cuda-graphs (the LoRA copy's effect on graph rollouts: 1.735 s before).
+# A setting is "-" (the defaults) or VAR=VALUE[,VAR=VALUE...]. SKIP_TESTS=1 / SKIP_REPLAY=1 /
+# SKIP_GRPO=1 / SKIP_SERVE=1 leave parts out. Logs and JSON in $OUT; a table of every figure at the end.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/ab-round-out}
@@ -25,17 +28,26 @@ source bench/peer/step.sh
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card  date: $(date -u +%F)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 if ! step build 150 bash kernels/build.sh; then tail -20 "$out/build.log"; exit 1; fi
+table=()
+# The model is made while the suite runs (CPU and GPU work side by side).
+maker=
 if [ ! -f "$model/.complete" ]; then
-  step make-model 180 bash -c "python3 bench/peer/make_qwen_random.py --preset 3b --out '$model' && touch '$model/.complete'" ||
-    { tail -5 "$out/make-model.log"; exit 1; }
+  ( python3 bench/peer/make_qwen_random.py --preset 3b --out "$model" && touch "$model/.complete" ) >"$out/make-model.log" 2>&1 &
+  maker=$!
 fi
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  step cuda-tests 150 node --import tsx --test --test-reporter=spec test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts
+  table+=("cuda suite: $(grep -E '^ℹ (pass|fail) ' "$out/cuda-tests.log" | tr '\n' ' ')")
+  sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -30
+fi
+[ -n "$maker" ] && wait "$maker"
+[ -f "$model/.complete" ] || { echo "model not made:"; tail -5 "$out/make-model.log"; exit 1; }
 
 # The environment of a setting ("-" or VAR=VALUE,VAR=VALUE) as arguments for env.
 settingEnv() { [ "$1" = - ] && return; tr ',' '\n' <<<"$1"; }
 # A setting as a file-name tag.
 tagOf() { [ "$1" = - ] && { echo defaults; return; }; tr -c 'A-Za-z0-9\n' '_' <<<"$1"; }
 
-table=()
 if [ "${SKIP_REPLAY:-0}" != 1 ]; then
   for k in ${SPLIT_KEYS:-32 128 256}; do
     step "replay-split$k" 60 env TANDEM_DECODE_MIN_SPLIT_KEYS="$k" node --import tsx bench/decode-replay.ts --model "$model" \
@@ -54,6 +66,9 @@ if [ "${SKIP_GRPO:-0}" != 1 ]; then
       --generations 6 --completion-tokens 200 --prompt-tokens 256 --rank 32 --micro-batch 6 --card "$card" --out "$out/grpo-$tag.json"
     table+=("grpo eager, $s: $(grep -E '^mean of steps' "$out/grpo-$tag.log" || echo 'no result')")
   done
+  step grpo-graphs 90 node --import tsx bench/grpo-step.ts --model "$model" --backend cuda --cuda-graphs --steps 3 --generations 6 \
+    --completion-tokens 200 --prompt-tokens 256 --rank 32 --micro-batch 6 --card "$card" --out "$out/grpo-graphs.json"
+  table+=("grpo --cuda-graphs: $(grep -E '^mean of steps' "$out/grpo-graphs.log" || echo 'no result')")
 fi
 
 health() {
