@@ -31,6 +31,14 @@ napi_value Rmsnorm(napi_env env, napi_callback_info info) {  // (y, sum, x, resi
   return undefinedValue(env);
 }
 
+// (out, outDt, x, w, xwDt, alpha, T, K, N) -> whether it ran (false: nothing did; linear + axpy instead)
+napi_value LinearAdd(napi_env env, napi_callback_info info) {
+  Args a(env, info, 9, "linearAdd");
+  requireReady("linearAdd");
+  return boolValue(env, linearAdd(a.ptr(0), a.i32(1), a.ptr(2), a.ptr(3), a.i32(4), a.f32(5), a.i32(6), a.i32(7),
+                                  a.i32(8), bindingStream()));
+}
+
 napi_value Linear(napi_env env, napi_callback_info info) {  // (out, outDt, x, w, xwDt, bias, biasDt, T, K, N)
   Args a(env, info, 10, "linear");
   requireReady("linear");
@@ -200,6 +208,7 @@ void registerForwardOps(napi_env env, napi_value exports) {
       TANDEM_FN("linear", Linear),
       TANDEM_FN("gemvMany", GemvMany),
       TANDEM_FN("gemvSwiglu", GemvSwiglu),
+      TANDEM_FN("linearAdd", LinearAdd),
       TANDEM_FN("ropeWriteKv", RopeWriteKv),
       TANDEM_FN("rope", Rope),
       TANDEM_FN("attention", Attention),

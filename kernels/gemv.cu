@@ -13,8 +13,9 @@ products of fewer than 8192 rows (TANDEM_GEMV_FEW_ROWS=0: one warp). Weights for
 round are requested before pdlWait() and the kernels are launched with launchPdl() (pdl.cuh), so
 a product's first loads overlap the previous kernel's tail.
 
-Two fusions that save launches at decode:
+Fusions that save launches at decode:
   gemvMany:   up to 3 products of one x (q, k, v) in one grid; parts keep their own w, bias, out.
+  gemvAdd:    out += alpha * (x @ w^T) (a LoRA branch's expand added to the base output).
   gemvSwiglu: out = silu(g) * u with g = x @ wGate^T + gBias and u = x @ wUp^T + uBias, one warp
               computing row n of both; g and u are rounded to out's dtype first, as
               swiglu(linear(x, gate), linear(x, up)) rounds them.
@@ -51,6 +52,9 @@ struct GemvArgs {
   int rows;  // rowEnd[count - 1]
   const uint4* x;
   int chunks;  // K / 8: 16-byte packs per row
+  // gemvAdd: out += alpha * (x @ w^T) instead of out = x @ w^T + bias (one part, no bias).
+  int accumulate;
+  float alpha;
 };
 
 // The rmsnorm fused in front of a product (gemv.cu's NORM kernels); x of GemvArgs is then unused.
@@ -233,7 +237,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a, GemvNo
   TO* out = static_cast<TO*>(outp);
 #pragma unroll
   for (int t = 0; t < T; t++) {
-    if (lane == t) out[static_cast<size_t>(t) * N + n] = fromF<TO>(acc[0][t] + b);
+    if (lane != t) continue;
+    TO* o = out + static_cast<size_t>(t) * N + n;
+    *o = fromF<TO>(a.accumulate ? toF(*o) + a.alpha * acc[0][t] : acc[0][t] + b);
   }
 }
 
@@ -385,6 +391,18 @@ bool gemvMany(const GemvPart* parts, int count, int outDt, const void* x, int xw
   if (!suits(xwDt, outDt, x, T, K) || !normSuits(norm, T, K) || !fill(a, parts, count, x, K)) return false;
   if (a.rows == 0) return norm == nullptr;  // a norm with no product: the caller runs rmsnorm itself
   launch(a, norm, outDt, T, a.rows, false, stream);
+  return true;
+}
+
+bool gemvAdd(void* out, int outDt, const void* x, const void* w, int xwDt, float alpha, int T, int K, int N,
+             cudaStream_t stream) {
+  const GemvPart part{out, w, nullptr, outDt, N};
+  GemvArgs a;
+  if (!suits(xwDt, outDt, x, T, K) || !fill(a, &part, 1, x, K)) return false;
+  if (N == 0) return true;
+  a.accumulate = 1;
+  a.alpha = alpha;
+  launch(a, nullptr, outDt, T, N, false, stream);
   return true;
 }
 

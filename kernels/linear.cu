@@ -351,6 +351,24 @@ void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const 
   if (bias != nullptr && !p.epilogueBias) addBias(out, outDt, bias, biasDt, T, N, stream);
 }
 
+bool linearAdd(void* out, int outDt, const void* x, const void* w, int xwDt, float alpha, int T, int K, int N,
+               cudaStream_t stream) {
+  if (T == 0 || N == 0) return true;
+  if (T <= kGemvMaxRows && gemvAdd(out, outDt, x, w, xwDt, alpha, T, K, N, stream)) return true;
+  if (lt.handle == nullptr) throw Error("linearAdd: linearInit() was not called");
+  // linear()'s plan for the shape (no bias), with beta = 1 and C = D = out: D = alpha (x w^T) + out.
+  const bool aligned = aligned256(out) && aligned256(x) && aligned256(w);
+  if (K == 0 || !aligned) return false;
+  Plan& p = planFor(PlanKey{T, K, N, xwDt, outDt, outDt, false});
+  if (p.fallback) return false;
+  const float one = 1.0f;
+  const cublasStatus_t st = cublasLtMatmul(lt.handle, p.desc, &alpha, w, p.a, x, p.b, &one, out, p.d, out, p.d, &p.algo,
+                                           lt.workspace, kWorkspaceBytes, stream);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) return false;  // (linear() may still use the plan with beta = 0)
+  cublasCheck(st);
+  return true;
+}
+
 namespace {
 
 // A backward product in cuBLASLt's terms (see the top of the file): D (m x n, ld m) =
@@ -475,6 +493,12 @@ void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const 
   if (T == 0 || N == 0) return;
   if (T <= kGemvMaxRows && gemvSmall(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream)) return;
   linearFallback(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream);
+}
+
+bool linearAdd(void* out, int outDt, const void* x, const void* w, int xwDt, float alpha, int T, int K, int N,
+               cudaStream_t stream) {
+  if (T == 0 || N == 0) return true;
+  return T <= kGemvMaxRows && gemvAdd(out, outDt, x, w, xwDt, alpha, T, K, N, stream);
 }
 
 void linearBackwardInput(void* dx, int dxDt, const void* dy, const void* w, int abDt, int T, int K, int N,

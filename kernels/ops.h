@@ -119,6 +119,9 @@ struct GemvNorm {
 // norm (or null): x is norm->x, normalised first.
 bool gemvMany(const GemvPart* parts, int count, int outDt, const void* x, int xwDt, int T, int K, const GemvNorm* norm,
               cudaStream_t stream);
+// out (T, N) += alpha * x @ w^T in place (out of outDt, read and rounded once).
+bool gemvAdd(void* out, int outDt, const void* x, const void* w, int xwDt, float alpha, int T, int K, int N,
+             cudaStream_t stream);
 // out (T, N) = silu(x @ gate.w^T + gate.bias) * (x @ up.w^T + up.bias), both products rounded to xwDt
 // first; out has xwDt (gate.out and up.out are ignored). norm as for gemvMany.
 bool gemvSwiglu(void* out, const void* x, const GemvPart& gate, const GemvPart& up, int xwDt, int T, int K,
@@ -134,6 +137,12 @@ bool prefetchL2(const void* const* ptrs, const size_t* bytes, int count, cudaStr
 void linearInit();
 void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T, int K,
             int N, cudaStream_t stream);
+// out (T, N) += alpha * x (T, K) @ w (N, K)^T in place, fp32 accumulation, out read and rounded once
+// (a LoRA branch's expand added to the base output): gemvAdd at decode sizes, else cuBLASLt with
+// beta = 1. False, doing nothing, where neither takes it (unaligned operands, no cuBLASLt): then
+// linear() into scratch and axpy.
+bool linearAdd(void* out, int outDt, const void* x, const void* w, int xwDt, float alpha, int T, int K, int N,
+               cudaStream_t stream);
 // Bytes of device memory the linear layer keeps for itself (cuBLASLt workspace).
 size_t linearWorkspaceBytes();
 

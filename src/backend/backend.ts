@@ -213,6 +213,12 @@ export interface Backend {
    */
   linear(x: Tensor, w: Tensor, bias?: Tensor, outDtype?: DType): Tensor;
   /**
+   * y [T, N] += alpha * x [T, K] @ w [N, K]^T in place (a LoRA branch's expand added to the base
+   * projection): one product where the backend can, the sum rounded once into y's dtype. w may be
+   * stored wider than x, as for linear().
+   */
+  linearAdd(y: Tensor, x: Tensor, w: Tensor, alpha: number): void;
+  /**
    * linear(x, part.w, part.bias) for each part, in x's dtype: [T, N_i] each. A backend may run
    * them as one launch (q, k and v of a decode step).
    */

@@ -9,10 +9,13 @@
  */
 import type { Backend, Tensor } from '../backend/backend.ts';
 
-/** y += scale * (x A^T) B^T in place; returns u = x A^T, which the backward needs. */
+/**
+ * y += scale * (x A^T) B^T in place; returns u = x A^T, which the backward needs. The expand and
+ * the add are one product where the backend can (linearAdd).
+ */
 export function loraForward(be: Backend, y: Tensor, x: Tensor, a: Tensor, b: Tensor, scale: number): Tensor {
   const u = be.linear(x, a);
-  be.axpy(y, be.linear(u, b), scale);
+  be.linearAdd(y, u, b, scale);
   return u;
 }
 

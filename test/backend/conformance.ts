@@ -237,6 +237,55 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
       });
     });
 
+    describe('linearAdd (y += alpha * x w^T in place)', () => {
+      // LoRA expands (K = the rank) at decode and prefill sizes, and a wider product; w in the
+      // float dtype and in f32 (an adapter's matrices without their compute copy).
+      const shapes: [number, number, number][] = [
+        [1, 32, 64],
+        [3, 16, 40],
+        [4, 32, 2048],
+        [6, 32, 256],
+        [33, 8, 48],
+        [2, 72, 20],
+      ];
+      for (const [T, K, N] of shapes) {
+        for (const wDtype of new Set<DType>([floatDtype, 'f32'])) {
+          it(`y [${T}, ${N}] += 0.75 * [${T}, ${K}] x [${N}, ${K}]^T, w ${wDtype}`, async () => {
+            const [x, xs] = await held([T, K], 50 + T);
+            const w = be().upload(randn(N * K, 51 + N, 1 / Math.sqrt(K)), [N, K], wDtype);
+            const ws = (await down(w));
+            const [y, y0] = await held([T, N], 52 + K, 2);
+            be().linearAdd(y, x, w, 0.75);
+            const prod = linearRef(xs, ws, null, T, K, N);
+            const want = Float64Array.from(y0, (v, i) => v + 0.75 * prod[i]);
+            expectClose('linearAdd', await down(y), want, tol);
+            // Twice more into the same y: it accumulates (in place), nothing else changes.
+            be().linearAdd(y, x, w, -0.25);
+            expectClose('linearAdd again', await down(y), Float64Array.from(want, (v, i) => v - 0.25 * prod[i]), tol);
+            expectClose('x unchanged', await down(x), xs, tol);
+          });
+        }
+      }
+      it('adds into a window of rows (a LoRA segment of a packed batch) and leaves the others', async () => {
+        const [T, K, N] = [7, 32, 40];
+        const [x, xs] = await held([T, K], 60);
+        const [w, ws] = await held([N, K], 61, 1 / Math.sqrt(K));
+        const [y, y0] = await held([T, N], 62);
+        const [start, n] = [2, 3];
+        be().linearAdd(be().viewAt(y, start * N, [n, N]), be().viewAt(x, start * K, [n, K]), w, 1.5);
+        const prod = linearRef(xs.subarray(start * K, (start + n) * K), ws, null, n, K, N);
+        const want = Float64Array.from(y0, (v, i) => (i >= start * N && i < (start + n) * N ? v + 1.5 * prod[i - start * N] : v));
+        expectClose('linearAdd on a window', await down(y), want, tol);
+      });
+      it('rejects mismatched shapes and a non-finite alpha', () => {
+        const x = upF(randn(12, 1), [3, 4]);
+        const w = upF(randn(8, 2), [2, 4]);
+        assert.throws(() => be().linearAdd(upF(randn(9, 3), [3, 3]), x, w, 1), /linearAdd.*\[3, 3\]/);
+        assert.throws(() => be().linearAdd(upF(randn(6, 3), [3, 2]), x, upF(randn(10, 2), [2, 5]), 1), /linearAdd.*\[3, 4\].*\[2, 5\]/);
+        assert.throws(() => be().linearAdd(upF(randn(6, 3), [3, 2]), x, w, Number.NaN), /linearAdd: alpha/);
+      });
+    });
+
     describe('rmsnorm', () => {
       const shapes: number[][] = [[1, 1], [3, 7], [4, 64], [2, 3, 5], [1, 1000]];
       for (const shape of shapes) {

@@ -271,6 +271,21 @@ export class CpuBackend implements Backend {
     return { y, sum };
   }
 
+  linearAdd(y: Tensor, x: Tensor, w: Tensor, alpha: number): void {
+    const yt = this.f32('linearAdd', 'y', y);
+    const xt = this.f32('linearAdd', 'x', x, 2);
+    const wt = this.f32('linearAdd', 'w', w, 2);
+    const { T, N } = linearShape(xt.shape, wt.shape, undefined, 'linearAdd');
+    if (yt.shape.length !== 2 || yt.shape[0] !== T || yt.shape[1] !== N) {
+      throw new Error(`linearAdd: y ${fmtShape(yt.shape)} is not x @ w^T's [${T}, ${N}]`);
+    }
+    if (!Number.isFinite(alpha)) throw new Error(`linearAdd: alpha must be finite, got ${alpha}`);
+    // In f32 as everywhere on the cpu: the product, then axpy's scaled sum (the same bits as
+    // axpy(y, linear(x, w), alpha)).
+    const p = this.f32('linearAdd', 'product', this.linear(xt, wt));
+    axpyForward(yt.data, p.data, alpha, yt.size);
+  }
+
   linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
     const op = 'linear';
     const xt = this.f32(op, 'x', x, 2);

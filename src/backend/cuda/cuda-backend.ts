@@ -117,6 +117,9 @@ export class CudaKvCache implements KvCache {
   }
 }
 
+/** TANDEM_LORA_FUSED_ADD=0: linearAdd() always as linear() + axpy() (the path before it, for comparisons). */
+const LORA_FUSED_ADD = process.env.TANDEM_LORA_FUSED_ADD !== '0';
+
 export class CudaBackend implements Backend {
   readonly name = 'cuda';
   /** bf16 weights, activations and KV cache; f32 accumulation, logits and LoRA parameters. */
@@ -397,6 +400,27 @@ export class CudaBackend implements Backend {
     const sum = this.scratch(xt.shape, xt.dtype);
     this.native.rmsnorm(y.ptr, sum.ptr, xt.ptr, rt.ptr, wt.ptr, eps, R, C, dt);
     return { y, sum };
+  }
+
+  /**
+   * y += alpha * x @ w^T: one product (gemv at decode sizes, else cuBLASLt with beta = 1) where the
+   * operands suit it (aligned, dtypes the kernels take), else linear() into scratch and axpy().
+   * TANDEM_LORA_FUSED_ADD=0 always takes the second way (for comparisons).
+   */
+  linearAdd(y: Tensor, x: Tensor, w: Tensor, alpha: number): void {
+    const op = 'linearAdd';
+    const yt = this.float(op, 'y', y, 2);
+    const { xt, T, K, N } = this.linearOperands(op, x, w, undefined);
+    if (yt.shape[0] !== T || yt.shape[1] !== N) throw new Error(`linearAdd: y ${fmtShape(yt.shape)} is not x @ w^T's [${T}, ${N}]`);
+    if (!Number.isFinite(alpha)) throw new Error(`linearAdd: alpha must be finite, got ${alpha}`);
+    let wt = this.float(op, 'w', w, 2);
+    if (LORA_FUSED_ADD && wt.dtype !== xt.dtype) {
+      const cast = this.scratch(wt.shape, xt.dtype) as FloatTensor;
+      this.native.cast(cast.ptr, DTYPE_CODE[cast.dtype], wt.ptr, DTYPE_CODE[wt.dtype], wt.size);
+      wt = cast;
+    }
+    if (LORA_FUSED_ADD && this.native.linearAdd(yt.ptr, DTYPE_CODE[yt.dtype], xt.ptr, wt.ptr, DTYPE_CODE[xt.dtype], alpha, T, K, N)) return;
+    this.axpy(yt, this.linear(xt, wt, undefined, yt.dtype), alpha);
   }
 
   /**

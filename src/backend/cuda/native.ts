@@ -56,6 +56,8 @@ export interface NativeCuda {
   scatterRows(pool: number, rows: number, slots: number, T: number, numSlots: number, rowBytes: number): void;
   rmsnorm(y: number, sum: number, x: number, residual: number, w: number, eps: number, R: number, C: number, dt: number): void;
   linear(out: number, outDt: number, x: number, w: number, xwDt: number, bias: number, biasDt: number, T: number, K: number, N: number): void;
+  /** out (T, N) += alpha * x @ w^T in place (x and w of xwDt); false: not taken, nothing ran (linear + axpy then). */
+  linearAdd(out: number, outDt: number, x: number, w: number, xwDt: number, alpha: number, T: number, K: number, N: number): boolean;
   rope(q: number, k: number, positions: number, invFreq: number, freqDt: number, T: number, H: number, Hkv: number, D: number, dt: number): void;
   ropeWriteKv(
     q: number, k: number, v: number, positions: number, invFreq: number, freqDt: number, kPool: number, vPool: number,
