@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call of A/B runs for the open questions of 2026-12-07 (bench/NOTES.md), about 9 minutes:
+# One device call of A/B runs for the open questions of 2026-12-07 (bench/NOTES.md), about 10 minutes:
 #   source .device/env.sh && bash bench/peer/device-ab-round.sh
 # 1. the decode graph replayed (bench/decode-replay.ts, batch 1 and 64, context 128) once per
 #    TANDEM_DECODE_MIN_SPLIT_KEYS value in SPLIT_KEYS (default "32 128 256"): do short contexts
@@ -66,9 +66,15 @@ if [ "${SKIP_GRPO:-0}" != 1 ]; then
       --generations 6 --completion-tokens 200 --prompt-tokens 256 --rank 32 --micro-batch 6 --card "$card" --out "$out/grpo-$tag.json"
     table+=("grpo eager, $s: $(grep -E '^mean of steps' "$out/grpo-$tag.log" || echo 'no result')")
   done
-  step grpo-graphs 90 node --import tsx bench/grpo-step.ts --model "$model" --backend cuda --cuda-graphs --steps 3 --generations 6 \
-    --completion-tokens 200 --prompt-tokens 256 --rank 32 --micro-batch 6 --card "$card" --out "$out/grpo-graphs.json"
-  table+=("grpo --cuda-graphs: $(grep -E '^mean of steps' "$out/grpo-graphs.log" || echo 'no result')")
+  # With graphs: the defaults, then the LoRA expand as product + axpy (linearAdd's A/B).
+  for s in - TANDEM_LORA_FUSED_ADD=0; do
+    tag=$(tagOf "$s")
+    mapfile -t envs < <(settingEnv "$s")
+    step "grpo-graphs-$tag" 90 env ${envs[@]+"${envs[@]}"} node --import tsx bench/grpo-step.ts --model "$model" --backend cuda \
+      --cuda-graphs --steps 3 --generations 6 --completion-tokens 200 --prompt-tokens 256 --rank 32 --micro-batch 6 --card "$card" \
+      --out "$out/grpo-graphs-$tag.json"
+    table+=("grpo --cuda-graphs, $s: $(grep -E '^mean of steps' "$out/grpo-graphs-$tag.log" || echo 'no result')")
+  done
 fi
 
 health() {
