@@ -109,3 +109,7 @@ fi
 printf '%s\n' "${summary[@]}"
 echo "== figures"
 printf '%s\n' "${table[@]}"
+# The device returns at most 8 files from $OUT: pack every log and JSON into one archive.
+if [ -n "${OUT:-}" ]; then
+  tar czf /tmp/ab-round.tgz -C "$out" . && rm -rf "${out:?}"/* && mv /tmp/ab-round.tgz "$out/ab-round.tgz"
+fi
