@@ -41,6 +41,39 @@ export interface LoraSegment<L> {
 }
 
 /**
+ * Serving, several projections of one x (q, k and v; gate and up): ys[i] [T, N_i] += each
+ * segment's LoRA of x for projection i, on its rows only. The shrinks of one segment are one
+ * linearMany (one launch at decode sizes where the backend fuses it); each expand adds into its
+ * output (linearAdd). The same sums as loraForwardSegments per projection.
+ */
+export function loraForwardSegmentsMany<L>(
+  be: Backend,
+  ys: readonly Tensor[],
+  x: Tensor,
+  segments: readonly LoraSegment<L>[],
+  pick: (lora: L, i: number) => { a: Tensor; b: Tensor; scale: number } | undefined,
+): void {
+  const [T, K] = x.shape;
+  for (const seg of segments) {
+    if (seg.end <= seg.start) continue;
+    if (seg.start < 0 || seg.end > T) throw new Error(`LoRA segment [${seg.start}, ${seg.end}) is outside the batch's ${T} rows`);
+    const present = ys.flatMap((y, i) => {
+      const m = pick(seg.lora, i);
+      return m === undefined ? [] : [{ y, m }];
+    });
+    if (present.length === 0) continue;
+    const n = seg.end - seg.start;
+    const whole = seg.start === 0 && n === T;
+    const xs = whole ? x : be.viewAt(x, seg.start * K, [n, K]);
+    const us = be.linearMany(xs, present.map(({ m }) => ({ w: m.a })));
+    present.forEach(({ y, m }, j) => {
+      const N = y.shape[1];
+      be.linearAdd(whole ? y : be.viewAt(y, seg.start * N, [n, N]), us[j], m.b, m.scale);
+    });
+  }
+}
+
+/**
  * Serving: y [T, N] += each segment's LoRA of x [T, K] on its rows only (rows outside every
  * segment use the base weights alone).
  */

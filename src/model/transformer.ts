@@ -7,10 +7,10 @@
  * caller asks for (the last token of each sequence when generating; every row for parity
  * checks), so no [T, V] tensor exists unless it is wanted.
  */
-import type { AttnMeta, Backend, KvCache, KvCacheSpec, Tensor } from '../backend/backend.ts';
+import type { AttnMeta, Backend, KvCache, KvCacheSpec, LinearPart, Tensor } from '../backend/backend.ts';
 import type { ModelConfig } from './config.ts';
 import type { LoraTarget } from './lora.ts';
-import { loraForwardSegments, type LoraSegment } from './lora-apply.ts';
+import { loraForwardSegments, loraForwardSegmentsMany, type LoraSegment } from './lora-apply.ts';
 import type { DeviceLora } from './lora-device.ts';
 import type { ModelWeights } from './weights.ts';
 
@@ -228,6 +228,15 @@ export class Transformer {
       addLora(be.linear(x, weight, bias), x, layer, target);
     const adapted = (layer: number, target: LoraTarget): boolean =>
       segments.some((s) => s.lora.views[layer]?.has(target) === true);
+    /** Several projections of one x with their LoRA: each segment's shrinks in one linearMany. */
+    const projectMany = (x: Tensor, parts: readonly LinearPart[], layer: number, targets: readonly LoraTarget[]): Tensor[] => {
+      const ys = be.linearMany(x, parts);
+      loraForwardSegmentsMany(be, ys, x, segments, (lora, i) => {
+        const m = (lora.compute?.views ?? lora.views)[layer]?.get(targets[i]);
+        return m && { a: m.a, b: m.b, scale: lora.scale };
+      });
+      return ys;
+    };
 
     // Pre-norm blocks with the residual add fused into the next norm: `pending` is the output
     // of the last sub-block, not yet added to the residual stream.
@@ -250,8 +259,7 @@ export class Transformer {
       } else {
         const n1 = be.rmsnorm(pending, L.inputNorm, c.rmsNormEps, residual);
         residual = n1.sum;
-        const [qb, kb, vb] = be.linearMany(n1.y, qkv);
-        projected = [addLora(qb, n1.y, l, 'q_proj'), addLora(kb, n1.y, l, 'k_proj'), addLora(vb, n1.y, l, 'v_proj')];
+        projected = projectMany(n1.y, qkv, l, ['q_proj', 'k_proj', 'v_proj']);
       }
       let q = be.view(projected[0], [T, H, D]);
       let k = be.view(projected[1], [T, Hkv, D]);
@@ -278,10 +286,12 @@ export class Transformer {
         const n2 = be.rmsnorm(o, L.postNorm, c.rmsNormEps, residual);
         residual = n2.sum;
         // The SwiGLU sits between the products and their LoRA: fused only when no adapter here has them.
-        hidden =
-          adapted(l, 'gate_proj') || adapted(l, 'up_proj')
-            ? be.swiglu(project(n2.y, L.gate, L.gateBias, l, 'gate_proj'), project(n2.y, L.up, L.upBias, l, 'up_proj'))
-            : be.linearSwiglu(n2.y, gate, up);
+        if (adapted(l, 'gate_proj') || adapted(l, 'up_proj')) {
+          const [g, u] = projectMany(n2.y, [gate, up], l, ['gate_proj', 'up_proj']);
+          hidden = be.swiglu(g, u);
+        } else {
+          hidden = be.linearSwiglu(n2.y, gate, up);
+        }
       }
       pending = project(hidden, L.down, L.downBias, l, 'down_proj');
     }
