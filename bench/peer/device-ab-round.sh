@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# One device call of A/B runs for the open questions of 2026-12-07 (bench/NOTES.md), about 10 minutes:
+# One device call of A/B runs for the open questions of 2026-12-07 (bench/NOTES.md), about 8 minutes (within one call's 600 s; SKIP_* to split it):
 #   source .device/env.sh && bash bench/peer/device-ab-round.sh
 # 1. the decode graph replayed (bench/decode-replay.ts, batch 1 and 64, context 128) once per
 #    TANDEM_DECODE_MIN_SPLIT_KEYS value in SPLIT_KEYS (default "32 128 256"): do short contexts
 #    run faster in fewer, longer split chunks (and no merge)?
 # 2. GRPO steps with eager rollouts (bench/grpo-step.ts, 256-token prompts, 3 steps) once per
-#    setting in GRPO_AB (default: the defaults, TANDEM_WAIT_SPIN_US=0, TANDEM_WAIT_POLL_US=20): does the worker thread
+#    setting in GRPO_AB (default: the defaults, TANDEM_WAIT_SPIN_US=0; add TANDEM_WAIT_POLL_US=20 to try the
+#    pause between polls): does the worker thread
 #    polling its CUDA event slow the main thread's launches (eager rollouts 3.35 -> 3.92 s since
 #    2026-11-28, when launches began to overlap waits)?
 # 3. `tandem serve --cuda-graphs` under bench/serve.ts with 64 clients once per setting in
-#    SERVE_AB (default: the defaults, TANDEM_WAIT_SPIN_US=0, TANDEM_WAIT_POLL_US=20,
-#    TANDEM_ASYNC_SCHEDULING=0): which one
+#    SERVE_AB (default: the defaults, TANDEM_WAIT_SPIN_US=0, TANDEM_ASYNC_SCHEDULING=0): which one
 #    moved the median TTFT from 85 to 158 ms?
 # 0. first the CUDA suite (test/backend/cuda.test.ts, test/engine/cuda-graphs.test.ts): what changed
 #    since the last GPU run (the LoRA compute copy, the two knobs) must pass before figures count;
@@ -59,7 +59,7 @@ if [ "${SKIP_REPLAY:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_GRPO:-0}" != 1 ]; then
-  for s in ${GRPO_AB:-- TANDEM_WAIT_SPIN_US=0 TANDEM_WAIT_POLL_US=20}; do
+  for s in ${GRPO_AB:-- TANDEM_WAIT_SPIN_US=0}; do
     tag=$(tagOf "$s")
     mapfile -t envs < <(settingEnv "$s")
     step "grpo-$tag" 90 env ${envs[@]+"${envs[@]}"} node --import tsx bench/grpo-step.ts --model "$model" --backend cuda --steps 3 \
@@ -81,7 +81,7 @@ health() {
   python3 -c "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=2).status == 200 else 1)" 2>/dev/null
 }
 if [ "${SKIP_SERVE:-0}" != 1 ]; then
-  for s in ${SERVE_AB:-- TANDEM_WAIT_SPIN_US=0 TANDEM_WAIT_POLL_US=20 TANDEM_ASYNC_SCHEDULING=0}; do
+  for s in ${SERVE_AB:-- TANDEM_WAIT_SPIN_US=0 TANDEM_ASYNC_SCHEDULING=0}; do
     tag=$(tagOf "$s")
     mapfile -t envs < <(settingEnv "$s")
     env ${envs[@]+"${envs[@]}"} node --import tsx src/cli.ts serve --backend cuda --cuda-graphs --model "$model" --port "$port" \
