@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# One device call of A/B runs for the open questions of 2026-12-07 (bench/NOTES.md), about 8 minutes (within one call's 600 s; SKIP_* to split it):
+# One device call of A/B runs for the questions the 2026-12-07 results left open (bench/NOTES.md),
+# about 8 minutes, within one call's 600 s (SKIP_* splits it over calls on a warm machine):
 #   source .device/env.sh && bash bench/peer/device-ab-round.sh
-# 1. the decode graph replayed (bench/decode-replay.ts, batch 1 and 64, context 128) once per
-#    TANDEM_DECODE_MIN_SPLIT_KEYS value in SPLIT_KEYS (default "32 128 256"): do short contexts
-#    run faster in fewer, longer split chunks (and no merge)?
-# 2. GRPO steps with eager rollouts (bench/grpo-step.ts, 256-token prompts, 3 steps) once per
-#    setting in GRPO_AB (default: the defaults, TANDEM_WAIT_SPIN_US=0; add TANDEM_WAIT_POLL_US=20 to try the
-#    pause between polls): does the worker thread
-#    polling its CUDA event slow the main thread's launches (eager rollouts 3.35 -> 3.92 s since
-#    2026-11-28, when launches began to overlap waits)?
-# 3. `tandem serve --cuda-graphs` under bench/serve.ts with 64 clients once per setting in
-#    SERVE_AB (default: the defaults, TANDEM_WAIT_SPIN_US=0, TANDEM_ASYNC_SCHEDULING=0): which one
-#    moved the median TTFT from 85 to 158 ms?
-# 0. first the CUDA suite (test/backend/cuda.test.ts, test/engine/cuda-graphs.test.ts): what changed
-#    since the last GPU run (the LoRA compute copy, the two knobs) must pass before figures count;
-#    and a GRPO step with --cuda-graphs (the LoRA copy's effect on graph rollouts: 1.735 s before).
+# 0. The CUDA suite (test/backend/cuda.test.ts, test/engine/cuda-graphs.test.ts) first: what changed
+#    since the last GPU run (the LoRA compute copy, linearAdd, the knobs) must pass before figures
+#    count. Then GRPO steps with --cuda-graphs, with and without TANDEM_LORA_FUSED_ADD=0 (rollout
+#    1.735 s before those changes).
+# 1. The decode graph replayed (bench/decode-replay.ts, batch 1 and 64, context 128) once per
+#    TANDEM_DECODE_MIN_SPLIT_KEYS value in SPLIT_KEYS (default "32 128 256"): do short contexts run
+#    faster in fewer, longer split chunks (and no merge)?
+# 2. GRPO steps with eager rollouts (256-token prompts, 3 steps) once per setting in GRPO_AB
+#    (default: the defaults, TANDEM_WAIT_SPIN_US=0; TANDEM_WAIT_POLL_US=20 tries a pause between
+#    polls): does the worker thread polling its CUDA event slow the main thread's launches (eager
+#    rollouts 3.35 -> 3.92 s since 2026-11-28, when launches began to overlap waits)?
+# 3. `tandem serve --cuda-graphs` under bench/serve.ts with 64 clients once per setting in SERVE_AB
+#    (default: the defaults, TANDEM_WAIT_SPIN_US=0, TANDEM_ASYNC_SCHEDULING=0): which one moved the
+#    median TTFT from 85 to 158 ms?
 # A setting is "-" (the defaults) or VAR=VALUE[,VAR=VALUE...]. SKIP_TESTS=1 / SKIP_REPLAY=1 /
-# SKIP_GRPO=1 / SKIP_SERVE=1 leave parts out. Logs and JSON in $OUT; a table of every figure at the end.
+# SKIP_GRPO=1 / SKIP_SERVE=1 leave parts out. A table of every figure at the end; under $OUT every
+# log and JSON in one archive (ab-round.tgz).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/ab-round-out}
