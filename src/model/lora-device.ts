@@ -165,6 +165,12 @@ export function attachComputeCopy(be: Backend, cfg: ModelConfig, lora: DeviceLor
   return true;
 }
 
+/** The branch serving applies for (layer, target): the compute copy's matrices where the version has one. */
+export function servingBranch(lora: DeviceLora, layer: number, target: LoraTarget): { a: Tensor; b: Tensor; scale: number } | undefined {
+  const m = (lora.compute?.views ?? lora.views)[layer]?.get(target);
+  return m && { a: m.a, b: m.b, scale: lora.scale };
+}
+
 export function freeDeviceLora(be: Backend, dev: DeviceLora): void {
   be.free(dev.params);
   if (dev.compute !== undefined) be.free(dev.compute.params);

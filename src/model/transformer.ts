@@ -11,7 +11,7 @@ import type { AttnMeta, Backend, KvCache, KvCacheSpec, LinearPart, Tensor } from
 import type { ModelConfig } from './config.ts';
 import type { LoraTarget } from './lora.ts';
 import { loraForwardSegments, loraForwardSegmentsMany, type LoraSegment } from './lora-apply.ts';
-import type { DeviceLora } from './lora-device.ts';
+import { servingBranch, type DeviceLora } from './lora-device.ts';
 import type { ModelWeights } from './weights.ts';
 
 /** Host-side description of one forward pass over a packed batch. */
@@ -216,10 +216,7 @@ export class Transformer {
     /** Each segment's LoRA for `target`, added on its rows to y = the base projection of x. */
     const addLora = (y: Tensor, x: Tensor, layer: number, target: LoraTarget): Tensor => {
       if (segments.length > 0) {
-        loraForwardSegments(be, y, x, segments, (lora) => {
-          const m = (lora.compute?.views ?? lora.views)[layer]?.get(target);
-          return m && { a: m.a, b: m.b, scale: lora.scale };
-        });
+        loraForwardSegments(be, y, x, segments, (lora) => servingBranch(lora, layer, target));
       }
       return y;
     };
@@ -231,10 +228,7 @@ export class Transformer {
     /** Several projections of one x with their LoRA: each segment's shrinks in one linearMany. */
     const projectMany = (x: Tensor, parts: readonly LinearPart[], layer: number, targets: readonly LoraTarget[]): Tensor[] => {
       const ys = be.linearMany(x, parts);
-      loraForwardSegmentsMany(be, ys, x, segments, (lora, i) => {
-        const m = (lora.compute?.views ?? lora.views)[layer]?.get(targets[i]);
-        return m && { a: m.a, b: m.b, scale: lora.scale };
-      });
+      loraForwardSegmentsMany(be, ys, x, segments, (lora, i) => servingBranch(lora, layer, targets[i]));
       return ys;
     };
 
