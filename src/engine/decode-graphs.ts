@@ -12,6 +12,13 @@
  * fixed maxima (one query row; a context of the whole block table), as a replayed grid cannot
  * change; the kernels route rows by their real lengths on the device.
  *
+ * Short contexts (shortContext, TANDEM_SHORT_CONTEXT_GRAPHS=N tokens; off by default until measured)
+ * get graphs of their own, captured with a maximum context of N instead of the whole table: the
+ * attention is then planned without context splits (one block per row and KV head, no merge
+ * kernel), which a grid planned for 32k-token contexts cannot drop. A step replays the short graph
+ * while every row's context is at most N. Either graph gives the same logits for any context (rows
+ * are routed by their real lengths); the class only picks the faster grid.
+ *
  * Graphs are captured lazily, on a bucket's first use. A step whose rows all run one LoRA adapter
  * (a GRPO rollout's batch, or one adapter's users) replays a graph of its own for (bucket,
  * adapter version), the adapter added on every row (padding rows' results are discarded): its
@@ -49,10 +56,22 @@ interface Bucket {
   host: Int32Array;
   /** Whether `inputs` has been written once in full. */
   written: boolean;
-  /** The bucket's graphs by adapter (null: the base model); all read `inputs`. */
-  graphs: Map<DeviceLora | null, CapturedGraph>;
+  /** The bucket's graphs by adapter (null: the base model) and context class; all read `inputs`. */
+  graphs: Map<DeviceLora | null, Map<ContextClass, CapturedGraph>>;
   /** Adapters (null: the base model) whose capture failed here: their steps run eagerly. */
   refused: Set<DeviceLora | null>;
+}
+
+/** 'short': every row's context is at most DecodeGraphOptions.shortContext. */
+type ContextClass = 'short' | 'long';
+
+/** TANDEM_SHORT_CONTEXT_GRAPHS: tokens of the short-context class (unset or 0: no such class). */
+export function shortContextFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.TANDEM_SHORT_CONTEXT_GRAPHS;
+  if (raw === undefined || raw === '') return 0;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`TANDEM_SHORT_CONTEXT_GRAPHS must be a number of tokens >= 0, got ${JSON.stringify(raw)}`);
+  return n;
 }
 
 /** Past this many separate changed spans of the block tables, one write covers them all. */
@@ -65,6 +84,11 @@ export interface DecodeGraphOptions {
   maxModelLen: number;
   /** Largest batch a step can have: buckets above it are never made. */
   maxNumSeqs: number;
+  /**
+   * Contexts of at most this many tokens replay graphs captured for that maximum (see the file
+   * comment); 0: one class. Default: TANDEM_SHORT_CONTEXT_GRAPHS, else 0.
+   */
+  shortContext?: number;
 }
 
 export class DecodeGraphs {
@@ -83,7 +107,14 @@ export class DecodeGraphs {
     this.graphs = graphs;
     this.maxBlocks = Math.ceil(opts.maxModelLen / opts.blockSize);
     this.buckets = graphBuckets(opts.maxNumSeqs);
+    const short = opts.shortContext ?? shortContextFromEnv();
+    if (!Number.isInteger(short) || short < 0) throw new Error(`DecodeGraphs: shortContext must be an integer >= 0, got ${short}`);
+    // A class as long as the tables is the long class.
+    this.shortContext = short < this.maxBlocks * opts.blockSize ? short : 0;
   }
+
+  /** Tokens of the short-context class (0: none). */
+  readonly shortContext: number;
 
   /** The bucket a step of n decodes runs in, or null: too many for any graph. */
   bucketFor(n: number): number | null {
@@ -101,12 +132,17 @@ export class DecodeGraphs {
     return [...this.made.values()].filter((b) => b.graphs.size > 0).map((b) => b.size);
   }
 
+  /** The context classes captured for (bucket, adapter), in capture order. */
+  classesCaptured(size: number, lora: DeviceLora | null = null): ContextClass[] {
+    return [...(this.made.get(size)?.graphs.get(lora)?.keys() ?? [])];
+  }
+
   /** Free the graphs of an adapter version (before its weights are freed: they hold its addresses). */
   forget(lora: DeviceLora): void {
     for (const b of this.made.values()) {
-      const g = b.graphs.get(lora);
-      if (g === undefined) continue;
-      this.graphs.free(g);
+      const byClass = b.graphs.get(lora);
+      if (byClass === undefined) continue;
+      for (const g of byClass.values()) this.graphs.free(g);
       b.graphs.delete(lora);
     }
   }
@@ -134,18 +170,26 @@ export class DecodeGraphs {
     this.upload(bucket, changed);
     const be = this.model.backend;
     if (feed !== undefined) placeFeed(be, be.viewAt(bucket.inputs, 0, [size]), feed);
-    let graph = bucket.graphs.get(lora);
+    const cls: ContextClass = this.shortContext > 0 && rows.every((r) => r.position + 1 <= this.shortContext) ? 'short' : 'long';
+    let byClass = bucket.graphs.get(lora);
+    if (byClass === undefined) {
+      byClass = new Map();
+      bucket.graphs.set(lora, byClass);
+    }
+    let graph = byClass.get(cls);
     if (graph === undefined) {
-      const batch = { ...this.deviceBatch(bucket), ...(lora === null ? {} : { lora: [{ start: 0, end: size, lora }] }) };
+      const base = this.deviceBatch(bucket, cls);
+      const batch = { ...base, ...(lora === null ? {} : { lora: [{ start: 0, end: size, lora }] }) };
       try {
         graph = this.graphs.capture(() => this.model.forwardDevice(batch, this.cache));
       } catch (err) {
         // The eager sizing run may have written some K/V already: the caller's eager step writes
         // the same values again.
         bucket.refused.add(lora);
+        if (byClass.size === 0) bucket.graphs.delete(lora);
         throw new GraphCaptureError(`decode graph for ${size} rows: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       }
-      bucket.graphs.set(lora, graph);
+      byClass.set(cls, graph);
     }
     this.graphs.replay(graph);
     const logits = graph.output;
@@ -155,7 +199,7 @@ export class DecodeGraphs {
   /** Free every graph and input tensor. */
   free(): void {
     for (const b of this.made.values()) {
-      for (const g of b.graphs.values()) this.graphs.free(g);
+      for (const byClass of b.graphs.values()) for (const g of byClass.values()) this.graphs.free(g);
       this.model.backend.free(b.inputs);
     }
     this.made.clear();
@@ -255,7 +299,7 @@ export class DecodeGraphs {
     return changed;
   }
 
-  private deviceBatch(b: Bucket): Parameters<Transformer['forwardDevice']>[0] {
+  private deviceBatch(b: Bucket, cls: ContextClass): Parameters<Transformer['forwardDevice']>[0] {
     const be = this.model.backend;
     const B = b.size;
     const at = (offset: number, shape: number[]): Tensor => be.viewAt(b.inputs, offset, shape);
@@ -268,7 +312,8 @@ export class DecodeGraphs {
         cuSeqlensQ: at(4 * B, [B + 1]),
         blockTables: at(6 * B + 1, [B, this.maxBlocks]),
         maxSeqlenQ: 1,
-        maxContextLen: this.maxBlocks * this.opts.blockSize,
+        // The stated maximum plans the attention grid (context splits) the graph keeps.
+        maxContextLen: cls === 'short' ? this.shortContext : this.maxBlocks * this.opts.blockSize,
       },
       logitRows: at(5 * B + 1, [B]),
     };
