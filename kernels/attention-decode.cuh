@@ -237,9 +237,8 @@ __global__ void __launch_bounds__(WARPS * 32)
 }
 
 // The merge of one (row, head)'s used split states (m, l, acc[D]) at `part` (stride D + 2): the
-// largest m, then dim d's value. Shared by mergeSplitsKernel and the tiled kernel's folded merge,
-// in one order, so both give the same bits. Loads bypass L1 (__ldcg): in the folded merge the
-// states were written by other blocks of the same grid.
+// largest m, then dim d's value (mergeSplitsKernel). Loads bypass L1 (__ldcg): the states were
+// written by the kernel before.
 __device__ __forceinline__ float mergedMax(const float* part, int used, int D) {
   float mAll = -INFINITY;
   for (int i = 0; i < used; i++) mAll = fmaxf(mAll, __ldcg(part + i * (D + 2)));

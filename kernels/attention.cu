@@ -185,31 +185,16 @@ void launchPerRow(const AttnArgs& a, int skipMulti) {
 
 // With ROPE the kernel also applies rope and stores the new tokens' K/V (nkv); the pools are then
 // written, so AttnArgs' const pointers are cast back (ropeAttentionDecode got them writable).
-// The tiled kernel's split counters (one per (row, KV head), zero between launches: the block
-// that uses one sets it back): allocated once by attentionInit(), so graphs capture a fixed address.
-constexpr int kSplitCounters = 1 << 16;
-int* splitCounters = nullptr;
-
-// TANDEM_FOLD_MERGE=1: the last split block of a row merges the splits. Off by default: on an H100
-// (2026-12-07, decode-replay at batch 1) a step took 2.918 ms with it, 2.764 ms with the merge kernel.
-bool foldMerge() {
-  static const bool on = envSwitchOn("TANDEM_FOLD_MERGE");
-  return on;
-}
-
 template <int D, int HPW, bool ROPE>
 void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv) {
   const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.Hkv), static_cast<unsigned>(splits));
   // Rows of multi-row sequences belong to the prefill kernel (skipMulti): it writes their output.
-  const bool fold = splits > 1 && foldMerge() && splitCounters != nullptr &&
-                    static_cast<long long>(a.T) * a.Hkv <= kSplitCounters;
-  int* counters = fold ? splitCounters : nullptr;
   launchPdl(tiledDecodeKernel<D, HPW, ROPE>, grid, dim3(kTiledWarps * 32), 0, a.stream,
             static_cast<__nv_bfloat16*>(a.out), partial, static_cast<const __nv_bfloat16*>(a.q),
             static_cast<__nv_bfloat16*>(const_cast<void*>(a.kPool)),
             static_cast<__nv_bfloat16*>(const_cast<void*>(a.vPool)), a.cuSeqlensQ, a.contextLens, a.blockTables, a.S,
-            a.H, a.Hkv, a.blockSize, a.maxBlocks, a.numBlocks, a.scale, splits, skipMulti, nkv, counters);
-  if (splits > 1 && !fold) {
+            a.H, a.Hkv, a.blockSize, a.maxBlocks, a.numBlocks, a.scale, splits, skipMulti, nkv);
+  if (splits > 1) {
     const dim3 mergeGrid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.H));
     launchPdl(mergeSplitsKernel<__nv_bfloat16>, mergeGrid, dim3(128), 0, a.stream, static_cast<__nv_bfloat16*>(a.out),
               static_cast<const float*>(partial), a.cuSeqlensQ, a.contextLens, a.S, a.H, a.D, splits, skipMulti);
@@ -290,14 +275,9 @@ int minSplitKeysFromEnv() {
 }
 
 void attentionInit() {
-  if (splitCounters != nullptr) return;
   const int minSplitKeys = minSplitKeysFromEnv();
   if (minSplitKeys != kDefaultMinSplitKeys) cudaCheck(cudaMemcpyToSymbol(cMinSplitKeys, &minSplitKeys, sizeof(int)));
-  cudaCheck(cudaMalloc(&splitCounters, kSplitCounters * sizeof(int)));
-  cudaCheck(cudaMemset(splitCounters, 0, kSplitCounters * sizeof(int)));
 }
-
-size_t attentionFixedBytes() { return splitCounters != nullptr ? kSplitCounters * sizeof(int) : 0; }
 
 bool attentionHeadDimSupported(int D) { return D == 32 || D == 64 || D == 128 || D == 256; }
 

@@ -155,21 +155,6 @@ napi_value Add(napi_env env, napi_callback_info info) {  // (out, a, b, n, dt)
   return undefinedValue(env);
 }
 
-// (count, then 4 x (ptr, bytes)) -> whether prefetches were queued (false before sm_90 or switched off)
-napi_value PrefetchL2(napi_env env, napi_callback_info info) {
-  Args a(env, info, 9, "prefetchL2");
-  requireReady("prefetchL2");
-  const int count = a.i32(0);
-  if (count < 0 || count > 4) throw Error("prefetchL2: count must be 0 to 4, got " + std::to_string(count));
-  const void* ptrs[4] = {};
-  size_t bytes[4] = {};
-  for (int r = 0; r < count; r++) {
-    ptrs[r] = a.ptr(1 + 2 * r);
-    bytes[r] = a.size(2 + 2 * r);
-  }
-  return boolValue(env, prefetchL2(ptrs, bytes, count, bindingStream()));
-}
-
 napi_value Cast(napi_env env, napi_callback_info info) {  // (out, outDt, x, xDt, n)
   Args a(env, info, 5, "cast");
   requireReady("cast");
@@ -218,7 +203,6 @@ void registerForwardOps(napi_env env, napi_value exports) {
       TANDEM_FN("swiglu", Swiglu),
       TANDEM_FN("add", Add),
       TANDEM_FN("cast", Cast),
-      TANDEM_FN("prefetchL2", PrefetchL2),
       TANDEM_FN("logSoftmax", LogSoftmax),
       TANDEM_FN("greedySample", GreedySample),
       TANDEM_FN("greedySampleWorkspaceBytes", GreedySampleWorkspaceBytes),

@@ -284,7 +284,7 @@ napi_value MemStats(napi_env env, napi_callback_info) {
   NAPI_CALL(napi_create_object(env, &obj));
   setNumber(env, obj, "live", static_cast<double>(g.alloc.liveBytes));
   setNumber(env, obj, "cached", static_cast<double>(g.alloc.cachedBytes));
-  setNumber(env, obj, "workspace", static_cast<double>(linearWorkspaceBytes() + attentionFixedBytes()));
+  setNumber(env, obj, "workspace", static_cast<double>(linearWorkspaceBytes()));
   setNumber(env, obj, "pinned", static_cast<double>(g.pinned.bytes));
   return obj;
 }

@@ -51,10 +51,9 @@ void ropeWriteKv(void* q, void* k, const void* v, const int* positions, const vo
 // D must be one of attentionHeadDimSupported's. maxSeqlenQ > 1 sends multi-row sequences to the
 // flash prefill kernel (bf16, D 64 / 128). Decode rows split their context in `splits` chunks
 // (attentionSplits() chooses; > 1 needs attentionWorkspaceBytes() of device workspace).
-// attention.cu: device memory the decode kernels keep for the process (split counters), taken
-// once at init (256 KiB); attentionFixedBytes() says how much.
+// attention.cu: once at init, the decode kernels' settings from the environment
+// (TANDEM_DECODE_MIN_SPLIT_KEYS).
 void attentionInit();
-size_t attentionFixedBytes();
 bool attentionHeadDimSupported(int D);
 int attentionSplits(int T, int H, int Hkv, int D, int maxContextLen);
 size_t attentionWorkspaceBytes(int T, int H, int D, int splits);
@@ -126,11 +125,6 @@ bool gemvAdd(void* out, int outDt, const void* x, const void* w, int xwDt, float
 // first; out has xwDt (gate.out and up.out are ignored). norm as for gemvMany.
 bool gemvSwiglu(void* out, const void* x, const GemvPart& gate, const GemvPart& up, int xwDt, int T, int K,
                 const GemvNorm* norm, cudaStream_t stream);
-
-// prefetch.cu: queue L2 prefetches of `count` (<= 4) weight ranges (16-byte aligned; bytes rounded
-// down to 16) on the stream, overlapping the kernel before it. False, doing nothing, where the device
-// has no bulk prefetch (before sm_90) or TANDEM_L2_PREFETCH=0.
-bool prefetchL2(const void* const* ptrs, const size_t* bytes, int count, cudaStream_t stream);
 
 // linear.cu: out (T, N) = x (T, K) @ w (N, K)^T + bias (N), fp32 accumulation.
 // x and w share xwDt; out has outDt; bias (may be null) has biasDt.

@@ -36,7 +36,7 @@ __device__ __forceinline__ void pdlLaunchDependents() {
 #endif
 }
 
-// Whether the current device is Hopper-class (sm_90) or later: PDL, bulk L2 prefetch.
+// Whether the current device is Hopper-class (sm_90) or later (PDL).
 inline bool hopperOrLater() {
   int device = 0;
   int major = 0;

@@ -4,7 +4,7 @@
 # build -> conformance on cuda (incl. the fused decode ops) + CUDA-graph engine tests -> per-op
 # table eager / in a graph (DECODE_OPS_CUBLASLT=1: also with cuBLASLt only, TANDEM_GEMV=0) -> the decode
 # graph replayed without the engine (bench/decode-replay.ts: also without the fused rope + attention, with it
-# unfused; REPLAY_AB: with the L2 prefetch off / other budgets, one warp per gemv row, the merge kernel) -> engine decode of a random
+# unfused; REPLAY_AB: one warp per gemv row, larger decode split chunks) -> engine decode of a random
 # Qwen2.5-3B-shaped model at batch 1, 4, 64 with --cuda-graphs.
 # SKIP_OPS=1 / SKIP_TESTS=1 / SKIP_REPLAY=1 / SKIP_DECODE=1 leave those parts out (to split the round over
 # two calls on a warm machine). The engine decode runs with step overlap and without (TANDEM_ENGINE_OVERLAP=0;
@@ -55,7 +55,7 @@ wait $maker || tail -5 "$out/make-model.log"
 [ "${SKIP_REPLAY:-0}" = 1 ] || step replay 150 node --import tsx bench/decode-replay.ts --model "$model" --batch "${REPLAY_BATCHES:-1,4,64,256}" --context 128 --bandwidth-gbs "$bw" \
   --leave-out ropeAttentionDecode --unfused --card "$card" --out "$out/decode-replay.json"
 # A/B of the switches at batch 1 (REPLAY_AB: space-separated VAR=VALUE settings, one replay each).
-ab=${REPLAY_AB:-TANDEM_L2_PREFETCH=0 TANDEM_L2_PREFETCH_MB=8 TANDEM_L2_PREFETCH_MB=24 TANDEM_GEMV_FEW_ROWS=0 TANDEM_FOLD_MERGE=0}
+ab=${REPLAY_AB:-TANDEM_GEMV_FEW_ROWS=0 TANDEM_DECODE_MIN_SPLIT_KEYS=128}
 for sw in $ab; do
   [ "${SKIP_REPLAY:-0}" = 1 ] || step "replay-$sw" 60 env "$sw" node --import tsx bench/decode-replay.ts --model "$model" --batch 1 --context 128 \
     --bandwidth-gbs "$bw"

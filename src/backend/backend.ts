@@ -262,11 +262,6 @@ export interface Backend {
     q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
     meta: AttnMeta, scale: number,
   ): Tensor;
-  /**
-   * A hint that the next kernels read these weights: a backend may start moving (the leading part
-   * of) them into a cache now, during a kernel that moves few bytes. No effect on any result.
-   */
-  prefetch(weights: readonly Tensor[]): void;
   /** silu(gate) * up, both [T, F] -> [T, F] */
   swiglu(gate: Tensor, up: Tensor): Tensor;
   /** a + b, same shape */

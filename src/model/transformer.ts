@@ -262,9 +262,6 @@ export class Transformer {
         q = be.view(be.rmsnorm(be.view(q, [T * H, D]), L.qNorm, c.rmsNormEps).y, [T, H, D]);
         k = be.view(be.rmsnorm(be.view(k, [T * Hkv, D]), L.kNorm, c.rmsNormEps).y, [T, Hkv, D]);
       }
-      // The decode attention moves few bytes: let the o, gate and up weights stream into the
-      // cache meanwhile (a no-op where the backend has nothing to warm).
-      if (meta.maxSeqlenQ === 1) be.prefetch([L.o, L.gate, L.up]);
       // rope + K/V store + attention: one kernel for decode batches where the backend can.
       const attn = be.ropeAttentionDecode(q, k, v, positions, this.invFreq, cache, l, slots, meta, this.scale);
       const o = project(be.view(attn, [T, H * D]), L.o, L.oBias, l, 'o_proj');

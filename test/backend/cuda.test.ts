@@ -58,29 +58,6 @@ function cudaSpecifics(): void {
       assert.equal(be.alloc([3], 'bf16', 'scratch').dtype, 'bf16');
     });
 
-    it('prefetch() is only a hint: products read the same bits after it, bad operands are clear errors', async () => {
-      // The prefetch is opt-in (TANDEM_L2_PREFETCH=1, read when a backend is made): turn it on here.
-      const saved = process.env.TANDEM_L2_PREFETCH;
-      process.env.TANDEM_L2_PREFETCH = '1';
-      const be = new CudaBackend();
-      if (saved === undefined) delete process.env.TANDEM_L2_PREFETCH;
-      else process.env.TANDEM_L2_PREFETCH = saved;
-      assert.ok(be.device.l2CacheBytes > 0, `l2CacheBytes ${be.device.l2CacheBytes}`);
-      const [K, N] = [2048, 512];
-      const x = be.upload(rand(K, 4), [1, K], 'bf16');
-      const ws = [0, 1, 2, 3, 4].map((i) => be.upload(rand(N * K, 10 + i, 1 / Math.sqrt(K)), [N, K], 'bf16'));
-      const before = await Promise.all(ws.map((w) => be.download(be.linear(x, w))));
-      // More tensors than the kernel takes ranges, and an odd-sized one: still only a hint.
-      be.prefetch([...ws, be.upload(rand(7, 5), [7], 'bf16')]);
-      be.prefetch([]);
-      const after = await Promise.all(ws.map((w) => be.download(be.linear(x, w))));
-      for (let i = 0; i < ws.length; i++) assert.deepEqual(after[i], before[i], `product ${i} changed after a prefetch`);
-      const gone = be.upload(rand(16, 6), [16], 'bf16');
-      be.free(gone);
-      assert.throws(() => be.prefetch([gone]), /prefetch: weights\[0\].*freed/);
-      assert.throws(() => be.prefetch([new CpuBackend().upload(rand(4, 7), [4], 'f32')]), /prefetch: weights\[0\] is a tensor of backend 'cpu'/);
-    });
-
     it('f32 linear is true fp32 (no TF32), and bf16 x bf16 can write f32', async () => {
       const be = new CudaBackend();
       const [T, K, N] = [33, 300, 70];

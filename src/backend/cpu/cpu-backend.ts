@@ -330,9 +330,6 @@ export class CpuBackend implements Backend {
     return composedRopeAttentionDecode(this, q, k, v, positions, invFreq, cache, layer, slots, meta, scale);
   }
 
-  /** Nothing to warm on the CPU. */
-  prefetch(_weights: readonly Tensor[]): void {}
-
   rope(q: Tensor, k: Tensor, positions: Tensor, invFreq: Tensor): void {
     const op = 'rope';
     const qt = this.f32(op, 'q', q, 3);

@@ -48,7 +48,6 @@ import { CudaFusedOps } from './fused-ops.ts';
 import { CudaAttentionOps } from './attention-ops.ts';
 import { CudaSamplingOps } from './sampling-ops.ts';
 import { CudaGraphs } from './graphs.ts';
-import { planPrefetch, prefetchBudget } from './prefetch-plan.ts';
 import type { CudaDType } from './tensor.ts';
 
 export { cudaAvailable, cudaUnavailableReason } from './available.ts';
@@ -139,14 +138,11 @@ export class CudaBackend implements Backend {
   private readonly attentionOps: CudaAttentionOps;
   private readonly samplingOps: CudaSamplingOps;
   private budget: (CudaMemoryBudget & { weights: number }) | null = null;
-  /** Bytes one prefetch() may pull into L2 (prefetch-plan.ts). */
-  private readonly prefetchBytes: number;
 
   constructor(opts: CudaBackendOptions = {}) {
     this.native = opts.native ?? loadNative();
     this.device = this.native.init(opts.device ?? 0);
     this.arena = new DeviceArena(this.native);
-    this.prefetchBytes = prefetchBudget(this.device.l2CacheBytes ?? 0);
     // What the op families share of the backend: its checks and its scratch arena.
     const ctx = {
       native: this.native,
@@ -508,24 +504,6 @@ export class CudaBackend implements Backend {
     meta: AttnMeta, scale: number,
   ): Tensor {
     return this.attentionOps.ropeAttentionDecode(q, k, v, positions, invFreq, cache, layer, slots, meta, scale);
-  }
-
-  prefetch(weights: readonly Tensor[]): void {
-    if (this.prefetchBytes === 0 || weights.length === 0) return;
-    const ranges = planPrefetch(
-      weights.map((w, i) => {
-        const t = this.use('prefetch', `weights[${i}]`, w);
-        return { ptr: t.ptr, bytes: t.bytes };
-      }),
-      this.prefetchBytes,
-    );
-    // The kernel takes 4 ranges: the first ones are read first.
-    const first = ranges.slice(0, 4);
-    if (first.length === 0) return;
-    // (the binding takes all 4 pairs; unused ones are zeros)
-    const at = (i: number): { ptr: number; bytes: number } => first[i] ?? { ptr: 0, bytes: 0 };
-    const [a, b, c, d] = [at(0), at(1), at(2), at(3)];
-    this.native.prefetchL2(first.length, a.ptr, a.bytes, b.ptr, b.bytes, c.ptr, c.bytes, d.ptr, d.bytes);
   }
 
   swiglu(gate: Tensor, up: Tensor): Tensor {

@@ -29,7 +29,7 @@ export interface NativeMemStats {
   live: number;
   /** Bytes of freed blocks the allocator keeps for reuse. */
   cached: number;
-  /** Device memory the kernels keep for the process: the cuBLASLt workspace and the attention split counters. */
+  /** Device memory the kernels keep for the process: the cuBLASLt workspace. */
   workspace: number;
   /** Pinned host staging bytes (host memory, for downloads). */
   pinned: number;
@@ -96,8 +96,6 @@ export interface NativeCuda {
     T: number, S: number, H: number, Hkv: number, D: number, blockSize: number, maxBlocks: number, numBlocks: number,
     scale: number, dt: number, splits: number, workspace: number,
   ): boolean;
-  /** L2 prefetch of the first `count` (<= 4) (ptr, bytes) pairs (the rest zeros); false: not queued (before sm_90, or TANDEM_L2_PREFETCH=0). */
-  prefetchL2(count: number, ptr0: number, bytes0: number, ptr1: number, bytes1: number, ptr2: number, bytes2: number, ptr3: number, bytes3: number): boolean;
   /** How many chunks decode rows split their context into (split-K), and the workspace that needs. */
   attentionPlan(T: number, H: number, Hkv: number, D: number, maxContextLen: number): { splits: number; workspaceBytes: number };
   attentionHeadDimSupported(D: number): boolean;
