@@ -21,6 +21,14 @@ export function linearShape(x: Shape, w: Shape, bias?: Shape, op = 'linear'): { 
   return { T, K, N };
 }
 
+/** linearAdd: y [T, N] += alpha * x [T, K] @ w [N, K]^T, y the product's shape, alpha finite. */
+export function linearAddShape(y: Shape, x: Shape, w: Shape, alpha: number): { T: number; K: number; N: number } {
+  const { T, K, N } = linearShape(x, w, undefined, 'linearAdd');
+  if (y.length !== 2 || y[0] !== T || y[1] !== N) throw new Error(`linearAdd: y ${fmtShape(y)} is not x @ w^T's [${T}, ${N}]`);
+  if (!Number.isFinite(alpha)) throw new Error(`linearAdd: alpha must be finite, got ${alpha}`);
+  return { T, K, N };
+}
+
 /** x [T, K], w [N, K], bias [N] by rank (linear's backends check ranks with their dtype checks). */
 function linearRanks(op: string, x: Shape, w: Shape, bias?: Shape): void {
   const rank = (name: string, s: Shape, r: number): void => {

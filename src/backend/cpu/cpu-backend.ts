@@ -17,7 +17,7 @@
  * stops them early. On a machine whose cores are busy with other work, TANDEM_CPU_THREADS=1 is
  * the better choice.
  */
-import { attentionShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape, sampleArgs, placeRowsShape } from '../op-shapes.ts';
+import { attentionShape, linearAddShape, linearShape, ropeShape, rmsnormShape, sameShape, writeKvShape, sampleArgs, placeRowsShape } from '../op-shapes.ts';
 import type {
   AdamWStep,
   AttnMeta,
@@ -275,11 +275,7 @@ export class CpuBackend implements Backend {
     const yt = this.f32('linearAdd', 'y', y);
     const xt = this.f32('linearAdd', 'x', x, 2);
     const wt = this.f32('linearAdd', 'w', w, 2);
-    const { T, N } = linearShape(xt.shape, wt.shape, undefined, 'linearAdd');
-    if (yt.shape.length !== 2 || yt.shape[0] !== T || yt.shape[1] !== N) {
-      throw new Error(`linearAdd: y ${fmtShape(yt.shape)} is not x @ w^T's [${T}, ${N}]`);
-    }
-    if (!Number.isFinite(alpha)) throw new Error(`linearAdd: alpha must be finite, got ${alpha}`);
+    linearAddShape(yt.shape, xt.shape, wt.shape, alpha);
     // In f32 as everywhere on the cpu: the product, then axpy's scaled sum (the same bits as
     // axpy(y, linear(x, w), alpha)).
     const p = this.f32('linearAdd', 'product', this.linear(xt, wt));

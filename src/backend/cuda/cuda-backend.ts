@@ -22,7 +22,7 @@
  *   const host = await be.download(y);                 // Float32Array
  *   be.resetScratch();
  */
-import { linearShape, placeRowsShape, rmsnormShape, sameShape } from '../op-shapes.ts';
+import { linearAddShape, linearShape, placeRowsShape, rmsnormShape, sameShape } from '../op-shapes.ts';
 import type {
   AdamWStep,
   AttnMeta,
@@ -406,17 +406,20 @@ export class CudaBackend implements Backend {
   linearAdd(y: Tensor, x: Tensor, w: Tensor, alpha: number): void {
     const op = 'linearAdd';
     const yt = this.float(op, 'y', y, 2);
-    const { xt, T, K, N } = this.linearOperands(op, x, w, undefined);
-    if (yt.shape[0] !== T || yt.shape[1] !== N) throw new Error(`linearAdd: y ${fmtShape(yt.shape)} is not x @ w^T's [${T}, ${N}]`);
-    if (!Number.isFinite(alpha)) throw new Error(`linearAdd: alpha must be finite, got ${alpha}`);
-    let wt = this.float(op, 'w', w, 2);
-    if (LORA_FUSED_ADD && wt.dtype !== xt.dtype) {
-      const cast = this.scratch(wt.shape, xt.dtype) as FloatTensor;
-      this.native.cast(cast.ptr, DTYPE_CODE[cast.dtype], wt.ptr, DTYPE_CODE[wt.dtype], wt.size);
-      wt = cast;
-    }
-    if (LORA_FUSED_ADD && this.native.linearAdd(yt.ptr, DTYPE_CODE[yt.dtype], xt.ptr, wt.ptr, DTYPE_CODE[xt.dtype], alpha, T, K, N)) return;
-    this.axpy(yt, this.linear(xt, wt, undefined, yt.dtype), alpha);
+    const { xt, wt } = this.linearOperands(op, x, w, undefined);
+    const { T, K, N } = linearAddShape(yt.shape, xt.shape, wt.shape, alpha);
+    if (!LORA_FUSED_ADD) return this.axpy(yt, this.linear(xt, wt, undefined, yt.dtype), alpha);
+    const wx = this.inDtypeOf(xt, wt);
+    if (this.native.linearAdd(yt.ptr, DTYPE_CODE[yt.dtype], xt.ptr, wx.ptr, DTYPE_CODE[xt.dtype], alpha, T, K, N)) return;
+    this.axpy(yt, this.linear(xt, wx, undefined, yt.dtype), alpha); // (not taken: unaligned operands)
+  }
+
+  /** w as x's float dtype: itself, or a copy cast into scratch (f32 LoRA matrices meeting bf16 activations). */
+  private inDtypeOf(xt: FloatTensor, wt: FloatTensor): FloatTensor {
+    if (wt.dtype === xt.dtype) return wt;
+    const cast = this.scratch(wt.shape, xt.dtype) as FloatTensor;
+    this.native.cast(cast.ptr, DTYPE_CODE[cast.dtype], wt.ptr, DTYPE_CODE[wt.dtype], wt.size);
+    return cast;
   }
 
   /**
@@ -426,13 +429,8 @@ export class CudaBackend implements Backend {
    */
   linear(x: Tensor, w: Tensor, bias?: Tensor, outDtype?: DType): Tensor {
     const op = 'linear';
-    const { xt, bt, T, K, N } = this.linearOperands(op, x, w, bias);
-    let wt = this.float(op, 'w', w, 2);
-    if (wt.dtype !== xt.dtype) {
-      const cast = this.scratch(wt.shape, xt.dtype) as FloatTensor;
-      this.native.cast(cast.ptr, DTYPE_CODE[cast.dtype], wt.ptr, DTYPE_CODE[wt.dtype], wt.size);
-      wt = cast;
-    }
+    const { xt, bt, T, K, N, wt: given } = this.linearOperands(op, x, w, bias);
+    const wt = this.inDtypeOf(xt, given);
     const outDt = outDtype === undefined ? xt.dtype : cudaDtype(outDtype);
     if (outDt === 'i32') throw new Error('linear: outDtype must be a float dtype');
     const out = this.scratch([T, N], outDt);
