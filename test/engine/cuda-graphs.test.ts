@@ -22,7 +22,7 @@ import { loadModel, type LoadedModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { packBatch } from '../../src/model/transformer.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
-import { collect, makeEngine, randomPrompt, request, tinyModel, trainedAdapter } from './helpers.ts';
+import { collect, generateIds, makeEngine, randomPrompt, request, tinyModel, trainedAdapter } from './helpers.ts';
 import { uploadLora } from '../../src/model/lora-device.ts';
 import type { Engine } from '../../src/engine/engine.ts';
 
@@ -55,14 +55,8 @@ describe('decode graph buckets, emulated on the CPU', () => {
         const be = new GraphCpuBackend();
         const loaded = loadModel(dir, be);
         const prompts = Array.from({ length: batch }, (_, i) => randomPrompt(3 + 2 * i, 50 + i));
-        const run = async (cudaGraphs: boolean): Promise<number[][]> => {
-          const engine = makeEngine(loaded, { cudaGraphs, maxModelLen: 128, maxNumSeqs: 8 });
-          try {
-            return (await Promise.all(prompts.map((p) => collect(engine.add(request(p, { maxTokens: 20 })))))).map((c) => c.ids);
-          } finally {
-            await engine.close();
-          }
-        };
+        const run = (cudaGraphs: boolean): Promise<number[][]> =>
+          generateIds(loaded, { cudaGraphs, maxModelLen: 128, maxNumSeqs: 8 }, prompts, { maxTokens: 20 });
         const eager = await run(false);
         const graphed = await run(true);
         assert.equal(eager[0].length, 20);
@@ -125,14 +119,8 @@ describe('decode graph buckets, emulated on the CPU', () => {
       const be = new GraphCpuBackend();
       const loaded = loadModel(dir, be);
       const prompts = Array.from({ length: 3 }, (_, i) => randomPrompt(5 + i, 90 + i));
-      const run = async (cudaGraphs: boolean): Promise<number[][]> => {
-        const engine = makeEngine(loaded, { cudaGraphs, maxModelLen: 128, maxNumSeqs: 8 });
-        try {
-          return (await Promise.all(prompts.map((p) => collect(engine.add(request(p, { maxTokens: 15 })))))).map((c) => c.ids);
-        } finally {
-          await engine.close();
-        }
-      };
+      const run = (cudaGraphs: boolean): Promise<number[][]> =>
+        generateIds(loaded, { cudaGraphs, maxModelLen: 128, maxNumSeqs: 8 }, prompts, { maxTokens: 15 });
       const eager = await run(false);
       be.graphs.failRows.add(4);
       const graphed = await run(true);
@@ -339,15 +327,10 @@ describe('CUDA graph decode', { skip: skip ?? false }, () => {
     const { loaded, dispose } = await cudaModel();
     try {
       const prompts = Array.from({ length: 6 }, (_, i) => randomPrompt(6 + i, 300 + i));
-      const run = async (cudaGraphs: boolean): Promise<number[][]> => {
-        const engine = makeEngine(loaded, { cudaGraphs, maxModelLen: 256, numBlocks: 400, maxNumSeqs: 64 });
-        try {
-          engine.adapters.publish('a', uploadLora(loaded.model.backend, loaded.config, trainedAdapter(loaded.config, 9)));
-          return (await Promise.all(prompts.map((p) => collect(engine.add(request(p, { maxTokens: 30, adapter: 'a' })))))).map((c) => c.ids);
-        } finally {
-          await engine.close();
-        }
-      };
+      const run = (cudaGraphs: boolean): Promise<number[][]> =>
+        generateIds(loaded, { cudaGraphs, maxModelLen: 256, numBlocks: 400, maxNumSeqs: 64 }, prompts, { maxTokens: 30, adapter: 'a' }, (engine) =>
+          engine.adapters.publish('a', uploadLora(loaded.model.backend, loaded.config, trainedAdapter(loaded.config, 9))),
+        );
       const eager = await run(false);
       const graphed = await run(true);
       for (let i = 0; i < prompts.length; i++) assert.deepEqual(graphed[i].slice(0, 8), eager[i].slice(0, 8), `sequence ${i}: first tokens differ`);
@@ -363,14 +346,8 @@ describe('CUDA graph decode', { skip: skip ?? false }, () => {
       const { loaded, dispose } = await cudaModel();
       try {
         const prompts = Array.from({ length: batch }, (_, i) => randomPrompt(6 + (i % 5), 7 * batch + i));
-        const run = async (cudaGraphs: boolean): Promise<number[][]> => {
-          const engine = makeEngine(loaded, { cudaGraphs, maxModelLen: 256, numBlocks: 1200, maxNumSeqs: 64 });
-          try {
-            return (await Promise.all(prompts.map((p) => collect(engine.add(request(p, { maxTokens: 50 })))))).map((c) => c.ids);
-          } finally {
-            await engine.close();
-          }
-        };
+        const run = (cudaGraphs: boolean): Promise<number[][]> =>
+          generateIds(loaded, { cudaGraphs, maxModelLen: 256, numBlocks: 1200, maxNumSeqs: 64 }, prompts, { maxTokens: 50 });
         const eager = await run(false);
         const graphed = await run(true);
         const same = graphed.filter((ids, i) => ids.join() === eager[i].join()).length;

@@ -12,7 +12,7 @@ import { DecodeGraphs, shortContextFromEnv } from '../../src/engine/decode-graph
 import { loadModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
-import { collect, makeEngine, randomPrompt, request } from './helpers.ts';
+import { generateIds, randomPrompt } from './helpers.ts';
 
 describe('short-context decode graphs', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tandem-graph-classes-'));
@@ -28,13 +28,8 @@ describe('short-context decode graphs', () => {
       if (short === undefined) delete process.env.TANDEM_SHORT_CONTEXT_GRAPHS;
       else process.env.TANDEM_SHORT_CONTEXT_GRAPHS = short;
       try {
-        const engine = makeEngine(loaded, { cudaGraphs, blockSize: 4, maxModelLen: 64, maxNumSeqs: 2 });
-        try {
-          // 20 tokens each: contexts run from the prompts past 16 (the bound) to 26 and 29.
-          return (await Promise.all(prompts.map((p) => collect(engine.add(request(p, { maxTokens: 20 })))))).map((c) => c.ids);
-        } finally {
-          await engine.close();
-        }
+        // 20 tokens each: contexts run from the prompts past 16 (the bound) to 26 and 29.
+        return await generateIds(loaded, { cudaGraphs, blockSize: 4, maxModelLen: 64, maxNumSeqs: 2 }, prompts, { maxTokens: 20 });
       } finally {
         if (saved === undefined) delete process.env.TANDEM_SHORT_CONTEXT_GRAPHS;
         else process.env.TANDEM_SHORT_CONTEXT_GRAPHS = saved;

@@ -66,6 +66,26 @@ export interface Collected {
   final: TokenEvent;
 }
 
+/**
+ * Greedy token ids of each prompt, all added at once to a fresh engine (makeEngine with `opts`),
+ * closed afterwards. `setup` runs on the engine first (e.g. to publish an adapter).
+ */
+export async function generateIds(
+  loaded: LoadedModel,
+  opts: Partial<EngineOptions>,
+  prompts: readonly number[][],
+  req: Partial<GenerationRequest>,
+  setup: (engine: Engine) => void = () => {},
+): Promise<number[][]> {
+  const engine = makeEngine(loaded, opts);
+  try {
+    setup(engine);
+    return (await Promise.all(prompts.map((p) => collect(engine.add(request(p, req)))))).map((c) => c.ids);
+  } finally {
+    await engine.close();
+  }
+}
+
 export async function collect(stream: AsyncIterable<TokenEvent>): Promise<Collected> {
   const events: TokenEvent[] = [];
   for await (const e of stream) events.push(e);
