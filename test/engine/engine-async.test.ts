@@ -15,7 +15,7 @@ import { loadModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { uploadLora } from '../../src/model/lora-device.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
-import { assertIdle, countAhead, countForwards } from './step-probes.ts';
+import { assertIdle, countAhead, countForwards, mixedRequests } from './step-probes.ts';
 import { collect, makeEngine as makeAnyEngine, randomPrompt, request, seeded, tinyModel, trainedAdapter, type Collected, type TinyModel } from './helpers.ts';
 import { ProbeQueue } from './probe-queue.ts';
 
@@ -93,8 +93,7 @@ describe('engine async scheduling', () => {
   });
 
   it('gives the same events with chunked prefills, a token budget below the running count, and preemption', async () => {
-    const reqs = (): GenerationRequest[] =>
-      [0, 1, 2, 3].map((i) => request(randomPrompt(10 + 3 * i, 300 + i), { maxTokens: 24, priority: i, sampling: i % 2 === 0 ? seeded(0, 0) : seeded(500 + i) }));
+    const reqs = mixedRequests;
     const chunked = await both({ blockSize: 4, maxNumBatchedTokens: 8 }, reqs);
     assert.deepEqual(chunked.on.map((c) => c.events), chunked.off.map((c) => c.events));
     // 3 tokens a step for 4 running sequences: one of them waits each step, its id placed late.

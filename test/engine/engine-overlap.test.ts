@@ -15,7 +15,7 @@ import { uploadLora } from '../../src/model/lora-device.ts';
 import { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
 import { ProbeQueue } from './probe-queue.ts';
-import { assertIdle, countAhead, countForwards, logRenders } from './step-probes.ts';
+import { assertIdle, countAhead, countForwards, logRenders, mixedRequests } from './step-probes.ts';
 import { collect, makeEngine as makeAnyEngine, randomPrompt, request, seeded, tinyModel, trainedAdapter, type Collected, type TinyModel } from './helpers.ts';
 
 /** A greedy run of this prompt gives 8 distinct tokens on the tiny model with seed 2. */
@@ -188,8 +188,7 @@ describe('engine step overlap', () => {
   });
 
   it('gives the same events with chunked prefills and with preemption', async () => {
-    const reqs = (): GenerationRequest[] =>
-      [0, 1, 2, 3].map((i) => request(randomPrompt(10 + 3 * i, 300 + i), { maxTokens: 24, priority: i, sampling: i % 2 === 0 ? seeded(0, 0) : seeded(500 + i) }));
+    const reqs = mixedRequests;
     const chunked = await both({ blockSize: 4, maxNumBatchedTokens: 8 }, reqs);
     assert.deepEqual(chunked.on.map((c) => c.events), chunked.off.map((c) => c.events));
     // 14 blocks of 4 hold about one request: they keep preempting each other.

@@ -5,9 +5,10 @@
 import assert from 'node:assert/strict';
 import type { Backend } from '../../src/backend/backend.ts';
 import type { Engine } from '../../src/engine/engine.ts';
+import type { GenerationRequest } from '../../src/engine/types.ts';
 import { OutputProcessor } from '../../src/engine/output.ts';
 import type { ForwardBatch } from '../../src/model/transformer.ts';
-import type { TinyModel } from './helpers.ts';
+import { randomPrompt, request, seeded, type TinyModel } from './helpers.ts';
 
 /** Log every OutputProcessor.push (the rendering of one token) until the returned undo is called. */
 export function logRenders(log: string[], onPush: (n: number) => void = () => {}): () => void {
@@ -59,4 +60,12 @@ export function countAhead(be: Backend): { count: () => number; undo: () => void
 export function assertIdle(engine: Engine): void {
   const s = engine.stats();
   assert.deepEqual([s.running, s.waiting, s.kvBlocksUsed], [0, 0, 0], 'every KV block is back in the pool');
+}
+
+/**
+ * Four requests of different prompt lengths and priorities, greedy and seeded in turn, 24 tokens
+ * each: the load the step-order tests run through chunked prefills and preemption.
+ */
+export function mixedRequests(): GenerationRequest[] {
+  return [0, 1, 2, 3].map((i) => request(randomPrompt(10 + 3 * i, 300 + i), { maxTokens: 24, priority: i, sampling: i % 2 === 0 ? seeded(0, 0) : seeded(500 + i) }));
 }
