@@ -20,6 +20,9 @@ Llama GQA): one block of 4 warps per (query row, KV head, context split), as the
 
 Same arguments, masking and split semantics as groupedDecodeKernel.
 
+With ROPE the first tile's loads, the metadata reads and rope's sincos come before pdlWait() (see
+the kernel; TANDEM_DECODE_EARLY_LOADS=0 puts them after it, for A/B runs).
+
 With ROPE (ropeAttentionDecode: every sequence has one query row, its new token) the kernel also
 does what ropeWriteKv did before it: q is rotated as it is staged into shared memory, and the
 block that owns the row's last key (the new token, key keys - 1) for its KV head rotates the new
@@ -81,7 +84,14 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
   __shared__ float cosS[ROPE ? D / 2 : 1];
   __shared__ float sinS[ROPE ? D / 2 : 1];
   pdlLaunchDependents();
-  pdlWait();
+  // Early loads (ROPE, cEarlyLoads): the step's metadata, the first K/V tile and rope's sincos are
+  // read before pdlWait(), overlapping the q/k/v product's tail. Legal because none of them is
+  // written by a kernel of this step: the metadata is copied from the host before the step's first
+  // kernel (a copy is a full barrier in the stream, as is a graph launch), older K/V rows were
+  // written by earlier steps, and the new key, the one row this step writes, is placed by this
+  // block after the wait (placeNew). Without ROPE the keys may come from a ropeWriteKv just before.
+  const bool early = ROPE && cEarlyLoads != 0;
+  if (!early) pdlWait();
   const int t = blockIdx.x;
   const int kvHead = blockIdx.y;
   const int split = blockIdx.z;
@@ -89,7 +99,10 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
   const int lane = threadIdx.x % 32;
 
   const DecodeChunk chunk = decodeChunk(cuSeqlensQ, contextLens, S, t, split, splits, skipMulti);
-  if (chunk.skip) return;
+  if (chunk.skip) {
+    if (early) pdlWait();  // so this grid's end still implies the previous kernel's
+    return;
+  }
   const int kBegin = chunk.kBegin;
   const int kEnd = chunk.kEnd;
   const int G = H / Hkv;
@@ -165,6 +178,7 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     }
     __syncthreads();
   }
+  if (early) pdlWait();  // q and the new k / v come from the product before
   // q scaled into shared memory (rotated first with ROPE, rounded to bf16 as ropeWriteKv stores it).
   constexpr int HALF_PACKS = PACKS / 2;
   for (int i = threadIdx.x; i < HEADS * (ROPE ? HALF_PACKS : PACKS); i += kTiledWarps * 32) {

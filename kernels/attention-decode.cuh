@@ -70,6 +70,9 @@ __device__ __forceinline__ int sequenceOfRow(const int* cuSeqlensQ, int S, int t
 // TANDEM_DECODE_MIN_SPLIT_KEYS (for A/B runs) before any launch or graph capture.
 constexpr int kDefaultMinSplitKeys = 32;
 __constant__ int cMinSplitKeys = kDefaultMinSplitKeys;
+// Whether the fused rope + decode kernel reads metadata and its first K/V tile before pdlWait()
+// (attention-decode-tiled.cuh); attentionInit() clears it for TANDEM_DECODE_EARLY_LOADS=0.
+__constant__ int cEarlyLoads = 1;
 __device__ __forceinline__ int splitChunk(int keys, int splits) {
   return max((keys + splits - 1) / splits, cMinSplitKeys);
 }

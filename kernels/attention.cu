@@ -277,6 +277,10 @@ int minSplitKeysFromEnv() {
 void attentionInit() {
   const int minSplitKeys = minSplitKeysFromEnv();
   if (minSplitKeys != kDefaultMinSplitKeys) cudaCheck(cudaMemcpyToSymbol(cMinSplitKeys, &minSplitKeys, sizeof(int)));
+  if (envSwitchOff("TANDEM_DECODE_EARLY_LOADS")) {
+    const int off = 0;
+    cudaCheck(cudaMemcpyToSymbol(cEarlyLoads, &off, sizeof(int)));
+  }
 }
 
 bool attentionHeadDimSupported(int D) { return D == 32 || D == 64 || D == 128 || D == 256; }

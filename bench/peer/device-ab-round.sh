@@ -6,10 +6,11 @@
 #    since the last GPU run (the LoRA compute copy, linearAdd, the knobs) must pass before figures
 #    count. Then GRPO steps with --cuda-graphs, with and without TANDEM_LORA_FUSED_ADD=0 (rollout
 #    1.735 s before those changes).
-# 1. The decode graph replayed (bench/decode-replay.ts, batch 1 and 64, context 128) once per
-#    TANDEM_DECODE_MIN_SPLIT_KEYS value in SPLIT_KEYS (default "32 128 256"): do short contexts run
-#    faster in fewer, longer split chunks (and no merge)? And once with TANDEM_SHORT_CONTEXT_GRAPHS=256:
-#    a graph planned for 256-token contexts (no splits, no merge kernel) replayed at context 128.
+# 1. The decode graph replayed (bench/decode-replay.ts, batch 1 and 64, context 128) once per setting
+#    in REPLAY_AB (default: the defaults; TANDEM_DECODE_EARLY_LOADS=0, the fused rope + attention
+#    kernel's metadata and first K/V tile read after its grid-dependency wait; min split keys 128 and
+#    256, fewer and longer split chunks (and no merge) at short contexts; TANDEM_SHORT_CONTEXT_GRAPHS=256,
+#    a graph planned for 256-token contexts, no splits, no merge kernel, replayed at context 128).
 # 2. GRPO steps with eager rollouts (256-token prompts, 3 steps) once per setting in GRPO_AB
 #    (default: the defaults, TANDEM_WAIT_SPIN_US=0; TANDEM_WAIT_POLL_US=20 tries a pause between
 #    polls): does the worker thread polling its CUDA event slow the main thread's launches (eager
@@ -52,19 +53,15 @@ settingEnv() { [ "$1" = - ] && return; tr ',' '\n' <<<"$1"; }
 tagOf() { [ "$1" = - ] && { echo defaults; return; }; tr -c 'A-Za-z0-9\n' '_' <<<"$1"; }
 
 if [ "${SKIP_REPLAY:-0}" != 1 ]; then
-  for k in ${SPLIT_KEYS:-32 128 256}; do
-    step "replay-split$k" 60 env TANDEM_DECODE_MIN_SPLIT_KEYS="$k" node --import tsx bench/decode-replay.ts --model "$model" \
-      --batch 1,64 --context 128 --card "$card" --out "$out/replay-split$k.json"
+  for s in ${REPLAY_AB:-- TANDEM_DECODE_EARLY_LOADS=0 TANDEM_DECODE_MIN_SPLIT_KEYS=128 TANDEM_DECODE_MIN_SPLIT_KEYS=256 TANDEM_SHORT_CONTEXT_GRAPHS=256}; do
+    tag=$(tagOf "$s")
+    mapfile -t envs < <(settingEnv "$s")
+    step "replay-$tag" 60 env ${envs[@]+"${envs[@]}"} node --import tsx bench/decode-replay.ts --model "$model" \
+      --batch 1,64 --context 128 --card "$card" --out "$out/replay-$tag.json"
     while read -r _ _ batch ms plus _; do
-      table+=("$(printf 'replay, min split keys %-5s batch %-3s %8s ms (+sample+wait %s)' "$k" "$batch" "$ms" "$plus")")
-    done < <(grep -E "^all ops" "$out/replay-split$k.log")
+      table+=("$(printf 'replay, %-36s batch %-3s %8s ms (+sample+wait %s)' "$s" "$batch" "$ms" "$plus")")
+    done < <(grep -E "^all ops" "$out/replay-$tag.log")
   done
-  # Short-context graphs: context 128 replays a graph planned for 256 tokens (no splits, no merge).
-  step replay-short256 60 env TANDEM_SHORT_CONTEXT_GRAPHS=256 node --import tsx bench/decode-replay.ts --model "$model" \
-    --batch 1,64 --context 128 --card "$card" --out "$out/replay-short256.json"
-  while read -r _ _ batch ms plus _; do
-    table+=("$(printf 'replay, short-context graphs (256)  batch %-3s %8s ms (+sample+wait %s)' "$batch" "$ms" "$plus")")
-  done < <(grep -E "^all ops" "$out/replay-short256.log")
 fi
 
 if [ "${SKIP_GRPO:-0}" != 1 ]; then
