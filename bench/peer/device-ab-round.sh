@@ -34,6 +34,8 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card  date: $(date -u +%F)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 if ! step build 150 bash kernels/build.sh; then tail -20 "$out/build.log"; exit 1; fi
 table=()
+# A figure goes into the final table and is printed at once (a call cut off at its limit still shows it).
+figure() { table+=("$1"); echo "figure: $1"; }
 # The model is made while the suite runs (CPU and GPU work side by side).
 maker=
 if [ ! -f "$model/.complete" ]; then
@@ -42,7 +44,7 @@ if [ ! -f "$model/.complete" ]; then
 fi
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step cuda-tests 150 node --import tsx --test --test-reporter=spec test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts
-  table+=("cuda suite: $(grep -E '^ℹ (pass|fail) ' "$out/cuda-tests.log" | tr '\n' ' ')")
+  figure "cuda suite: $(grep -E '^ℹ (pass|fail) ' "$out/cuda-tests.log" | tr '\n' ' ')"
   sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -30
 fi
 [ -n "$maker" ] && wait "$maker"
@@ -60,7 +62,7 @@ if [ "${SKIP_REPLAY:-0}" != 1 ]; then
     step "replay-$tag" 60 env ${envs[@]+"${envs[@]}"} node --import tsx bench/decode-replay.ts --model "$model" \
       --batch 1,64 --context 128 --card "$card" --out "$out/replay-$tag.json"
     while read -r _ _ batch ms plus _; do
-      table+=("$(printf 'replay, %-36s batch %-3s %8s ms (+sample+wait %s)' "$s" "$batch" "$ms" "$plus")")
+      figure "$(printf 'replay, %-36s batch %-3s %8s ms (+sample+wait %s)' "$s" "$batch" "$ms" "$plus")"
     done < <(grep -E "^all ops" "$out/replay-$tag.log")
   done
 fi
@@ -71,7 +73,7 @@ if [ "${SKIP_GRPO:-0}" != 1 ]; then
     mapfile -t envs < <(settingEnv "$s")
     step "grpo-$tag" 90 env ${envs[@]+"${envs[@]}"} node --import tsx bench/grpo-step.ts --model "$model" --backend cuda --steps 3 \
       --generations 6 --completion-tokens 200 --prompt-tokens 256 --rank 32 --micro-batch 6 --card "$card" --out "$out/grpo-$tag.json"
-    table+=("grpo eager, $s: $(grep -E '^mean of steps' "$out/grpo-$tag.log" || echo 'no result')")
+    figure "grpo eager, $s: $(grep -E '^mean of steps' "$out/grpo-$tag.log" || echo 'no result')"
   done
   # With graphs: the defaults, then the LoRA expand as product + axpy (linearAdd's A/B).
   for s in - TANDEM_LORA_FUSED_ADD=0; do
@@ -80,7 +82,7 @@ if [ "${SKIP_GRPO:-0}" != 1 ]; then
     step "grpo-graphs-$tag" 90 env ${envs[@]+"${envs[@]}"} node --import tsx bench/grpo-step.ts --model "$model" --backend cuda \
       --cuda-graphs --steps 3 --generations 6 --completion-tokens 200 --prompt-tokens 256 --rank 32 --micro-batch 6 --card "$card" \
       --out "$out/grpo-graphs-$tag.json"
-    table+=("grpo --cuda-graphs, $s: $(grep -E '^mean of steps' "$out/grpo-graphs-$tag.log" || echo 'no result')")
+    figure "grpo --cuda-graphs, $s: $(grep -E '^mean of steps' "$out/grpo-graphs-$tag.log" || echo 'no result')"
   done
 fi
 
@@ -102,9 +104,9 @@ if [ "${SKIP_SERVE:-0}" != 1 ]; then
     if health; then
       step "serve-$tag" 60 node --import tsx bench/serve.ts --base-url "http://127.0.0.1:$port" --concurrency 64 --num-prompts 256 \
         --input-len 128 --output-len 128 --card "$card (tandem serve --backend cuda --cuda-graphs, $s)" --out "$out/serve-$tag.json"
-      table+=("serve c64, $s: $(grep -E 'output_throughput|median_ttft_ms|p99_ttft_ms|median_tpot_ms' "$out/serve-$tag.log" | awk '{printf "%s %s; ", $1, $2}')")
+      figure "serve c64, $s: $(grep -E 'output_throughput|median_ttft_ms|p99_ttft_ms|median_tpot_ms' "$out/serve-$tag.log" | awk '{printf "%s %s; ", $1, $2}')"
     else
-      table+=("serve c64, $s: server not ready (see server-$tag.log)")
+      figure "serve c64, $s: server not ready (see server-$tag.log)"
     fi
     kill -TERM "$server" 2>/dev/null
     for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$server" 2>/dev/null || break; sleep 1; done
