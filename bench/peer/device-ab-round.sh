@@ -20,7 +20,7 @@
 #    (default: the defaults, TANDEM_WAIT_SPIN_US=0, TANDEM_ASYNC_SCHEDULING=0): which one moved the
 #    median TTFT from 85 to 158 ms?
 # A setting is "-" (the defaults) or VAR=VALUE[,VAR=VALUE...]. SKIP_TESTS=1 / SKIP_REPLAY=1 /
-# SKIP_GRPO=1 / SKIP_SERVE=1 leave parts out. A table of every figure at the end; under $OUT every
+# SKIP_GRPO=1 / SKIP_SERVE=1 / SKIP_BUILD=1 leave parts out. A table of every figure at the end; under $OUT every
 # log and JSON in one archive (ab-round.tgz).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,7 +32,8 @@ port=${AB_PORT:-8124}
 source bench/peer/step.sh
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card  date: $(date -u +%F)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-if ! step build 150 bash kernels/build.sh; then tail -20 "$out/build.log"; exit 1; fi
+# SKIP_BUILD=1: a later call on the same warm machine reuses the addon the first one built.
+if [ "${SKIP_BUILD:-0}" != 1 ] && ! step build 150 bash kernels/build.sh; then tail -20 "$out/build.log"; exit 1; fi
 table=()
 # A figure goes into the final table and is printed at once (a call cut off at its limit still shows it).
 figure() { table+=("$1"); echo "figure: $1"; }
