@@ -19,8 +19,6 @@ Fusions that save launches at decode:
   gemvSwiglu: out = silu(g) * u with g = x @ wGate^T + gBias and u = x @ wUp^T + uBias, one warp
               computing row n of both; g and u are rounded to out's dtype first, as
               swiglu(linear(x, gate), linear(x, up)) rounds them.
-The fused norm's weight is copied into shared memory before pdlWait() (TANDEM_GEMV_NORM_EARLY=0:
-read after it, from global memory), so only x and the residual are read after the wait.
 Each entry point returns false (and does nothing) when the operands don't suit it: dtype not bf16,
 K not a multiple of 8, a pointer not 16-byte aligned, T out of range; the caller then takes the
 general path (cuBLASLt).
@@ -66,10 +64,6 @@ struct GemvNormArgs {
   const __nv_bfloat16* w;         // (K)
   __nv_bfloat16* sum;             // (T, K): x + residual (with a residual)
   float eps;
-  // w is copied into shared memory (after the T normalised rows) before pdlWait(): the norm's
-  // second pass then reads it without a global round trip after the wait. 0 where the extra K
-  // elements don't fit the 48 KiB, or with TANDEM_GEMV_NORM_EARLY=0 (A/B).
-  int wShared;
 };
 
 // acc[t] += dot(8 bf16 of w, 8 bf16 of x row t), both given as packs.
@@ -138,14 +132,6 @@ __device__ __forceinline__ void warpDots(uint4 (&next)[NW][U], const uint4* cons
   }
 }
 
-// The norm's weight into shared memory `ws` (K bf16) with asynchronous copies; the caller issues
-// it before pdlWait() (a weight: no earlier kernel writes it) and normRows waits for it.
-__device__ __forceinline__ void normWeightEarly(const GemvNormArgs& nm, __nv_bfloat16* ws, int K) {
-  if (!nm.wShared) return;
-  for (int c = threadIdx.x; c < K / 8; c += blockDim.x) cpAsync16(ws + c * 8, nm.w + c * 8, true);
-  cpAsyncCommit();
-}
-
 // The fused rmsnorm in front of a product (GemvNorm): every block normalises the T rows of x
 // into shared memory `xs` (bf16, T x K) with exactly rmsnorm()'s rounding: sum = bf16(x +
 // residual), y = bf16(w * bf16(sum * rstd)); block 0 also stores sum (the residual stream). All
@@ -153,10 +139,6 @@ __device__ __forceinline__ void normWeightEarly(const GemvNormArgs& nm, __nv_bfl
 template <int T>
 __device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float* red) {
   const int packs = K / 8;
-  // With wShared the weight sits after the rows (normWeightEarly); each thread reads back only the
-  // packs it copied itself, so its own wait is enough.
-  const __nv_bfloat16* normW = nm.wShared ? xs + static_cast<size_t>(T) * K : nm.w;
-  if (nm.wShared) cpAsyncWait<0>();
 #pragma unroll
   for (int t = 0; t < T; t++) {
     const size_t row = static_cast<size_t>(t) * K;
@@ -181,7 +163,7 @@ __device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float
       float v[8];
       float w[8];
       loadFloats<8>(xs + row + c * 8, v);
-      loadFloats<8>(normW + c * 8, w);
+      loadFloats<8>(nm.w + c * 8, w);
 #pragma unroll
       for (int e = 0; e < 8; e++) v[e] = w[e] * roundTo<__nv_bfloat16>(v[e] * rstd);
       storeFloats<8>(xs + row + c * 8, v);
@@ -228,7 +210,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a, GemvNo
   const uint4* const w[1] = {wp + static_cast<size_t>(live ? n : 0) * a.chunks};
   uint4 next[1][U];
   if (live) loadPacks<1, U>(next, w, cBegin + lane, cEnd);
-  if (NORM) normWeightEarly(nm, reinterpret_cast<__nv_bfloat16*>(normed) + static_cast<size_t>(T) * a.chunks * 8, a.chunks * 8);
   pdlWait();
   const uint4* x = a.x;
   if (NORM) {
@@ -276,7 +257,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvSwigluKernel(GemvArgs a, 
   const uint4* const w[2] = {a.w[0] + r, a.w[1] + r};
   uint4 next[2][4];
   if (live) loadPacks<2, 4>(next, w, lane, a.chunks);
-  if (NORM) normWeightEarly(nm, reinterpret_cast<__nv_bfloat16*>(normed) + static_cast<size_t>(T) * a.chunks * 8, a.chunks * 8);
   pdlWait();
   const uint4* x = a.x;
   if (NORM) {
@@ -318,9 +298,6 @@ bool fewRowsSplit(int rows) {
   return enabled && rows < kFewRows;
 }
 
-// Dynamic shared memory a fused norm may use without asking for more (the default limit).
-constexpr size_t kNormSmemBytes = 48 * 1024;
-
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Whether the fast path takes these operands (bias may be null; outs and ws are checked by the caller).
@@ -332,7 +309,7 @@ bool suits(int xwDt, int outDt, const void* x, int T, int K) {
 template <int T, typename TO, bool NORM>
 void launchRows(const GemvArgs& a, const GemvNormArgs& nm, int rows, bool swiglu, cudaStream_t stream) {
   const dim3 block(kGemvWarps * 32);
-  const size_t smem = NORM ? static_cast<size_t>(T + (nm.wShared ? 1 : 0)) * a.chunks * 16 : 0;
+  const size_t smem = NORM ? static_cast<size_t>(T) * a.chunks * 16 : 0;
   // Long rows (the MLP's down projection: K = 11008 on a 3B model, 2048 rows) leave few warps per
   // SM: 4 warps per row there.
   if (swiglu) {
@@ -361,12 +338,8 @@ void dispatchRows(const GemvArgs& a, const GemvNormArgs& nm, int T, int rows, bo
 void launch(const GemvArgs& a, const GemvNorm* norm, int outDt, int T, int rows, bool swiglu, cudaStream_t stream) {
   GemvNormArgs nm{};
   if (norm != nullptr) {
-    static const bool early = !envSwitchOff("TANDEM_GEMV_NORM_EARLY");
-    const int K = a.chunks * 8;
-    const bool fits = static_cast<size_t>(T + 1) * K * 2 <= kNormSmemBytes;
     nm = GemvNormArgs{static_cast<const __nv_bfloat16*>(norm->x), static_cast<const __nv_bfloat16*>(norm->residual),
-                      static_cast<const __nv_bfloat16*>(norm->w), static_cast<__nv_bfloat16*>(norm->sum), norm->eps,
-                      early && fits ? 1 : 0};
+                      static_cast<const __nv_bfloat16*>(norm->w), static_cast<__nv_bfloat16*>(norm->sum), norm->eps};
   }
   if (outDt == kF32) {
     if (norm != nullptr) dispatchRows<float, true>(a, nm, T, rows, swiglu, stream);
@@ -382,7 +355,7 @@ bool normSuits(const GemvNorm* norm, int T, int K) {
   if (norm == nullptr) return true;
   const bool aligned = aligned16(norm->x) && aligned16(norm->w) &&
                        (norm->residual == nullptr || (aligned16(norm->residual) && aligned16(norm->sum)));
-  return aligned && static_cast<size_t>(T) * K * 2 <= kNormSmemBytes && norm->eps >= 0.0f;
+  return aligned && static_cast<size_t>(T) * K * 2 <= 48 * 1024 && norm->eps >= 0.0f;
 }
 
 // Fills `a` from the parts; false if one of them doesn't suit.

@@ -8,8 +8,7 @@
 #    1.735 s before those changes).
 # 1. The decode graph replayed (bench/decode-replay.ts, batch 1 and 64, context 128) once per setting
 #    in REPLAY_AB (default: the defaults; TANDEM_DECODE_EARLY_LOADS=0, the fused rope + attention
-#    kernel's metadata and first K/V tile read after its grid-dependency wait; TANDEM_GEMV_NORM_EARLY=0,
-#    the fused norm's weight read after the wait; min split keys 128 and
+#    kernel's metadata and first K/V tile read after its grid-dependency wait; min split keys 128 and
 #    256, fewer and longer split chunks (and no merge) at short contexts; TANDEM_SHORT_CONTEXT_GRAPHS=256,
 #    a graph planned for 256-token contexts, no splits, no merge kernel, replayed at context 128).
 # 2. GRPO steps with eager rollouts (256-token prompts, 3 steps) once per setting in GRPO_AB
@@ -57,7 +56,7 @@ settingEnv() { [ "$1" = - ] && return; tr ',' '\n' <<<"$1"; }
 tagOf() { [ "$1" = - ] && { echo defaults; return; }; tr -c 'A-Za-z0-9\n' '_' <<<"$1"; }
 
 if [ "${SKIP_REPLAY:-0}" != 1 ]; then
-  for s in ${REPLAY_AB:-- TANDEM_DECODE_EARLY_LOADS=0 TANDEM_GEMV_NORM_EARLY=0 TANDEM_DECODE_MIN_SPLIT_KEYS=128 TANDEM_DECODE_MIN_SPLIT_KEYS=256 TANDEM_SHORT_CONTEXT_GRAPHS=256}; do
+  for s in ${REPLAY_AB:-- TANDEM_DECODE_EARLY_LOADS=0 TANDEM_DECODE_MIN_SPLIT_KEYS=128 TANDEM_DECODE_MIN_SPLIT_KEYS=256 TANDEM_SHORT_CONTEXT_GRAPHS=256}; do
     tag=$(tagOf "$s")
     mapfile -t envs < <(settingEnv "$s")
     step "replay-$tag" 60 env ${envs[@]+"${envs[@]}"} node --import tsx bench/decode-replay.ts --model "$model" \
