@@ -28,6 +28,7 @@ benchmark can compare the two paths in one build.
 */
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "common.cuh"
 #include "pdl.cuh"
@@ -306,6 +307,41 @@ bool suits(int xwDt, int outDt, const void* x, int T, int K) {
          K >= 8 && K % 8 == 0 && aligned16(x);
 }
 
+// TANDEM_GEMV_LONG_ROWS=UxKSPLIT (A/B runs): packs in flight per lane and warps per row for rows
+// of K >= 4096 without a fused norm: 4x4 (the default), 8x4, 4x8, 4x2 or 2x8.
+int longRowsVariant() {
+  static const int variant = [] {
+    const char* v = std::getenv("TANDEM_GEMV_LONG_ROWS");
+    if (v == nullptr || *v == '\0' || std::strcmp(v, "4x4") == 0) return 0;
+    const char* names[] = {"8x4", "4x8", "4x2", "2x8"};
+    for (int i = 0; i < 4; i++) {
+      if (std::strcmp(v, names[i]) == 0) return i + 1;
+    }
+    throw Error(std::string("TANDEM_GEMV_LONG_ROWS must be 4x4, 8x4, 4x8, 4x2 or 2x8, got '") + v + "'");
+  }();
+  return variant;
+}
+
+template <int T, typename TO, int U, int KSPLIT, bool NORM>
+void launchSplit(const GemvArgs& a, const GemvNormArgs& nm, int rows, size_t smem, cudaStream_t stream) {
+  launchPdl(gemvKernel<T, TO, U, KSPLIT, NORM>, dim3(CEIL_DIV(rows, kGemvWarps / KSPLIT)), dim3(kGemvWarps * 32), smem,
+            stream, a, nm);
+}
+
+template <int T, typename TO, bool NORM>
+void launchLongRows(const GemvArgs& a, const GemvNormArgs& nm, int rows, size_t smem, cudaStream_t stream) {
+  if constexpr (!NORM) {
+    switch (longRowsVariant()) {
+      case 1: return launchSplit<T, TO, 8, 4, NORM>(a, nm, rows, smem, stream);
+      case 2: return launchSplit<T, TO, 4, 8, NORM>(a, nm, rows, smem, stream);
+      case 3: return launchSplit<T, TO, 4, 2, NORM>(a, nm, rows, smem, stream);
+      case 4: return launchSplit<T, TO, 2, 8, NORM>(a, nm, rows, smem, stream);
+      default: break;
+    }
+  }
+  launchSplit<T, TO, 4, 4, NORM>(a, nm, rows, smem, stream);
+}
+
 template <int T, typename TO, bool NORM>
 void launchRows(const GemvArgs& a, const GemvNormArgs& nm, int rows, bool swiglu, cudaStream_t stream) {
   const dim3 block(kGemvWarps * 32);
@@ -315,7 +351,7 @@ void launchRows(const GemvArgs& a, const GemvNormArgs& nm, int rows, bool swiglu
   if (swiglu) {
     launchPdl(gemvSwigluKernel<T, TO, NORM>, dim3(CEIL_DIV(rows, kGemvWarps)), block, smem, stream, a, nm);
   } else if (a.chunks >= kLongRowChunks) {
-    launchPdl(gemvKernel<T, TO, 4, 4, NORM>, dim3(CEIL_DIV(rows, kGemvWarps / 4)), block, smem, stream, a, nm);
+    launchLongRows<T, TO, NORM>(a, nm, rows, smem, stream);
   } else if (fewRowsSplit(rows)) {
     launchPdl(gemvKernel<T, TO, 4, 2, NORM>, dim3(CEIL_DIV(rows, kGemvWarps / 2)), block, smem, stream, a, nm);
   } else {
