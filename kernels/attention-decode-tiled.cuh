@@ -118,40 +118,32 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     }
     cpAsyncCommit();
   };
-  // ROPE: the new token's k and v (before rope), read right after the wait together with q (one
-  // round trip for both): thread j < D / 2 holds elements j and j + D / 2 of each.
-  static_assert(D / 2 <= kTiledWarps * 32, "one new k / v pair per thread");
-  const bool holdsNew = ROPE && newKey >= 0 && static_cast<int>(threadIdx.x) < D / 2;
-  const int slot = holdsNew ? nkv.slots[t] : -1;  // metadata: may be read before the wait
-  __nv_bfloat16 newK[2], newV[2];
-  auto loadNew = [&]() {
-    if (!holdsNew) return;
-    const size_t from = (static_cast<size_t>(t) * Hkv + kvHead) * D + threadIdx.x;
-    newK[0] = nkv.k[from];
-    newK[1] = nkv.k[from + D / 2];
-    newV[0] = nkv.v[from];
-    newV[1] = nkv.v[from + D / 2];
-  };
   // ROPE: the new token's k (rotated) and v into the tile starting at p0 if it holds newKey, and
   // into the pools at slots[t]. Needs cosS / sinS; visible to the block after the next barrier.
   auto placeNew = [&](int buf, int p0) {
-    if (!holdsNew || newKey < p0 || newKey >= p0 + kTiledKeys) return;
+    if (!ROPE || newKey < p0 || newKey >= p0 + kTiledKeys) return;
     const int key = newKey - p0;
-    const int j = threadIdx.x;
-    float ra, rb;
-    ropeRotate(toF(newK[0]), toF(newK[1]), cosS[j], sinS[j], &ra, &rb);
-    const __nv_bfloat16 k0 = fromF<__nv_bfloat16>(ra);
-    const __nv_bfloat16 k1 = fromF<__nv_bfloat16>(rb);
-    kS[buf][key][j] = k0;
-    kS[buf][key][j + D / 2] = k1;
-    vS[buf][key][j] = newV[0];
-    vS[buf][key][j + D / 2] = newV[1];
-    if (slot >= 0 && slot < nkv.numSlots) {
-      const size_t to = static_cast<size_t>(slot) * rowStride + headOffset;
-      kPool[to + j] = k0;
-      kPool[to + j + D / 2] = k1;
-      vPool[to + j] = newV[0];
-      vPool[to + j + D / 2] = newV[1];
+    const int slot = nkv.slots[t];
+    const bool store = slot >= 0 && slot < nkv.numSlots;
+    const size_t from = (static_cast<size_t>(t) * Hkv + kvHead) * D;
+    const size_t to = static_cast<size_t>(slot) * rowStride + headOffset;
+    for (int j = threadIdx.x; j < D / 2; j += kTiledWarps * 32) {
+      float ra, rb;
+      ropeRotate(toF(nkv.k[from + j]), toF(nkv.k[from + j + D / 2]), cosS[j], sinS[j], &ra, &rb);
+      const __nv_bfloat16 k0 = fromF<__nv_bfloat16>(ra);
+      const __nv_bfloat16 k1 = fromF<__nv_bfloat16>(rb);
+      const __nv_bfloat16 v0 = nkv.v[from + j];
+      const __nv_bfloat16 v1 = nkv.v[from + j + D / 2];
+      kS[buf][key][j] = k0;
+      kS[buf][key][j + D / 2] = k1;
+      vS[buf][key][j] = v0;
+      vS[buf][key][j + D / 2] = v1;
+      if (store) {
+        kPool[to + j] = k0;
+        kPool[to + j + D / 2] = k1;
+        vPool[to + j] = v0;
+        vPool[to + j + D / 2] = v1;
+      }
     }
   };
 
@@ -175,7 +167,6 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     __syncthreads();
   }
   if (early) pdlWait();  // q and the new k / v come from the product before
-  loadNew();
   // q scaled into shared memory (rotated first with ROPE, rounded to bf16 as ropeWriteKv stores it).
   constexpr int HALF_PACKS = PACKS / 2;
   for (int i = threadIdx.x; i < HEADS * (ROPE ? HALF_PACKS : PACKS); i += kTiledWarps * 32) {
@@ -212,64 +203,33 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     }
     __syncthreads();  // the tile (and on the first pass qS) is visible to every warp
     const bool keyOk = rowOf(kBegin + i * kTiledKeys + lane) >= 0;
-    // Scores: 8 partial sums per dot product (not one 128-long chain of dependent FMAs) and q read
-    // as float4 broadcasts; the heads' reductions below run side by side (one shuffle of each per
-    // round), all without branches, so the chains overlap.
-    float score[HPW];
+    float pr[HPW];
 #pragma unroll
     for (int h = 0; h < HPW; h++) {
       const int g = warp + h * kTiledWarps;
-      float part[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-      const float* qg = qS[g < G ? g : 0];
+      float score = -INFINITY;
+      if (g < G && keyOk) {
+        float dot = 0.0f;
 #pragma unroll
-      for (int c = 0; c < D; c += 8) {
-        float kf[8];
-        loadFloats<8>(&kS[buf][lane][c], kf);
-        const float4 qa = *reinterpret_cast<const float4*>(qg + c);
-        const float4 qb = *reinterpret_cast<const float4*>(qg + c + 4);
-        part[0] = fmaf(qa.x, kf[0], part[0]);
-        part[1] = fmaf(qa.y, kf[1], part[1]);
-        part[2] = fmaf(qa.z, kf[2], part[2]);
-        part[3] = fmaf(qa.w, kf[3], part[3]);
-        part[4] = fmaf(qb.x, kf[4], part[4]);
-        part[5] = fmaf(qb.y, kf[5], part[5]);
-        part[6] = fmaf(qb.z, kf[6], part[6]);
-        part[7] = fmaf(qb.w, kf[7], part[7]);
+        for (int c = 0; c < D; c += 8) {
+          float kf[8];
+          loadFloats<8>(&kS[buf][lane][c], kf);
+#pragma unroll
+          for (int e = 0; e < 8; e++) dot = fmaf(qS[g][c + e], kf[e], dot);
+        }
+        score = dot;
       }
-      const float dot = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-      score[h] = g < G && keyOk ? dot : -INFINITY;
-    }
-    float tileMax[HPW];
+      const float mNew = fmaxf(m[h], warpMax(score));
+      if (mNew == -INFINITY) {  // (warp-uniform) nothing readable yet for this head
+        pr[h] = 0.0f;
+        continue;
+      }
+      pr[h] = score == -INFINITY ? 0.0f : __expf(score - mNew);
+      const float correction = m[h] == -INFINITY ? 0.0f : __expf(m[h] - mNew);
+      l[h] = l[h] * correction + warpSum(pr[h]);
 #pragma unroll
-    for (int h = 0; h < HPW; h++) tileMax[h] = score[h];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-#pragma unroll
-      for (int h = 0; h < HPW; h++) tileMax[h] = fmaxf(tileMax[h], __shfl_xor_sync(0xffffffffu, tileMax[h], o));
-    }
-    float pr[HPW];
-    float correction[HPW];
-    float tileSum[HPW];
-#pragma unroll
-    for (int h = 0; h < HPW; h++) {
-      const float mNew = fmaxf(m[h], tileMax[h]);
-      // (warp-uniform) nothing readable yet for this head: l, acc and m stay as they are.
-      const bool none = mNew == -INFINITY;
-      pr[h] = none || score[h] == -INFINITY ? 0.0f : __expf(score[h] - mNew);
-      correction[h] = none ? 1.0f : m[h] == -INFINITY ? 0.0f : __expf(m[h] - mNew);
+      for (int e = 0; e < VEC; e++) acc[h][e] *= correction;
       m[h] = mNew;
-      tileSum[h] = pr[h];
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-#pragma unroll
-      for (int h = 0; h < HPW; h++) tileSum[h] += __shfl_xor_sync(0xffffffffu, tileSum[h], o);
-    }
-#pragma unroll
-    for (int h = 0; h < HPW; h++) {
-      l[h] = l[h] * correction[h] + tileSum[h];
-#pragma unroll
-      for (int e = 0; e < VEC; e++) acc[h][e] *= correction[h];
     }
 #pragma unroll 8
     for (int j = 0; j < kTiledKeys; j++) {

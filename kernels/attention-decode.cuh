@@ -71,8 +71,7 @@ __device__ __forceinline__ int sequenceOfRow(const int* cuSeqlensQ, int S, int t
 constexpr int kDefaultMinSplitKeys = 32;
 __constant__ int cMinSplitKeys = kDefaultMinSplitKeys;
 // Whether the fused rope + decode kernel reads metadata and its first K/V tile before pdlWait()
-// (attention-decode-tiled.cuh), and the split merge its metadata; attentionInit() clears it for
-// TANDEM_DECODE_EARLY_LOADS=0.
+// (attention-decode-tiled.cuh); attentionInit() clears it for TANDEM_DECODE_EARLY_LOADS=0.
 __constant__ int cEarlyLoads = 1;
 __device__ __forceinline__ int splitChunk(int keys, int splits) {
   return max((keys + splits - 1) / splits, cMinSplitKeys);
@@ -240,51 +239,45 @@ __global__ void __launch_bounds__(WARPS * 32)
   }
 }
 
-// The merge of one (row, head)'s used split states (m, l, acc[D]) at `part` (stride D + 2): dim d's
-// value, in one pass with a running max (every load is independent of the math, so they are all
-// in flight at once: one round trip). Loads bypass L1 (__ldcg): the states were written by the
-// kernel before.
-__device__ __forceinline__ float mergedValue(const float* part, int used, int D, int d) {
+// The merge of one (row, head)'s used split states (m, l, acc[D]) at `part` (stride D + 2): the
+// largest m, then dim d's value (mergeSplitsKernel). Loads bypass L1 (__ldcg): the states were
+// written by the kernel before.
+__device__ __forceinline__ float mergedMax(const float* part, int used, int D) {
   float mAll = -INFINITY;
+  for (int i = 0; i < used; i++) mAll = fmaxf(mAll, __ldcg(part + i * (D + 2)));
+  return mAll;
+}
+__device__ __forceinline__ float mergedValue(const float* part, int used, int D, int d, float mAll) {
   float lAll = 0.0f;
   float v = 0.0f;
-#pragma unroll 4
   for (int i = 0; i < used; i++) {
     const float* p = part + i * (D + 2);
     const float m = __ldcg(p);
-    const float l = __ldcg(p + 1);
-    const float a = __ldcg(p + 2 + d);
-    if (m == -INFINITY) continue;  // an empty chunk
-    const float mNew = fmaxf(mAll, m);
-    const float keep = mAll == -INFINITY ? 0.0f : __expf(mAll - mNew);
-    const float weight = __expf(m - mNew);
-    lAll = lAll * keep + l * weight;
-    v = v * keep + a * weight;
-    mAll = mNew;
+    const float weight = m == -INFINITY ? 0.0f : __expf(m - mAll);
+    lAll += __ldcg(p + 1) * weight;
+    v += __ldcg(p + 2 + d) * weight;
   }
   return lAll > 0.0f ? v / lAll : 0.0f;
 }
 
-// Combines the split chunks of every (row, head): grid (T, H). The metadata is read before
-// pdlWait() where cEarlyLoads allows (it is copied from the host before the step's first kernel);
-// every block waits before it returns, so this grid's end still implies the decode kernel's.
+// Combines the split chunks of every (row, head): grid (T, H).
 template <typename T>
 __global__ void mergeSplitsKernel(T* out, const float* partial, const int* cuSeqlensQ, const int* contextLens, int S,
                                   int H, int D, int splits, int skipMulti) {
   pdlLaunchDependents();
-  const bool early = cEarlyLoads != 0;
-  if (!early) pdlWait();
+  pdlWait();
   const int t = blockIdx.x;
   const int h = blockIdx.y;
   const int s = sequenceOfRow(cuSeqlensQ, S, t);
-  const bool multi = skipMulti && cuSeqlensQ[s + 1] - cuSeqlensQ[s] > 1;
+  if (skipMulti && cuSeqlensQ[s + 1] - cuSeqlensQ[s] > 1) return;
   // Only the chunks the decode kernel wrote: those starting inside the context (at least one).
-  const int used = multi ? 0 : usedSplits(rowKeys(cuSeqlensQ, contextLens, s, t), splits);
-  if (early) pdlWait();
-  if (used <= 1) return;  // a prefill row, or the decode block wrote the output itself
+  const int keys = rowKeys(cuSeqlensQ, contextLens, s, t);
+  const int used = usedSplits(keys, splits);
+  if (used == 1) return;  // the decode block wrote the output
   const size_t head = static_cast<size_t>(t) * H + h;
   const float* part = partial + head * splits * (D + 2);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) out[head * D + d] = fromF<T>(mergedValue(part, used, D, d));
+  const float mAll = mergedMax(part, used, D);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) out[head * D + d] = fromF<T>(mergedValue(part, used, D, d, mAll));
 }
 
 }  // namespace tandem
