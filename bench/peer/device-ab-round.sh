@@ -1,23 +1,18 @@
 #!/usr/bin/env bash
-# One device call of A/B runs for the questions the 2026-12-07 results left open (bench/NOTES.md),
-# about 8 minutes, within one call's 600 s (SKIP_* splits it over calls on a warm machine):
+# One device call of A/B runs for the questions bench/NOTES.md leaves open, within one call's 600 s
+# (SKIP_* splits it over calls on a warm machine):
 #   source .device/env.sh && bash bench/peer/device-ab-round.sh
-# 0. The CUDA suite (test/backend/cuda.test.ts, test/engine/cuda-graphs.test.ts) first: what changed
-#    since the last GPU run (the LoRA compute copy, linearAdd, the knobs) must pass before figures
-#    count. Then GRPO steps with --cuda-graphs, with and without TANDEM_LORA_FUSED_ADD=0 (rollout
-#    1.735 s before those changes).
+# 0. The CUDA suite (test/backend/cuda.test.ts, test/engine/cuda-graphs.test.ts) first: kernel
+#    changes since the last GPU run must pass before figures count.
 # 1. The decode graph replayed (bench/decode-replay.ts, batch 1 and 64, context 128) once per setting
-#    in REPLAY_AB (default: the defaults; TANDEM_DECODE_EARLY_LOADS=0, the fused rope + attention
-#    kernel's metadata and first K/V tile read after its grid-dependency wait; min split keys 128 and
-#    256, fewer and longer split chunks (and no merge) at short contexts; TANDEM_SHORT_CONTEXT_GRAPHS=256,
-#    a graph planned for 256-token contexts, no splits, no merge kernel, replayed at context 128).
-# 2. GRPO steps with eager rollouts (256-token prompts, 3 steps) once per setting in GRPO_AB
-#    (default: the defaults, TANDEM_WAIT_SPIN_US=0; TANDEM_WAIT_POLL_US=20 tries a pause between
-#    polls): does the worker thread polling its CUDA event slow the main thread's launches (eager
-#    rollouts 3.35 -> 3.92 s since 2026-11-28, when launches began to overlap waits)?
+#    in REPLAY_AB (default: the defaults, then TANDEM_GEMV_LONG_ROWS 8x4 / 4x8 / 4x2 / 2x8, the
+#    down projection's packs in flight x warps per row against 4x4; 2026-12-07's round tried
+#    TANDEM_DECODE_EARLY_LOADS=0, min split keys 128 / 256 and TANDEM_SHORT_CONTEXT_GRAPHS=256).
+# 2. GRPO steps (256-token prompts, 6 x 200 tokens, r 32, 3 steps) with eager rollouts once per
+#    setting in GRPO_AB (default: the defaults), then with --cuda-graphs once per setting in
+#    GRPO_GRAPHS_AB (default: the defaults, TANDEM_LORA_FUSED_ADD=0).
 # 3. `tandem serve --cuda-graphs` under bench/serve.ts with 64 clients once per setting in SERVE_AB
-#    (default: the defaults, TANDEM_WAIT_SPIN_US=0, TANDEM_ASYNC_SCHEDULING=0): which one moved the
-#    median TTFT from 85 to 158 ms?
+#    (default: the defaults).
 # A setting is "-" (the defaults) or VAR=VALUE[,VAR=VALUE...]. SKIP_TESTS=1 / SKIP_REPLAY=1 /
 # SKIP_GRPO=1 / SKIP_SERVE=1 / SKIP_BUILD=1 leave parts out. A table of every figure at the end; under $OUT every
 # log and JSON in one archive (ab-round.tgz).
@@ -56,7 +51,7 @@ settingEnv() { [ "$1" = - ] && return; tr ',' '\n' <<<"$1"; }
 tagOf() { [ "$1" = - ] && { echo defaults; return; }; tr -c 'A-Za-z0-9\n' '_' <<<"$1"; }
 
 if [ "${SKIP_REPLAY:-0}" != 1 ]; then
-  for s in ${REPLAY_AB:-- TANDEM_DECODE_EARLY_LOADS=0 TANDEM_DECODE_MIN_SPLIT_KEYS=128 TANDEM_DECODE_MIN_SPLIT_KEYS=256 TANDEM_SHORT_CONTEXT_GRAPHS=256}; do
+  for s in ${REPLAY_AB:-- TANDEM_GEMV_LONG_ROWS=8x4 TANDEM_GEMV_LONG_ROWS=4x8 TANDEM_GEMV_LONG_ROWS=4x2 TANDEM_GEMV_LONG_ROWS=2x8}; do
     tag=$(tagOf "$s")
     mapfile -t envs < <(settingEnv "$s")
     step "replay-$tag" 60 env ${envs[@]+"${envs[@]}"} node --import tsx bench/decode-replay.ts --model "$model" \
@@ -68,7 +63,7 @@ if [ "${SKIP_REPLAY:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_GRPO:-0}" != 1 ]; then
-  for s in ${GRPO_AB:-- TANDEM_WAIT_SPIN_US=0}; do
+  for s in ${GRPO_AB:--}; do
     tag=$(tagOf "$s")
     mapfile -t envs < <(settingEnv "$s")
     step "grpo-$tag" 90 env ${envs[@]+"${envs[@]}"} node --import tsx bench/grpo-step.ts --model "$model" --backend cuda --steps 3 \
@@ -76,7 +71,7 @@ if [ "${SKIP_GRPO:-0}" != 1 ]; then
     figure "grpo eager, $s: $(grep -E '^mean of steps' "$out/grpo-$tag.log" || echo 'no result')"
   done
   # With graphs: the defaults, then the LoRA expand as product + axpy (linearAdd's A/B).
-  for s in - TANDEM_LORA_FUSED_ADD=0; do
+  for s in ${GRPO_GRAPHS_AB:-- TANDEM_LORA_FUSED_ADD=0}; do
     tag=$(tagOf "$s")
     mapfile -t envs < <(settingEnv "$s")
     step "grpo-graphs-$tag" 90 env ${envs[@]+"${envs[@]}"} node --import tsx bench/grpo-step.ts --model "$model" --backend cuda \
@@ -90,7 +85,7 @@ health() {
   python3 -c "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=2).status == 200 else 1)" 2>/dev/null
 }
 if [ "${SKIP_SERVE:-0}" != 1 ]; then
-  for s in ${SERVE_AB:-- TANDEM_WAIT_SPIN_US=0 TANDEM_ASYNC_SCHEDULING=0}; do
+  for s in ${SERVE_AB:--}; do
     tag=$(tagOf "$s")
     mapfile -t envs < <(settingEnv "$s")
     env ${envs[@]+"${envs[@]}"} node --import tsx src/cli.ts serve --backend cuda --cuda-graphs --model "$model" --port "$port" \
