@@ -11,10 +11,11 @@
  * not with tensor sizes. It also counts the launches per step (addon calls that queue GPU work,
  * one or more kernels each; queries and allocation not counted): inside a CUDA graph each is a
  * node the GPU still runs.
- * Eager steps only: a graph replay is one launch on the host.
+ * --cuda-graphs replays decode steps as graphs (the stand-in's replay does nothing): what the host
+ * spends per step around one graph launch.
  *
  *   node --import tsx bench/host-cost.ts [--layers 36] [--batch 1,6,64] [--steps 200] [--lora] [--async]
- *     [--out FILE.json]
+ *     [--cuda-graphs] [--out FILE.json]
  *
  * --lora runs every request on a rank-32 adapter over all seven projections (a GRPO rollout's
  * launches); --async turns on async scheduling (on by default with a GPU).
@@ -39,6 +40,7 @@ const { values: v } = parseArgs({
     steps: { type: 'string', default: '200' },
     lora: { type: 'boolean', default: false },
     async: { type: 'boolean', default: false },
+    'cuda-graphs': { type: 'boolean', default: false },
     out: { type: 'string' },
   },
 });
@@ -46,7 +48,7 @@ const layers = Number(v.layers);
 const batches = v.batch!.split(',').map(Number);
 const steps = Number(v.steps);
 if (!Number.isInteger(layers) || layers < 1 || batches.some((b) => !Number.isInteger(b) || b < 1) || !Number.isInteger(steps) || steps < 10) {
-  throw new Error('usage: bench/host-cost.ts [--layers N >= 1] [--batch 1,6,64] [--steps N >= 10] [--lora] [--async] [--out FILE.json]');
+  throw new Error('usage: bench/host-cost.ts [--layers N >= 1] [--batch 1,6,64] [--steps N >= 10] [--lora] [--async] [--cuda-graphs] [--out FILE.json]');
 }
 
 /**
@@ -104,7 +106,7 @@ try {
   const be = new CudaBackend({ native: standInAddon() });
   const loaded = loadModel(dir, be);
   const results: { name: string; value: number; unit: string }[] = [];
-  console.log(`host cost of an eager decode step: ${layers} layers, ${v.lora ? 'LoRA r32 on all 7 projections, sampled (T 1)' : 'base model, greedy'}, async scheduling ${v.async ? 'on' : 'off'}; ${cpus()[0]?.model ?? '?'}`);
+  console.log(`host cost of ${v['cuda-graphs'] ? 'a graph' : 'an eager'} decode step: ${layers} layers, ${v.lora ? 'LoRA r32 on all 7 projections, sampled (T 1)' : 'base model, greedy'}, async scheduling ${v.async ? 'on' : 'off'}; ${cpus()[0]?.model ?? '?'}`);
   console.log('  batch   host ms/step   steps   launches/step (the most frequent)');
   for (const batch of batches) {
     const engine = new Engine(loaded, {
@@ -115,6 +117,7 @@ try {
       maxWaiting: batch,
       maxModelLen: 64 + steps + 16,
       asyncScheduling: v.async === true,
+      cudaGraphs: v['cuda-graphs'] === true,
     });
     try {
       let adapter: string | null = null;

@@ -305,12 +305,17 @@ void checkAttentionArgs(const char* op, int S, int H, int Hkv, int D, int blockS
 }  // namespace
 
 int attentionSplits(int T, int H, int Hkv, int D, int maxContextLen) {
-  // Split only when the unsplit grid leaves SMs idle and each chunk keeps >= 128 keys.
-  if (T <= 0 || Hkv <= 0 || !groupedSupported(H, Hkv, D) || maxContextLen < 512) return 1;
+  // Split when the unsplit grid leaves SMs idle, into chunks of at least the min split keys (the
+  // device's splitChunk rounds up to them): a block's tiles run one after another, so at batch 1
+  // four 32-key blocks and the merge beat one block of four tiles (7 us per layer at 128 keys on
+  // an H100, bench/results/decode-replay-ab-2026-12-07-h100.json). The same grid a decode graph
+  // planned for long contexts runs at short ones.
+  static const int minKeys = minSplitKeysFromEnv();
+  if (T <= 0 || Hkv <= 0 || !groupedSupported(H, Hkv, D) || maxContextLen <= minKeys) return 1;
   const int blocks = T * Hkv;
   const int sms = smCount();
   if (blocks >= sms) return 1;
-  const int splits = min(CEIL_DIV(2 * sms, blocks), maxContextLen / 128);
+  const int splits = min(CEIL_DIV(2 * sms, blocks), CEIL_DIV(maxContextLen, minKeys));
   return max(1, min(splits, 64));
 }
 
