@@ -24,6 +24,16 @@ napi_value ScatterRows(napi_env env, napi_callback_info info) {  // (pool, rows,
   return undefinedValue(env);
 }
 
+napi_value SplitColumns(napi_env env, napi_callback_info info) {  // (src, T, count, out0, bytes0, out1, bytes1, out2, bytes2)
+  Args a(env, info, 9, "splitColumns");
+  requireReady("splitColumns");
+  const int count = a.i32(2);
+  void* outs[3] = {a.ptr(3), a.ptr(5), a.ptr(7)};
+  const size_t bytes[3] = {a.size(4), a.size(6), a.size(8)};
+  splitColumns(outs, bytes, count, a.ptr(0), a.i32(1), bindingStream());
+  return undefinedValue(env);
+}
+
 napi_value Rmsnorm(napi_env env, napi_callback_info info) {  // (y, sum, x, residual, w, eps, R, C, dt)
   Args a(env, info, 9, "rmsnorm");
   requireReady("rmsnorm");
@@ -189,6 +199,7 @@ void registerForwardOps(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       TANDEM_FN("embedding", Embedding),
       TANDEM_FN("scatterRows", ScatterRows),
+      TANDEM_FN("splitColumns", SplitColumns),
       TANDEM_FN("rmsnorm", Rmsnorm),
       TANDEM_FN("linear", Linear),
       TANDEM_FN("gemvMany", GemvMany),

@@ -8,6 +8,10 @@ scatterRows: rows is (T, rowBytes), slots is (T) i32, pool is (numSlots, rowByte
 
 Rows move in the widest unit that divides the row and the pointers: 16, 8, 4 or 2 bytes.
 
+splitColumns: src is (T, rowBytes) holding up to 3 column blocks side by side (a product over
+             weights laid out one after another: q, k, v), out[i] is (T, bytes[i]): each block
+             back into a tensor of its own.
+
 scatterAddRows: src is (R, C) of T, idx is (R) i32, out is (T, C) of T: out = 0, then
              out[idx[r]] += src[r] (the adjoint of gatherRows: rows named twice add up).
              Deterministic without ordering atomics on floats: a first pass finds, per output
@@ -16,6 +20,8 @@ scatterAddRows: src is (R, C) of T, idx is (R) i32, out is (T, C) of T: out = 0,
              rounds once. Rows named once (the usual case) are copies; only repeated rows scan
              idx beyond their first source.
 */
+#include <algorithm>
+
 #include "common.cuh"
 #include "ops-train.h"
 
@@ -76,6 +82,31 @@ __global__ void scatterAddRowsKernel(T* out, const T* src, const int* idx, const
       }
     }
     dst[c] = fromF<T>(acc);
+  }
+}
+
+constexpr int kSplitMaxParts = 3;
+struct SplitParts {
+  void* out[kSplitMaxParts];
+  int end[kSplitMaxParts];  // cumulative units: part p owns row units [end[p-1], end[p])
+  int count;
+};
+
+// Grid (T, blocks over the row): each thread moves units of its row into the part that owns them.
+template <typename U>
+__global__ void splitColumnsKernel(SplitParts parts, const U* src, int units) {
+  const int t = blockIdx.x;
+  const U* row = src + static_cast<size_t>(t) * units;
+  for (int c = blockIdx.y * blockDim.x + threadIdx.x; c < units; c += gridDim.y * blockDim.x) {
+    int begin = 0;
+#pragma unroll
+    for (int p = 0; p < kSplitMaxParts; p++) {
+      if (p < parts.count && c >= begin && c < parts.end[p]) {
+        const int width = parts.end[p] - begin;
+        static_cast<U*>(parts.out[p])[static_cast<size_t>(t) * width + (c - begin)] = row[c];
+      }
+      begin = parts.end[p];
+    }
   }
 }
 
@@ -141,6 +172,38 @@ void scatterRows(void* pool, const void* rows, const int* slots, int T, int numS
                 scatterRowsKernel<U><<<T, threadsFor(units), 0, stream>>>(static_cast<U*>(pool),
                                                                           static_cast<const U*>(rows), slots, T,
                                                                           numSlots, units));
+  launchCheck();
+}
+
+void splitColumns(void* const* outs, const size_t* bytes, int count, const void* src, int T, cudaStream_t stream) {
+  if (count < 1 || count > kSplitMaxParts) throw Error("splitColumns: 1 to 3 parts, got " + std::to_string(count));
+  size_t rowBytes = 0;
+  size_t align = reinterpret_cast<size_t>(src);
+  for (int p = 0; p < count; p++) {
+    rowBytes += bytes[p];
+    align |= reinterpret_cast<size_t>(outs[p]) | bytes[p];
+  }
+  if (T == 0 || rowBytes == 0) return;
+  int u = 2;
+  for (int w : {16, 8, 4}) {
+    if (align % w == 0) {
+      u = w;
+      break;
+    }
+  }
+  if (align % u != 0) throw Error("splitColumns: parts must be whole 2-byte elements");
+  SplitParts parts{};
+  size_t end = 0;
+  for (int p = 0; p < kSplitMaxParts; p++) {
+    if (p < count) end += bytes[p] / u;
+    parts.out[p] = p < count ? outs[p] : nullptr;
+    parts.end[p] = static_cast<int>(end);
+  }
+  parts.count = count;
+  const int units = static_cast<int>(rowBytes / u);
+  const int threads = threadsFor(static_cast<size_t>(units));
+  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(std::min(CEIL_DIV(units, threads), 64)));
+  DISPATCH_UNIT(u, U, splitColumnsKernel<U><<<grid, threads, 0, stream>>>(parts, static_cast<const U*>(src), units));
   launchCheck();
 }
 

@@ -28,6 +28,9 @@ struct Error : std::runtime_error {
 void gatherRows(void* out, const void* src, const int* idx, int R, int rows, size_t rowBytes, cudaStream_t stream);
 // gather.cu: pool[slots[t]] = rows[t] for T rows of rowBytes bytes; slots outside [0, numSlots) are skipped.
 void scatterRows(void* pool, const void* rows, const int* slots, int T, int numSlots, size_t rowBytes, cudaStream_t stream);
+// gather.cu: src (T, sum of bytes[i]) holds `count` (1-3) column blocks side by side; outs[i] (T, bytes[i])
+// receives block i (a product over weights laid out one after another, split into its parts).
+void splitColumns(void* const* outs, const size_t* bytes, int count, const void* src, int T, cudaStream_t stream);
 
 // rmsnorm.cu: x, residual, sum, y are (R, C); w is (C). With residual (non-null), sum = x + residual
 // (rounded to dt) is normalised and stored; without, sum is not written.

@@ -160,6 +160,12 @@ export interface Backend {
    */
   readonly preferredDtype: DType;
   /**
+   * Whether loaders place each layer's q, k and v weights (and their biases) one after another in
+   * one allocation, so linearMany over them can run as one product (the CUDA backend under
+   * TANDEM_QKV_ONE_GEMM=1; the CPU backend always, which exercises the placement).
+   */
+  readonly jointProjections: boolean;
+  /**
    * Whether ops only queue their work and return before it is done (a GPU stream: true on cuda),
    * so host work can run while the device computes. False where an op has computed its result
    * when it returns (cpu): nothing runs behind the host, so the engine's async scheduling is off

@@ -83,10 +83,62 @@ export function weightBytes(cfg: ModelConfig, dtype: DType): number {
   return n * bytesPer;
 }
 
+/**
+ * Tensors that share one allocation, one after another, where backend.jointProjections asks
+ * for it: each layer's q, k and v weights, and their biases. A product over the parts can then run
+ * as one over the whole (the CUDA backend's linearMany). Each part starts at a multiple of
+ * JOINT_ALIGN elements (at least 256 bytes, as the kernels' fast paths like), so parts are adjacent
+ * only where the sizes allow: then the product over them is one.
+ */
+function jointGroups(cfg: ModelConfig): string[][] {
+  const groups: string[][] = [];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const a = `model.layers.${l}.self_attn`;
+    groups.push([`${a}.q_proj.weight`, `${a}.k_proj.weight`, `${a}.v_proj.weight`]);
+    if (cfg.qkvBias) groups.push([`${a}.q_proj.bias`, `${a}.k_proj.bias`, `${a}.v_proj.bias`]);
+  }
+  return groups;
+}
+const JOINT_ALIGN = 128;
+
+/**
+ * Where each tensor of `cfg` goes: its own upload, or a view of a joint allocation made when the
+ * first name of its group comes (see jointGroups). Yields the name and a function storing it.
+ */
+function placements(backend: Backend, cfg: ModelConfig, dtype: DType) {
+  const expected = expectedTensors(cfg);
+  const shapeOf = new Map(expected.map((e) => [e.name, e.shape]));
+  const groupOf = new Map<string, string[]>();
+  if (backend.jointProjections) for (const g of jointGroups(cfg)) for (const name of g) groupOf.set(name, g);
+  const views = new Map<string, Tensor>();
+  const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+  return expected.map(({ name, shape }) => ({
+    name,
+    shape,
+    store(data: Float32Array): Tensor {
+      const group = groupOf.get(name);
+      if (group === undefined) return backend.upload(data, shape, dtype);
+      if (!views.has(name)) {
+        let total = 0;
+        const offsets = group.map((n) => {
+          const at = total;
+          total = Math.ceil((at + numel(shapeOf.get(n)!)) / JOINT_ALIGN) * JOINT_ALIGN;
+          return at;
+        });
+        const joint = backend.alloc([total], dtype, 'persistent');
+        group.forEach((n, i) => views.set(n, backend.viewAt(joint, offsets[i], shapeOf.get(n)!)));
+      }
+      const view = views.get(name)!;
+      backend.write(view, data);
+      return view;
+    },
+  }));
+}
+
 /** Load every weight of `cfg` from `ckpt` onto `backend` in `dtype` (default: the backend's preferred one). */
 export function loadWeights(backend: Backend, cfg: ModelConfig, ckpt: Checkpoint, dtype: DType = backend.preferredDtype): ModelWeights {
   const loaded = new Map<string, Tensor>();
-  for (const { name, shape } of expectedTensors(cfg)) loaded.set(name, backend.upload(ckpt.read(name, shape), shape, dtype));
+  for (const { name, shape, store } of placements(backend, cfg, dtype)) loaded.set(name, store(ckpt.read(name, shape)));
   return assemble(cfg, loaded);
 }
 
@@ -101,8 +153,8 @@ export async function loadWeightsAsync(
   dtype: DType = backend.preferredDtype,
 ): Promise<ModelWeights> {
   const loaded = new Map<string, Tensor>();
-  for (const { name, shape } of expectedTensors(cfg)) {
-    loaded.set(name, backend.upload(ckpt.read(name, shape), shape, dtype));
+  for (const { name, shape, store } of placements(backend, cfg, dtype)) {
+    loaded.set(name, store(ckpt.read(name, shape)));
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
   return assemble(cfg, loaded);

@@ -45,6 +45,43 @@ describe('loadModel', () => {
     assert.deepEqual(out[0], out[1]);
   });
 
+  it('places each layer\'s q, k and v (and their biases) one after another in one allocation where the backend asks', async () => {
+    const joint = new CpuBackend();
+    assert.equal(joint.jointProjections, true);
+    const apart = new CpuBackend();
+    Object.defineProperty(apart, 'jointProjections', { value: false });
+    const a = loadModel(dir, joint);
+    const b = loadModel(dir, apart);
+    const cfg = a.config;
+    assert.ok(cfg.qkvBias, 'the tiny preset has q/k/v biases: both groups are exercised');
+    type Placed = { data: Float32Array; root: object | null };
+    const placed = (t: unknown): Placed => t as Placed;
+    for (const [la, lb] of a.model.weights.layers.map((l, i) => [l, b.model.weights.layers[i]] as const)) {
+      for (const group of [[la.q, la.k, la.v], [la.qBias!, la.kBias!, la.vBias!]]) {
+        const [q, k, v] = group.map(placed);
+        assert.ok(q.root !== null && q.root === k.root && k.root === v.root, 'one allocation per group');
+        // Each part starts at the next multiple of 128 elements after the one before.
+        const next = (p: Placed): number => Math.ceil((p.data.byteOffset / 4 + p.data.length) / 128) * 128;
+        assert.equal(q.data.byteOffset, 0);
+        assert.equal(k.data.byteOffset / 4, next(q));
+        assert.equal(v.data.byteOffset / 4, next(k));
+      }
+      for (const key of ['q', 'k', 'v', 'qBias', 'kBias', 'vBias', 'o', 'gate'] as const) {
+        assert.deepEqual(placed(la[key]).data, placed(lb[key]).data, `${key}: same values either way`);
+      }
+      assert.equal(placed(lb.q).root, null, 'without the ask every tensor owns its storage');
+    }
+    const ids = [3, 1, 4, 1, 5];
+    const out: Float32Array[] = [];
+    for (const [m, be] of [[a, joint], [b, apart]] as const) {
+      const cache = be.allocKvCache(m.model.kvCacheSpec(1, 16));
+      out.push((await be.download(m.model.forward(packBatch([{ newTokens: ids, numCached: 0, blockTable: [0] }], 16), cache))) as Float32Array);
+      be.resetScratch();
+      be.freeKvCache(cache);
+    }
+    assert.deepEqual(out[0], out[1]);
+  });
+
   it('a truncated safetensors file is an error naming the file', () => {
     const d = variant('truncated', (x) => {
       const f = join(x, 'model.safetensors');

@@ -89,6 +89,7 @@ export class CpuBackend implements Backend {
   readonly name = 'cpu';
   /** fp32 throughout: dtypes are accepted and ignored (bf16 files are widened on load). */
   readonly preferredDtype = 'f32' as const;
+  readonly jointProjections = true;
   /** Ops compute before they return (the worker pool is joined): nothing runs behind the host. */
   readonly queuesWork: boolean = false;
   /** Threads used for big ops, the calling one included. */

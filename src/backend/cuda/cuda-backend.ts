@@ -44,7 +44,7 @@ import { DTYPE_CODE, loadNative } from './native.ts';
 import type { DeviceInfo, NativeCuda } from './native.ts';
 import { CudaTensor, DeviceArena, allocatedBytes, cudaDtype, elemBytes } from './tensor.ts';
 import { CudaTrainingOps } from './training-ops.ts';
-import { CudaFusedOps } from './fused-ops.ts';
+import { CudaFusedOps, QKV_ONE_GEMM } from './fused-ops.ts';
 import { CudaAttentionOps } from './attention-ops.ts';
 import { CudaSamplingOps } from './sampling-ops.ts';
 import { CudaGraphs } from './graphs.ts';
@@ -60,6 +60,12 @@ export interface CudaBackendOptions {
    * the backend's host side without a GPU (bench/host-cost.ts: the host time of a step).
    */
   native?: NativeCuda;
+  /**
+   * Place q, k, v weights (and biases) one after another at load (jointProjections) and run
+   * products over adjacent weights as one product and a column split (fused-ops.ts). Default:
+   * TANDEM_QKV_ONE_GEMM=1 in the environment; off until it has run on a GPU.
+   */
+  qkvOneGemm?: boolean;
 }
 
 /**
@@ -123,6 +129,7 @@ export class CudaBackend implements Backend {
   readonly name = 'cuda';
   /** bf16 weights, activations and KV cache; f32 accumulation, logits and LoRA parameters. */
   readonly preferredDtype = 'bf16' as const;
+  readonly jointProjections: boolean;
   /** Ops queue work on the stream and return at once. */
   readonly queuesWork: boolean = true;
   /** The GPU in use (name, memory, multiprocessors, compute capability). */
@@ -141,6 +148,7 @@ export class CudaBackend implements Backend {
 
   constructor(opts: CudaBackendOptions = {}) {
     this.native = opts.native ?? loadNative();
+    this.jointProjections = opts.qkvOneGemm ?? QKV_ONE_GEMM;
     this.device = this.native.init(opts.device ?? 0);
     this.arena = new DeviceArena(this.native);
     // What the op families share of the backend: its checks and its scratch arena.
@@ -157,6 +165,7 @@ export class CudaBackend implements Backend {
     this.fused = new CudaFusedOps({
       ...ctx,
       plain: this,
+      oneGemm: this.jointProjections,
       linearOperands: (op, x, w, bias) => this.linearOperands(op, x, w, bias),
       normOperands: (x, norm) => this.normOperands(x, norm),
     });

@@ -28,7 +28,18 @@ export interface FusedOpContext {
   ): { xt: FloatTensor; wt: FloatTensor; bt: FloatTensor | null; T: number; K: number; N: number };
   normOperands(x: Tensor, norm: NormSpec): { xt: FloatTensor; wt: FloatTensor; rt: FloatTensor | null };
   scratch(shape: readonly number[], dtype: CudaDType): CudaTensor;
+  /** Products over adjacent weights as one (see QKV_ONE_GEMM). */
+  readonly oneGemm: boolean;
 }
+
+/**
+ * TANDEM_QKV_ONE_GEMM=1 (CudaBackendOptions.qkvOneGemm): products of more than GEMV_MAX_ROWS rows
+ * whose weights lie one after another in memory (q, k and v as weights.ts places them) run as one
+ * cuBLASLt product and a column split, instead of one product each (at batch 64 on an H100, 14.9
+ * us for three vs 5.5 for one, bench/results/decode-ops-2026-12-07-run3-h100.json). Off until it
+ * has run on a GPU.
+ */
+export const QKV_ONE_GEMM = process.env.TANDEM_QKV_ONE_GEMM === '1';
 
 /** The native calls' trailing norm arguments: (x, residual, w, sum, eps), zeros for none. */
 type NormArgs = [number, number, number, number, number];
@@ -38,7 +49,7 @@ export class CudaFusedOps {
   constructor(private readonly ctx: FusedOpContext) {}
 
   linearMany(x: Tensor, parts: readonly LinearPart[]): Tensor[] {
-    return this.many(x, null, parts)?.outs ?? composedLinearMany(this.ctx.plain, x, parts);
+    return this.many(x, null, parts)?.outs ?? this.adjacent(x, parts) ?? composedLinearMany(this.ctx.plain, x, parts);
   }
 
   linearSwiglu(x: Tensor, gate: LinearPart, up: LinearPart): Tensor {
@@ -46,7 +57,11 @@ export class CudaFusedOps {
   }
 
   normLinearMany(x: Tensor, norm: NormSpec, parts: readonly LinearPart[]): { outs: Tensor[]; sum: Tensor } {
-    return this.many(x, norm, parts) ?? composedNormLinearMany(this.ctx.plain, x, norm, parts);
+    const fused = this.many(x, norm, parts);
+    if (fused !== null) return fused;
+    if (!this.ctx.oneGemm) return composedNormLinearMany(this.ctx.plain, x, norm, parts);
+    const n = this.ctx.plain.rmsnorm(x, norm.w, norm.eps, norm.residual);
+    return { outs: this.linearMany(n.y, parts), sum: n.sum };
   }
 
   normLinearSwiglu(x: Tensor, norm: NormSpec, gate: LinearPart, up: LinearPart): { out: Tensor; sum: Tensor } {
@@ -88,6 +103,35 @@ export class CudaFusedOps {
       ...fused.args,
     );
     return taken ? { out, sum: fused.sum } : null;
+  }
+
+  /**
+   * Products whose weights (and biases, if any) lie one after another in memory as one product
+   * into scratch, then split into one tensor per part; null where that does not apply (the switch
+   * is off, one part, f32 weights, a gap between parts).
+   */
+  private adjacent(x: Tensor, parts: readonly LinearPart[]): Tensor[] | null {
+    if (!this.ctx.oneGemm || parts.length < 2 || parts.length > GEMV_MAX_PARTS) return null;
+    linearManyShape(x.shape, parts.map((p) => ({ w: p.w.shape, bias: p.bias?.shape })));
+    const ops = parts.map((p) => this.ctx.linearOperands('linearMany', x, p.w, p.bias));
+    const { xt, T, K } = ops[0];
+    if (!ops.every((o) => o.wt.dtype === xt.dtype)) return null;
+    const withBias = ops[0].bt !== null;
+    if (!ops.every((o) => (o.bt !== null) === withBias && (o.bt === null || o.bt.dtype === ops[0].bt!.dtype))) return null;
+    const follows = (ptrs: number[], bytes: number[]): boolean => ptrs.every((p, i) => i === 0 || p === ptrs[i - 1] + bytes[i - 1]);
+    if (!follows(ops.map((o) => o.wt.ptr), ops.map((o) => o.wt.bytes))) return null;
+    if (withBias && !follows(ops.map((o) => o.bt!.ptr), ops.map((o) => o.bt!.bytes))) return null;
+    const N = ops.reduce((a, o) => a + o.N, 0);
+    const dt = DTYPE_CODE[xt.dtype];
+    const all = this.ctx.scratch([T, N], xt.dtype);
+    const bias = ops[0].bt;
+    this.ctx.native.linear(all.ptr, dt, xt.ptr, ops[0].wt.ptr, dt, bias?.ptr ?? 0, DTYPE_CODE[bias?.dtype ?? xt.dtype], T, K, N);
+    const outs = ops.map((o) => this.ctx.scratch([T, o.N], xt.dtype));
+    const args: number[] = [];
+    outs.forEach((o) => args.push(o.ptr, o.bytes / T));
+    while (args.length < 2 * GEMV_MAX_PARTS) args.push(0, 0);
+    this.ctx.native.splitColumns(all.ptr, T, outs.length, ...(args as [number, number, number, number, number, number]));
+    return outs;
   }
 
   /**

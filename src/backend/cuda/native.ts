@@ -54,6 +54,8 @@ export interface NativeCuda {
   graphDestroy(id: number): void;
   embedding(out: number, ids: number, table: number, T: number, V: number, rowBytes: number): void;
   scatterRows(pool: number, rows: number, slots: number, T: number, numSlots: number, rowBytes: number): void;
+  /** src (T, sum of the parts' bytes): up to 3 column blocks side by side, each into its out (T, bytes). */
+  splitColumns(src: number, T: number, count: number, out0: number, bytes0: number, out1: number, bytes1: number, out2: number, bytes2: number): void;
   rmsnorm(y: number, sum: number, x: number, residual: number, w: number, eps: number, R: number, C: number, dt: number): void;
   linear(out: number, outDt: number, x: number, w: number, xwDt: number, bias: number, biasDt: number, T: number, K: number, N: number): void;
   /** out (T, N) += alpha * x @ w^T in place (x and w of xwDt); false: not taken, nothing ran (linear + axpy then). */
