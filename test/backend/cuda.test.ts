@@ -58,6 +58,49 @@ function cudaSpecifics(): void {
       assert.equal(be.alloc([3], 'bf16', 'scratch').dtype, 'bf16');
     });
 
+    it('qkvOneGemm: a product over adjacent q/k/v weights and its column split match the reference', async () => {
+      const be = new CudaBackend({ qkvOneGemm: true });
+      const [K, ns] = [256, [512, 128, 128]];
+      const total = ns.reduce((a, b) => a + b, 0);
+      const w = be.upload(rand(total * K, 71, 0.05), [total * K], 'bf16');
+      const b = be.upload(rand(total, 72, 0.1), [total], 'bf16');
+      const starts = ns.map((_, i) => ns.slice(0, i).reduce((a, c) => a + c, 0));
+      const parts = ns.map((n, i) => ({ w: be.viewAt(w, starts[i] * K, [n, K]), bias: be.viewAt(b, starts[i], [n]) }));
+      const wAll = (await be.download(w)) as Float32Array;
+      const bAll = (await be.download(b)) as Float32Array;
+      for (const T of [5, 64]) {
+        const x = be.upload(rand(T * K, 73 + T), [T, K], 'bf16');
+        const xs = (await be.download(x)) as Float32Array;
+        const outs = be.linearMany(x, parts);
+        for (let i = 0; i < ns.length; i++) {
+          const wi = wAll.subarray(starts[i] * K, (starts[i] + ns[i]) * K);
+          const bi = bAll.subarray(starts[i], starts[i] + ns[i]);
+          expectClose(`T ${T} part ${i}`, await be.download(outs[i]), linearRef(xs, wi, bi, T, K, ns[i]), { atol: 1e-2, rtol: 1e-2 });
+        }
+        be.resetScratch();
+      }
+    });
+
+    it('qkvOneGemm: a model loaded with q/k/v in one allocation gives the logits of one loaded apart', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'tandem-cuda-qkv-'));
+      try {
+        makeModel({ preset: 'small', out: dir, seed: 5, headDim: 128 });
+        const logits: Float32Array[] = [];
+        for (const qkvOneGemm of [true, false]) {
+          const be = new CudaBackend({ qkvOneGemm });
+          const m = loadModel(dir, be);
+          const cache = be.allocKvCache(m.model.kvCacheSpec(4, 16));
+          const ids = Array.from({ length: 24 }, (_, i) => (i * 37) % 500);
+          logits.push((await be.download(m.model.forward(packBatch([{ newTokens: ids, numCached: 0, blockTable: [0, 1] }], 16), cache))) as Float32Array);
+          be.resetScratch();
+          be.freeKvCache(cache);
+        }
+        expectClose('one allocation vs apart', logits[0], logits[1], { atol: 2e-2, rtol: 2e-2 });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it('f32 linear is true fp32 (no TF32), and bf16 x bf16 can write f32', async () => {
       const be = new CudaBackend();
       const [T, K, N] = [33, 300, 70];
