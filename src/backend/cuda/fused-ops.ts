@@ -108,7 +108,7 @@ export class CudaFusedOps {
   /**
    * Products whose weights (and biases, if any) lie one after another in memory as one product
    * into scratch, then split into one tensor per part; null where that does not apply (the switch
-   * is off, one part, f32 weights, a gap between parts).
+   * is off, one part, weights of another dtype than x, a gap between parts).
    */
   private adjacent(x: Tensor, parts: readonly LinearPart[]): Tensor[] | null {
     if (!this.ctx.oneGemm || parts.length < 2 || parts.length > GEMV_MAX_PARTS) return null;
