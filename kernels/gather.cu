@@ -115,13 +115,17 @@ __global__ void splitColumnsKernel(SplitParts parts, const U* src, int units) {
 
 namespace {
 
-// Widest copy unit dividing the row length and every pointer's alignment.
-int unitBytes(size_t rowBytes, const void* a, const void* b) {
-  const size_t align = reinterpret_cast<size_t>(a) | reinterpret_cast<size_t>(b) | rowBytes;
+// Widest copy unit (16, 8, 4 or 2 bytes) dividing `align`: addresses and lengths or-ed together.
+int unitOf(size_t align) {
   for (int u : {16, 8, 4}) {
     if (align % u == 0) return u;
   }
   return 2;
+}
+
+// Widest copy unit dividing the row length and every pointer's alignment.
+int unitBytes(size_t rowBytes, const void* a, const void* b) {
+  return unitOf(reinterpret_cast<size_t>(a) | reinterpret_cast<size_t>(b) | rowBytes);
 }
 
 int threadsFor(size_t units) { return units >= 256 ? 256 : units >= 128 ? 128 : units >= 64 ? 64 : 32; }
@@ -184,13 +188,7 @@ void splitColumns(void* const* outs, const size_t* bytes, int count, const void*
     align |= reinterpret_cast<size_t>(outs[p]) | bytes[p];
   }
   if (T == 0 || rowBytes == 0) return;
-  int u = 2;
-  for (int w : {16, 8, 4}) {
-    if (align % w == 0) {
-      u = w;
-      break;
-    }
-  }
+  const int u = unitOf(align);
   if (align % u != 0) throw Error("splitColumns: parts must be whole 2-byte elements");
   SplitParts parts{};
   size_t end = 0;

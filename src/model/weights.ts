@@ -75,11 +75,13 @@ export function expectedTensors(c: ModelConfig): { name: string; shape: number[]
   return out;
 }
 
+const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+
 /** Bytes the weights of `cfg` take stored in `dtype` (before any allocator rounding). */
 export function weightBytes(cfg: ModelConfig, dtype: DType): number {
   const bytesPer = dtype === 'bf16' || dtype === 'f16' ? 2 : 4;
   let n = 0;
-  for (const { shape } of expectedTensors(cfg)) n += shape.reduce((a, b) => a * b, 1);
+  for (const { shape } of expectedTensors(cfg)) n += numel(shape);
   return n * bytesPer;
 }
 
@@ -111,7 +113,6 @@ function placements(backend: Backend, cfg: ModelConfig, dtype: DType) {
   const groupOf = new Map<string, string[]>();
   if (backend.jointProjections) for (const g of jointGroups(cfg)) for (const name of g) groupOf.set(name, g);
   const views = new Map<string, Tensor>();
-  const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
   return expected.map(({ name, shape }) => ({
     name,
     shape,
