@@ -20,15 +20,14 @@ Llama GQA): one block of 4 warps per (query row, KV head, context split), as the
 
 Same arguments, masking and split semantics as groupedDecodeKernel.
 
-With ROPE the first tile's loads, the metadata reads and rope's sincos come before pdlWait() (see
-the kernel; TANDEM_DECODE_EARLY_LOADS=0 puts them after it, for A/B runs).
-
 With ROPE (ropeAttentionDecode: every sequence has one query row, its new token) the kernel also
 does what ropeWriteKv did before it: q is rotated as it is staged into shared memory, and the
 block that owns the row's last key (the new token, key keys - 1) for its KV head rotates the new
 k, stores k and v at slots[t] of the pools and puts them into its shared tile itself (that key's
 cp.async is not issued: the pool row is written by this very block). The rounding is rope.cu's
 (rope.cuh), so the output and the stored K/V are bit-identical to ropeWriteKv + attention.
+Its first tile's loads, the metadata reads and rope's sincos come before pdlWait() (see the
+kernel; TANDEM_DECODE_EARLY_LOADS=0 puts them after it, for A/B runs).
 */
 #pragma once
 
