@@ -6,27 +6,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CudaBackend } from '../../src/backend/cuda/cuda-backend.ts';
-import type { NativeCuda } from '../../src/backend/cuda/native.ts';
 import type { LinearPart, Tensor } from '../../src/backend/backend.ts';
-import { fakeNative } from './fake-native.ts';
-
-type Call = { name: string; args: unknown[] };
-
-/** A CudaBackend over a stand-in addon that records every call (each op "runs" and is taken). */
-function recordingBackend(qkvOneGemm: boolean): { be: CudaBackend; calls: Call[] } {
-  const calls: Call[] = [];
-  const { native } = fakeNative({
-    init: (device: number) => ({ name: 'stand-in', device, totalMemory: 80 * 2 ** 30, multiprocessors: 132, l2CacheBytes: 50 * 2 ** 20, major: 9, minor: 0 }),
-  });
-  const proxy = new Proxy(native as unknown as Record<string, unknown>, {
-    get: (target, name: string) => (...args: unknown[]) => {
-      calls.push({ name, args });
-      const fn = target[name];
-      return typeof fn === 'function' ? (fn as (...a: unknown[]) => unknown)(...args) : true;
-    },
-  }) as unknown as NativeCuda;
-  return { be: new CudaBackend({ native: proxy, qkvOneGemm }), calls };
-}
+import { recordingBackend } from './fake-native.ts';
+import type { Call } from './fake-native.ts';
 
 const [K, NQ, NKV] = [256, 256, 128];
 
@@ -48,7 +30,7 @@ const ptrOf = (t: Tensor): number => (t as unknown as { ptr: number }).ptr;
 
 describe('CUDA products over adjacent weights (qkvOneGemm, host side)', () => {
   it('run as one product over all rows and one column split into a tensor per part', () => {
-    const { be, calls } = recordingBackend(true);
+    const { be, calls } = recordingBackend({ qkvOneGemm: true });
     assert.equal(be.jointProjections, true);
     const parts = adjacentParts(be, true);
     const x = be.alloc([8, K], 'bf16', 'persistent');
@@ -68,7 +50,7 @@ describe('CUDA products over adjacent weights (qkvOneGemm, host side)', () => {
   });
 
   it('normLinearMany: the rmsnorm, then the same one product', () => {
-    const { be, calls } = recordingBackend(true);
+    const { be, calls } = recordingBackend({ qkvOneGemm: true });
     const parts = adjacentParts(be, false);
     const x = be.alloc([8, K], 'bf16', 'persistent');
     const w = be.alloc([K], 'bf16', 'persistent');
@@ -86,7 +68,7 @@ describe('CUDA products over adjacent weights (qkvOneGemm, host side)', () => {
       ['out of order', true, (be) => adjacentParts(be, false).reverse()],
     ];
     for (const [what, on, make] of cases) {
-      const { be, calls } = recordingBackend(on);
+      const { be, calls } = recordingBackend({ qkvOneGemm: on });
       const parts = make(be);
       const x = be.alloc([8, K], 'bf16', 'persistent');
       calls.length = 0;
@@ -97,7 +79,7 @@ describe('CUDA products over adjacent weights (qkvOneGemm, host side)', () => {
   });
 
   it('leaves decode-sized batches to the gemv kernels', () => {
-    const { be, calls } = recordingBackend(true);
+    const { be, calls } = recordingBackend({ qkvOneGemm: true });
     const parts = adjacentParts(be, true);
     const x = be.alloc([2, K], 'bf16', 'persistent');
     calls.length = 0;

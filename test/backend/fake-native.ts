@@ -4,6 +4,8 @@
  * adds the addon methods a test needs beyond malloc and free.
  */
 import assert from 'node:assert/strict';
+import { CudaBackend } from '../../src/backend/cuda/cuda-backend.ts';
+import type { CudaBackendOptions } from '../../src/backend/cuda/cuda-backend.ts';
 import type { NativeCuda } from '../../src/backend/cuda/native.ts';
 
 export function fakeNative(extra: Partial<Record<keyof NativeCuda, unknown>> = {}): { native: NativeCuda; live: Map<number, number> } {
@@ -22,4 +24,26 @@ export function fakeNative(extra: Partial<Record<keyof NativeCuda, unknown>> = {
     ...extra,
   } as unknown as NativeCuda;
   return { native, live };
+}
+
+export type Call = { name: string; args: unknown[] };
+
+/**
+ * A CudaBackend over a stand-in addon that records every call: the allocator above, an H100-like
+ * device, and every other function "runs" and is taken (returns true). For tests of which addon
+ * calls the host side makes, and with what.
+ */
+export function recordingBackend(opts: Omit<CudaBackendOptions, 'native'> = {}): { be: CudaBackend; calls: Call[] } {
+  const calls: Call[] = [];
+  const { native } = fakeNative({
+    init: (device: number) => ({ name: 'stand-in', device, totalMemory: 80 * 2 ** 30, multiprocessors: 132, l2CacheBytes: 50 * 2 ** 20, major: 9, minor: 0 }),
+  });
+  const proxy = new Proxy(native as unknown as Record<string, unknown>, {
+    get: (target, name: string) => (...args: unknown[]) => {
+      calls.push({ name, args });
+      const fn = target[name];
+      return typeof fn === 'function' ? (fn as (...a: unknown[]) => unknown)(...args) : true;
+    },
+  }) as unknown as NativeCuda;
+  return { be: new CudaBackend({ ...opts, native: proxy }), calls };
 }
