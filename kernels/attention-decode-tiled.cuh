@@ -44,6 +44,8 @@ namespace tandem {
 
 constexpr int kTiledWarps = 4;
 constexpr int kTiledKeys = 32;
+// Tile groups of the grouped-tile form (TANDEM_DECODE_GROUPED_TILES=1, see below).
+constexpr int kTileGroups = 4;
 
 // The new tokens' k and v (T, Hkv, D) before rope, their positions and cache slots (a slot outside
 // [0, numSlots) is not stored, as ropeWriteKv skips it): what ROPE kernels add to attention's arguments.
@@ -57,21 +59,49 @@ struct NewKv {
   int numSlots;
 };
 
-template <int D, int HPW, bool ROPE>
-__global__ void __launch_bounds__(kTiledWarps * 32)
+// The kernel's shared memory (dynamic: NG groups of double-buffered tiles pass 48 KiB). Once the
+// tiles are consumed, NG > 1 blocks reuse their space to combine the groups' softmax states.
+template <int D, int HPW, int NG>
+struct TiledSmem {
+  static constexpr int ROW = D + 8;  // padded shared row, in elements
+  static constexpr int HEADS = kTiledWarps * HPW;
+  union {
+    struct {
+      __nv_bfloat16 k[NG][2][kTiledKeys][ROW];
+      __nv_bfloat16 v[NG][2][kTiledKeys][ROW];
+    } tiles;
+    struct {
+      float m[NG][HEADS];
+      float l[NG][HEADS];
+      float acc[NG][HEADS][D];
+    } combine;
+  };
+  float q[HEADS][D];
+  float cosS[D / 2];
+  float sinS[D / 2];
+};
+
+template <int D, int HPW, bool ROPE, int NG>
+__global__ void __launch_bounds__(NG * kTiledWarps * 32)
     tiledDecodeKernel(__nv_bfloat16* out, float* partial, const __nv_bfloat16* q, __nv_bfloat16* kPool,
                       __nv_bfloat16* vPool, const int* cuSeqlensQ, const int* contextLens, const int* blockTables,
                       int S, int H, int Hkv, int blockSize, int maxBlocks, int numBlocks, float scale, int splits,
                       int skipMulti, NewKv nkv, L2Warm warm) {
   constexpr int VEC = D / 32;    // output dims per lane
   constexpr int PACKS = D / 8;   // 16-byte packs per row
-  constexpr int ROW = D + 8;     // padded shared row, in elements
-  constexpr int HEADS = kTiledWarps * HPW;
-  __shared__ __align__(16) __nv_bfloat16 kS[2][kTiledKeys][ROW];
-  __shared__ __align__(16) __nv_bfloat16 vS[2][kTiledKeys][ROW];
-  __shared__ __align__(16) float qS[HEADS][D];
-  __shared__ float cosS[ROPE ? D / 2 : 1];
-  __shared__ float sinS[ROPE ? D / 2 : 1];
+  constexpr int GROUP_THREADS = kTiledWarps * 32;
+  constexpr int THREADS = NG * GROUP_THREADS;
+  using Smem = TiledSmem<D, HPW, NG>;
+  extern __shared__ __align__(16) unsigned char smemBytes[];
+  Smem& sm = *reinterpret_cast<Smem*>(smemBytes);
+  // This thread's tile group: its own K/V buffers, and its own tiles of the chunk.
+  const int group = NG == 1 ? 0 : threadIdx.x / GROUP_THREADS;
+  const int groupThread = threadIdx.x % GROUP_THREADS;
+  auto& kS = sm.tiles.k[group];
+  auto& vS = sm.tiles.v[group];
+  auto& qS = sm.q;
+  auto& cosS = sm.cosS;
+  auto& sinS = sm.sinS;
   pdlLaunchDependents();
   // ROPE (decode steps): the next MLP's first weight bytes are fetched into L2 while this
   // latency-bound kernel leaves the memory system idle (l2-warm.cuh; empty ranges by default).
@@ -87,7 +117,7 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
   const int t = blockIdx.x;
   const int kvHead = blockIdx.y;
   const int split = blockIdx.z;
-  const int warp = threadIdx.x / 32;
+  const int warp = groupThread / 32;
   const int lane = threadIdx.x % 32;
 
   const DecodeChunk chunk = decodeChunk(cuSeqlensQ, contextLens, S, t, split, splits, skipMulti);
@@ -111,7 +141,7 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     return static_cast<long long>((static_cast<size_t>(block) * blockSize + p % blockSize) * rowStride + headOffset);
   };
   auto issue = [&](int buf, int p0) {
-    for (int i = threadIdx.x; i < kTiledKeys * PACKS; i += kTiledWarps * 32) {
+    for (int i = groupThread; i < kTiledKeys * PACKS; i += GROUP_THREADS) {
       const int key = i / PACKS;
       const int c = (i % PACKS) * 8;
       if (ROPE && p0 + key == newKey) continue;  // placeNew() fills it
@@ -131,7 +161,7 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     const bool store = slot >= 0 && slot < nkv.numSlots;
     const size_t from = (static_cast<size_t>(t) * Hkv + kvHead) * D;
     const size_t to = static_cast<size_t>(slot) * rowStride + headOffset;
-    for (int j = threadIdx.x; j < D / 2; j += kTiledWarps * 32) {
+    for (int j = groupThread; j < D / 2; j += GROUP_THREADS) {
       float ra, rb;
       ropeRotate(toF(nkv.k[from + j]), toF(nkv.k[from + j + D / 2]), cosS[j], sinS[j], &ra, &rb);
       const __nv_bfloat16 k0 = fromF<__nv_bfloat16>(ra);
@@ -162,10 +192,19 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
     for (int e = 0; e < VEC; e++) acc[h][e] = 0.0f;
   }
   const int tiles = kEnd > kBegin ? CEIL_DIV(kEnd - kBegin, kTiledKeys) : 0;
-  if (tiles > 0) issue(0, kBegin);  // first, so the loads overlap q's staging (and rope's sincos)
+  // Round r: group g takes tile r * NG + g (a group past the last tile takes none: it still
+  // commits an empty copy group and meets every barrier).
+  const int rounds = CEIL_DIV(tiles, NG);
+  auto tileStart = [&](int r) { return kBegin + (r * NG + group) * kTiledKeys; };
+  auto hasTile = [&](int r) { return r * NG + group < tiles; };
+  // First, so the loads overlap q's staging (and rope's sincos).
+  if (rounds > 0) {
+    if (hasTile(0)) issue(0, tileStart(0));
+    else cpAsyncCommit();
+  }
   if (ROPE) {
     const int position = nkv.positions[t];
-    for (int j = threadIdx.x; j < D / 2; j += kTiledWarps * 32) {
+    for (int j = threadIdx.x; j < D / 2; j += THREADS) {
       ropeCosSin(position, nkv.invFreq, nkv.freqDt, j, &cosS[j], &sinS[j]);
     }
     __syncthreads();
@@ -173,7 +212,7 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
   if (early) pdlWait();  // q and the new k / v come from the product before
   // q scaled into shared memory (rotated first with ROPE, rounded to bf16 as ropeWriteKv stores it).
   constexpr int HALF_PACKS = PACKS / 2;
-  for (int i = threadIdx.x; i < HEADS * (ROPE ? HALF_PACKS : PACKS); i += kTiledWarps * 32) {
+  for (int i = threadIdx.x; i < Smem::HEADS * (ROPE ? HALF_PACKS : PACKS); i += THREADS) {
     const int g = ROPE ? i / HALF_PACKS : i / PACKS;
     const int c = (ROPE ? i % HALF_PACKS : i % PACKS) * 8;
     const __nv_bfloat16* qh = q + (static_cast<size_t>(t) * H + kvHead * G + g) * D;
@@ -195,18 +234,26 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
       }
     }
   }
-  if (tiles > 0) placeNew(0, kBegin);
-  for (int i = 0; i < tiles; i++) {
+  if (rounds > 0 && hasTile(0)) placeNew(0, tileStart(0));
+  for (int i = 0; i < rounds; i++) {
     const int buf = i & 1;
-    if (i + 1 < tiles) {
-      issue(buf ^ 1, kBegin + (i + 1) * kTiledKeys);
-      placeNew(buf ^ 1, kBegin + (i + 1) * kTiledKeys);
+    if (i + 1 < rounds) {
+      if (hasTile(i + 1)) {
+        issue(buf ^ 1, tileStart(i + 1));
+        placeNew(buf ^ 1, tileStart(i + 1));
+      } else {
+        cpAsyncCommit();
+      }
       cpAsyncWait<1>();
     } else {
       cpAsyncWait<0>();
     }
     __syncthreads();  // the tile (and on the first pass qS) is visible to every warp
-    const bool keyOk = rowOf(kBegin + i * kTiledKeys + lane) >= 0;
+    if (!hasTile(i)) {  // (group-uniform) no tile for this group this round
+      __syncthreads();
+      continue;
+    }
+    const bool keyOk = rowOf(tileStart(i) + lane) >= 0;
     float pr[HPW];
 #pragma unroll
     for (int h = 0; h < HPW; h++) {
@@ -247,6 +294,45 @@ __global__ void __launch_bounds__(kTiledWarps * 32)
       }
     }
     __syncthreads();  // every warp is done with this buffer before it is refilled
+  }
+
+  if constexpr (NG > 1) {
+    // The groups' states of each head into shared memory (over the tiles: the loop's last
+    // barrier saw every read of them), then group 0 combines them as the split merge does.
+#pragma unroll
+    for (int h = 0; h < HPW; h++) {
+      const int g = warp + h * kTiledWarps;
+      if (g >= G) continue;
+      if (lane == 0) {
+        sm.combine.m[group][g] = m[h];
+        sm.combine.l[group][g] = l[h];
+      }
+#pragma unroll
+      for (int e = 0; e < VEC; e++) sm.combine.acc[group][g][lane * VEC + e] = acc[h][e];
+    }
+    __syncthreads();
+    if (group != 0) return;
+#pragma unroll
+    for (int h = 0; h < HPW; h++) {
+      const int g = warp + h * kTiledWarps;
+      if (g >= G) continue;
+      float top = -INFINITY;
+#pragma unroll
+      for (int x = 0; x < NG; x++) top = fmaxf(top, sm.combine.m[x][g]);
+      m[h] = top;
+      l[h] = 0.0f;
+#pragma unroll
+      for (int e = 0; e < VEC; e++) acc[h][e] = 0.0f;
+      if (top == -INFINITY) continue;  // no readable key in the chunk
+#pragma unroll
+      for (int x = 0; x < NG; x++) {
+        const float mx = sm.combine.m[x][g];
+        const float w = mx == -INFINITY ? 0.0f : __expf(mx - top);
+        l[h] = fmaf(sm.combine.l[x][g], w, l[h]);
+#pragma unroll
+        for (int e = 0; e < VEC; e++) acc[h][e] = fmaf(sm.combine.acc[x][g][lane * VEC + e], w, acc[h][e]);
+      }
+    }
   }
 
 #pragma unroll

@@ -152,10 +152,32 @@ int smCount() {
   return count;
 }
 
+// Shared memory a block may ask for (227 KiB on Hopper, 163 on A100, 99 on an RTX 4090).
+int maxSmemPerBlock() {
+  static int bytes = 0;
+  if (bytes == 0) {
+    int device = 0;
+    cudaCheck(cudaGetDevice(&device));
+    cudaCheck(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  }
+  return bytes;
+}
+
 // TANDEM_TILED_DECODE=0: bf16 decode rows take the grouped kernel too (for comparisons).
 bool tiledOff() {
   static const bool off = envSwitchOff("TANDEM_TILED_DECODE");
   return off;
+}
+
+// TANDEM_DECODE_GROUPED_TILES=1: grids of the tiled kernel that leave SMs idle (small batches) run
+// kTileGroups tiles side by side in each block, combined in shared memory, with min split keys of
+// kTileGroups tiles (so a short context is one block per KV head and no merge); for A/B runs.
+bool groupedTilesOn() {
+  static const bool on = [] {
+    const char* v = std::getenv("TANDEM_DECODE_GROUPED_TILES");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
 }
 
 bool groupedSupported(int H, int Hkv, int D) { return (D == 64 || D == 128) && H / Hkv <= 8; }
@@ -185,11 +207,20 @@ void launchPerRow(const AttnArgs& a, int skipMulti) {
 
 // With ROPE the kernel also applies rope and stores the new tokens' K/V (nkv); the pools are then
 // written, so AttnArgs' const pointers are cast back (ropeAttentionDecode got them writable).
-template <int D, int HPW, bool ROPE>
+template <int D, int HPW, bool ROPE, int NG>
 void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv, const L2Warm& warm) {
   const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.Hkv), static_cast<unsigned>(splits));
+  auto kernel = tiledDecodeKernel<D, HPW, ROPE, NG>;
+  constexpr size_t bytes = sizeof(TiledSmem<D, HPW, NG>);
+  if constexpr (bytes > 48 * 1024) {
+    static bool granted = false;  // shared memory past 48 KiB must be asked for, once
+    if (!granted) {
+      cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+      granted = true;
+    }
+  }
   // Rows of multi-row sequences belong to the prefill kernel (skipMulti): it writes their output.
-  launchPdl(tiledDecodeKernel<D, HPW, ROPE>, grid, dim3(kTiledWarps * 32), 0, a.stream,
+  launchPdl(kernel, grid, dim3(NG * kTiledWarps * 32), bytes, a.stream,
             static_cast<__nv_bfloat16*>(a.out), partial, static_cast<const __nv_bfloat16*>(a.q),
             static_cast<__nv_bfloat16*>(const_cast<void*>(a.kPool)),
             static_cast<__nv_bfloat16*>(const_cast<void*>(a.vPool)), a.cuSeqlensQ, a.contextLens, a.blockTables, a.S,
@@ -206,12 +237,24 @@ template <bool ROPE>
 void dispatchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv,
                    const L2Warm& warm) {
   const bool one = a.H / a.Hkv <= kTiledWarps;  // query heads per warp: 1, else 2
+  // Grouped tiles where the grid leaves SMs idle and the device holds their shared memory.
+  const size_t groupedBytes = a.D == 64 ? sizeof(TiledSmem<64, 2, kTileGroups>) : sizeof(TiledSmem<128, 2, kTileGroups>);
+  if (groupedTilesOn() && a.T * a.Hkv < smCount() && groupedBytes <= static_cast<size_t>(maxSmemPerBlock())) {
+    if (a.D == 64) {
+      if (one) launchTiled<64, 1, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv, warm);
+      else launchTiled<64, 2, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv, warm);
+    } else {
+      if (one) launchTiled<128, 1, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv, warm);
+      else launchTiled<128, 2, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv, warm);
+    }
+    return;
+  }
   if (a.D == 64) {
-    if (one) launchTiled<64, 1, ROPE>(a, splits, partial, skipMulti, nkv, warm);
-    else launchTiled<64, 2, ROPE>(a, splits, partial, skipMulti, nkv, warm);
+    if (one) launchTiled<64, 1, ROPE, 1>(a, splits, partial, skipMulti, nkv, warm);
+    else launchTiled<64, 2, ROPE, 1>(a, splits, partial, skipMulti, nkv, warm);
   } else {
-    if (one) launchTiled<128, 1, ROPE>(a, splits, partial, skipMulti, nkv, warm);
-    else launchTiled<128, 2, ROPE>(a, splits, partial, skipMulti, nkv, warm);
+    if (one) launchTiled<128, 1, ROPE, 1>(a, splits, partial, skipMulti, nkv, warm);
+    else launchTiled<128, 2, ROPE, 1>(a, splits, partial, skipMulti, nkv, warm);
   }
 }
 
@@ -262,11 +305,12 @@ void launchFlash(const AttnArgs& a) {
 }  // namespace
 
 // TANDEM_DECODE_MIN_SPLIT_KEYS: the fewest keys a context split of the decode kernels takes (a
-// multiple of 32 from 32 to 8192; default kDefaultMinSplitKeys). Larger values run short contexts
-// in fewer blocks with more tiles each (and skip the merge); for A/B runs.
+// multiple of 32 from 32 to 8192; default kDefaultMinSplitKeys, or kTileGroups tiles with
+// TANDEM_DECODE_GROUPED_TILES=1). Larger values run short contexts in fewer blocks with more tiles
+// each (and skip the merge); for A/B runs.
 int minSplitKeysFromEnv() {
   const char* v = std::getenv("TANDEM_DECODE_MIN_SPLIT_KEYS");
-  if (v == nullptr || *v == '\0') return kDefaultMinSplitKeys;
+  if (v == nullptr || *v == '\0') return groupedTilesOn() ? kTileGroups * kTiledKeys : kDefaultMinSplitKeys;
   char* end = nullptr;
   const long n = std::strtol(v, &end, 10);
   if (*end != '\0' || n < 32 || n > 8192 || n % 32 != 0) {
