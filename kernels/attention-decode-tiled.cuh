@@ -27,8 +27,7 @@ k, stores k and v at slots[t] of the pools and puts them into its shared tile it
 cp.async is not issued: the pool row is written by this very block). The rounding is rope.cu's
 (rope.cuh), so the output and the stored K/V are bit-identical to ropeWriteKv + attention.
 Its first tile's loads, the metadata reads and rope's sincos come before pdlWait() (see the
-kernel; TANDEM_DECODE_EARLY_LOADS=0 puts them after it, for A/B runs), and so do the L2 prefetches
-of `warm` (the next MLP's first weight bytes, l2-warm.cuh).
+kernel; TANDEM_DECODE_EARLY_LOADS=0 puts them after it, for A/B runs).
 */
 #pragma once
 
@@ -36,7 +35,6 @@ of `warm` (the next MLP's first weight bytes, l2-warm.cuh).
 
 #include "attention-decode.cuh"
 #include "common.cuh"
-#include "l2-warm.cuh"
 #include "pdl.cuh"
 #include "rope.cuh"
 
@@ -86,7 +84,7 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
     tiledDecodeKernel(__nv_bfloat16* out, float* partial, const __nv_bfloat16* q, __nv_bfloat16* kPool,
                       __nv_bfloat16* vPool, const int* cuSeqlensQ, const int* contextLens, const int* blockTables,
                       int S, int H, int Hkv, int blockSize, int maxBlocks, int numBlocks, float scale, int splits,
-                      int skipMulti, NewKv nkv, L2Warm warm) {
+                      int skipMulti, NewKv nkv) {
   constexpr int VEC = D / 32;    // output dims per lane
   constexpr int PACKS = D / 8;   // 16-byte packs per row
   constexpr int GROUP_THREADS = kTiledWarps * 32;
@@ -103,9 +101,6 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
   auto& cosS = sm.cosS;
   auto& sinS = sm.sinS;
   pdlLaunchDependents();
-  // ROPE (decode steps): the next MLP's first weight bytes are fetched into L2 while this
-  // latency-bound kernel leaves the memory system idle (l2-warm.cuh; empty ranges by default).
-  if (ROPE && threadIdx.x < 32) warmL2(warm);
   // Early loads (ROPE, cEarlyLoads): the step's metadata, the first K/V tile and rope's sincos are
   // read before pdlWait(), overlapping the q/k/v product's tail. Legal because none of them is
   // written by a kernel of this step: the metadata is copied from the host before the step's first

@@ -208,7 +208,7 @@ void launchPerRow(const AttnArgs& a, int skipMulti) {
 // With ROPE the kernel also applies rope and stores the new tokens' K/V (nkv); the pools are then
 // written, so AttnArgs' const pointers are cast back (ropeAttentionDecode got them writable).
 template <int D, int HPW, bool ROPE, int NG>
-void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv, const L2Warm& warm) {
+void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv) {
   const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.Hkv), static_cast<unsigned>(splits));
   auto kernel = tiledDecodeKernel<D, HPW, ROPE, NG>;
   constexpr size_t bytes = sizeof(TiledSmem<D, HPW, NG>);
@@ -224,7 +224,7 @@ void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, c
             static_cast<__nv_bfloat16*>(a.out), partial, static_cast<const __nv_bfloat16*>(a.q),
             static_cast<__nv_bfloat16*>(const_cast<void*>(a.kPool)),
             static_cast<__nv_bfloat16*>(const_cast<void*>(a.vPool)), a.cuSeqlensQ, a.contextLens, a.blockTables, a.S,
-            a.H, a.Hkv, a.blockSize, a.maxBlocks, a.numBlocks, a.scale, splits, skipMulti, nkv, warm);
+            a.H, a.Hkv, a.blockSize, a.maxBlocks, a.numBlocks, a.scale, splits, skipMulti, nkv);
   if (splits > 1) {
     const dim3 mergeGrid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.H));
     launchPdl(mergeSplitsKernel<__nv_bfloat16>, mergeGrid, dim3(128), 0, a.stream, static_cast<__nv_bfloat16*>(a.out),
@@ -234,27 +234,26 @@ void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, c
 
 // bf16 decode rows go to the tiled kernel (attention-decode-tiled.cuh), f32 ones to the grouped one.
 template <bool ROPE>
-void dispatchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv,
-                   const L2Warm& warm) {
+void dispatchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv) {
   const bool one = a.H / a.Hkv <= kTiledWarps;  // query heads per warp: 1, else 2
   // Grouped tiles where the grid leaves SMs idle and the device holds their shared memory.
   const size_t groupedBytes = a.D == 64 ? sizeof(TiledSmem<64, 2, kTileGroups>) : sizeof(TiledSmem<128, 2, kTileGroups>);
   if (groupedTilesOn() && a.T * a.Hkv < smCount() && groupedBytes <= static_cast<size_t>(maxSmemPerBlock())) {
     if (a.D == 64) {
-      if (one) launchTiled<64, 1, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv, warm);
-      else launchTiled<64, 2, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv, warm);
+      if (one) launchTiled<64, 1, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv);
+      else launchTiled<64, 2, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv);
     } else {
-      if (one) launchTiled<128, 1, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv, warm);
-      else launchTiled<128, 2, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv, warm);
+      if (one) launchTiled<128, 1, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv);
+      else launchTiled<128, 2, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv);
     }
     return;
   }
   if (a.D == 64) {
-    if (one) launchTiled<64, 1, ROPE, 1>(a, splits, partial, skipMulti, nkv, warm);
-    else launchTiled<64, 2, ROPE, 1>(a, splits, partial, skipMulti, nkv, warm);
+    if (one) launchTiled<64, 1, ROPE, 1>(a, splits, partial, skipMulti, nkv);
+    else launchTiled<64, 2, ROPE, 1>(a, splits, partial, skipMulti, nkv);
   } else {
-    if (one) launchTiled<128, 1, ROPE, 1>(a, splits, partial, skipMulti, nkv, warm);
-    else launchTiled<128, 2, ROPE, 1>(a, splits, partial, skipMulti, nkv, warm);
+    if (one) launchTiled<128, 1, ROPE, 1>(a, splits, partial, skipMulti, nkv);
+    else launchTiled<128, 2, ROPE, 1>(a, splits, partial, skipMulti, nkv);
   }
 }
 
@@ -387,7 +386,7 @@ void attention(void* out, const void* q, const void* kPool, const void* vPool, c
   float* partial = static_cast<float*>(workspace);
   DISPATCH_FLOAT(dt, E, {
     if (grouped && dt == kBF16 && !tiledOff()) {
-      dispatchTiled<false>(a, splits, partial, skipMulti, NewKv{}, L2Warm{});
+      dispatchTiled<false>(a, splits, partial, skipMulti, NewKv{});
     } else if (grouped) {
       if (D == 64) dispatchGroup<E, 2>(a, splits, partial, skipMulti);
       else dispatchGroup<E, 4>(a, splits, partial, skipMulti);
@@ -407,7 +406,7 @@ bool ropeAttentionDecode(void* out, const void* q, const void* k, const void* v,
                          const void* invFreq, int freqDt, void* kPool, void* vPool, const int* slots, int numSlots,
                          const int* cuSeqlensQ, const int* contextLens, const int* blockTables, int T, int S, int H,
                          int Hkv, int D, int blockSize, int maxBlocks, int numBlocks, float scale, int dt, int splits,
-                         void* workspace, const void* const* warmPtrs, const size_t* warmBytes, cudaStream_t stream) {
+                         void* workspace, cudaStream_t stream) {
   // Only the tiled kernel has the fused form, and only one query row per sequence keeps every new
   // key inside the block that stores it.
   static const bool fusedOff = envSwitchOff("TANDEM_FUSED_ROPE_ATTENTION");
@@ -418,14 +417,7 @@ bool ropeAttentionDecode(void* out, const void* q, const void* k, const void* v,
                    numBlocks, scale, stream};
   const NewKv nkv{static_cast<const __nv_bfloat16*>(k), static_cast<const __nv_bfloat16*>(v), positions, invFreq,
                   freqDt, slots, numSlots};
-  L2Warm warm{};
-  for (int r = 0; r < kL2WarmRanges; r++) {
-    // Whole 16-byte units from a 16-byte aligned start, as the bulk prefetch requires.
-    const bool aligned = warmPtrs[r] != nullptr && reinterpret_cast<uintptr_t>(warmPtrs[r]) % 16 == 0;
-    warm.ptr[r] = static_cast<const char*>(warmPtrs[r]);
-    warm.bytes[r] = aligned ? warmBytes[r] / 16 * 16 : 0;
-  }
-  dispatchTiled<true>(a, splits, static_cast<float*>(workspace), 0, nkv, warm);
+  dispatchTiled<true>(a, splits, static_cast<float*>(workspace), 0, nkv);
   launchCheck();
   return true;
 }

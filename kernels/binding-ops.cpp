@@ -122,18 +122,14 @@ napi_value Attention(napi_env env, napi_callback_info info) {
 }
 
 // (out, q, k, v, positions, invFreq, freqDt, kPool, vPool, slots, numSlots, cuSeqlensQ, contextLens, blockTables, T, S,
-//  H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, dt, splits, workspace, warm0, warm0Bytes, warm1, warm1Bytes)
-// -> whether the fused kernel took it
+//  H, Hkv, D, blockSize, maxBlocks, numBlocks, scale, dt, splits, workspace) -> whether the fused kernel took it
 napi_value RopeAttentionDecode(napi_env env, napi_callback_info info) {
-  Args a(env, info, 30, "ropeAttentionDecode");
+  Args a(env, info, 26, "ropeAttentionDecode");
   requireReady("ropeAttentionDecode");
-  const void* warmPtrs[2] = {a.ptr(26), a.ptr(28)};
-  const size_t warmBytes[2] = {a.size(27), a.size(29)};
   return boolValue(env, ropeAttentionDecode(a.ptr(0), a.ptr(1), a.ptr(2), a.ptr(3), a.iptr(4), a.ptr(5), a.i32(6),
                                             a.ptr(7), a.ptr(8), a.iptr(9), a.i32(10), a.iptr(11), a.iptr(12), a.iptr(13),
                                             a.i32(14), a.i32(15), a.i32(16), a.i32(17), a.i32(18), a.i32(19), a.i32(20),
-                                            a.i32(21), a.f32(22), a.i32(23), a.i32(24), a.ptr(25), warmPtrs, warmBytes,
-                                            bindingStream()));
+                                            a.i32(21), a.f32(22), a.i32(23), a.i32(24), a.ptr(25), bindingStream()));
 }
 
 // attentionPlan(T, H, Hkv, D, maxContextLen) -> { splits, workspaceBytes } for attention().

@@ -69,14 +69,12 @@ void attention(void* out, const void* q, const void* kPool, const void* vPool, c
 // Returns false, launching nothing, where the fused kernel does not apply (not bf16, T != S, head
 // dim other than 64 / 128, more than 8 query heads per KV head, TANDEM_TILED_DECODE=0 or
 // TANDEM_FUSED_ROPE_ATTENTION=0): the caller
-// runs the two ops. q is not rotated in place (it may be left as it was). warmPtrs / warmBytes:
-// kL2WarmRanges (2) byte ranges the kernel asks L2 to fetch while it runs (l2-warm.cuh; a null
-// pointer or 0 bytes: none); a hint that changes no result.
+// runs the two ops. q is not rotated in place (it may be left as it was).
 bool ropeAttentionDecode(void* out, const void* q, const void* k, const void* v, const int* positions,
                          const void* invFreq, int freqDt, void* kPool, void* vPool, const int* slots, int numSlots,
                          const int* cuSeqlensQ, const int* contextLens, const int* blockTables, int T, int S, int H,
                          int Hkv, int D, int blockSize, int maxBlocks, int numBlocks, float scale, int dt, int splits,
-                         void* workspace, const void* const* warmPtrs, const size_t* warmBytes, cudaStream_t stream);
+                         void* workspace, cudaStream_t stream);
 
 // softmax.cu: out (S, V) f32 = log_softmax(x (S, V)).
 void logSoftmax(float* out, const void* x, int S, int V, int dt, cudaStream_t stream);

@@ -262,13 +262,11 @@ export interface Backend {
    * ropeWriteKv(q, k, v, positions, invFreq, cache, layer, slots), then attention(q, cache, layer,
    * meta, scale): the output, and the cache as the two ops leave it, for any batch. A backend may
    * fuse them for decode batches (meta.maxSeqlenQ 1 and one row per sequence, so slots[t] holds
-   * row t's last key), with the same bits; q and k may be left rotated or not. `warm`: weights the
-   * ops after this one read first (the layer's MLP gate and up); a backend may have its memory
-   * system fetch their first bytes while the attention waits on latency. A hint: no result changes.
+   * row t's last key), with the same bits; q and k may be left rotated or not.
    */
   ropeAttentionDecode(
     q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
-    meta: AttnMeta, scale: number, warm?: readonly Tensor[],
+    meta: AttnMeta, scale: number,
   ): Tensor;
   /** silu(gate) * up, both [T, F] -> [T, F] */
   swiglu(gate: Tensor, up: Tensor): Tensor;

@@ -262,9 +262,8 @@ export class Transformer {
         q = be.view(be.rmsnorm(be.view(q, [T * H, D]), L.qNorm, c.rmsNormEps).y, [T, H, D]);
         k = be.view(be.rmsnorm(be.view(k, [T * Hkv, D]), L.kNorm, c.rmsNormEps).y, [T, Hkv, D]);
       }
-      // rope + K/V store + attention: one kernel for decode batches where the backend can, which
-      // may warm the MLP's gate and up weights in the GPU's cache meanwhile.
-      const attn = be.ropeAttentionDecode(q, k, v, positions, this.invFreq, cache, l, slots, meta, this.scale, [L.gate, L.up]);
+      // rope + K/V store + attention: one kernel for decode batches where the backend can.
+      const attn = be.ropeAttentionDecode(q, k, v, positions, this.invFreq, cache, l, slots, meta, this.scale);
       const o = project(be.view(attn, [T, H * D]), L.o, L.oBias, l, 'o_proj');
 
       const gate = { w: L.gate, bias: L.gateBias };

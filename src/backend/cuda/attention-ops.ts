@@ -3,8 +3,7 @@
  * ropeAttentionDecode, which does ropeWriteKv + attention in one kernel for decode batches (one
  * query row per sequence, bf16, head dim 64 or 128, up to 8 query heads per KV head: the tiled
  * decode kernel rotates q as it stages it and stores the new K/V itself, kernels/attention.cu).
- * Anything else runs as the two ops. Checks and messages are the CPU backend's. The fused kernel
- * also takes the L2 warm ranges (CudaBackendOptions.l2WarmBytes); the two ops ignore them.
+ * Anything else runs as the two ops. Checks and messages are the CPU backend's.
  */
 import type { AttnMeta, KvCache, Tensor } from '../backend.ts';
 import { checkAttnMeta } from '../cpu/attention.ts';
@@ -31,15 +30,6 @@ export interface AttentionOpContext {
   useCache(op: string, cache: KvCache): CudaCacheView;
   scratch(shape: readonly number[], dtype: CudaDType): CudaTensor;
 }
-
-/** A byte range the fused decode kernel asks the L2 cache to fetch (kernels/l2-warm.cuh). */
-export interface L2WarmRange {
-  readonly ptr: number;
-  readonly bytes: number;
-}
-
-/** How many ranges the kernel takes (kL2WarmRanges). */
-export const L2_WARM_RANGES = 2;
 
 /** The tiled decode kernel's reach (kernels/attention.cu groupedSupported; it checks again). */
 const fusedHeadDim = (D: number): boolean => D === 64 || D === 128;
@@ -90,7 +80,7 @@ export class CudaAttentionOps {
    */
   ropeAttentionDecode(
     q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
-    meta: AttnMeta, scale: number, warm: readonly L2WarmRange[] = [],
+    meta: AttnMeta, scale: number,
   ): Tensor {
     if (this.fusable(q, k, meta)) {
       const op = 'ropeAttentionDecode';
@@ -104,7 +94,6 @@ export class CudaAttentionOps {
         a.out.ptr, r.qt.ptr, r.kt.ptr, vt.ptr, r.pt.ptr, r.ft.ptr, DTYPE_CODE[r.ft.dtype], c.kPool(layer), c.vPool(layer),
         st.ptr, c.numSlots, cu.ptr, lens.ptr, tables.ptr, T, S, H, Hkv, D, blockSize, maxBlocks, numBlocks, scale,
         DTYPE_CODE[r.qt.dtype], plan.splits, workspace,
-        warm[0]?.ptr ?? 0, warm[0]?.bytes ?? 0, warm[1]?.ptr ?? 0, warm[1]?.bytes ?? 0,
       );
       if (taken) return a.out;
     }

@@ -45,8 +45,7 @@ import type { DeviceInfo, NativeCuda } from './native.ts';
 import { CudaTensor, DeviceArena, allocatedBytes, cudaDtype, elemBytes } from './tensor.ts';
 import { CudaTrainingOps } from './training-ops.ts';
 import { CudaFusedOps, QKV_ONE_GEMM } from './fused-ops.ts';
-import { CudaAttentionOps, L2_WARM_RANGES } from './attention-ops.ts';
-import type { L2WarmRange } from './attention-ops.ts';
+import { CudaAttentionOps } from './attention-ops.ts';
 import { CudaSamplingOps } from './sampling-ops.ts';
 import { CudaGraphs } from './graphs.ts';
 import type { CudaDType } from './tensor.ts';
@@ -67,24 +66,6 @@ export interface CudaBackendOptions {
    * TANDEM_QKV_ONE_GEMM=1 in the environment; off until it has run on a GPU.
    */
   qkvOneGemm?: boolean;
-  /**
-   * Bytes of the next MLP's gate and up weights (split between them) the decode attention asks
-   * the L2 cache to fetch while it runs (kernels/l2-warm.cuh). Default: TANDEM_L2_WARM_MB (MiB) in
-   * the environment, else 0 (off until measured on a GPU).
-   */
-  l2WarmBytes?: number;
-}
-
-/** The L2 cache of the GPUs Tandem targets is 40-96 MiB; more than this is surely a mistake. */
-const L2_WARM_MAX_MIB = 256;
-
-/** TANDEM_L2_WARM_MB as bytes (0 when unset); an error for anything but a whole number of MiB in range. */
-export function l2WarmBytesFromEnv(value: string | undefined = process.env.TANDEM_L2_WARM_MB): number {
-  if (value === undefined || value === '') return 0;
-  if (!/^\d+$/.test(value) || Number(value) > L2_WARM_MAX_MIB) {
-    throw new Error(`TANDEM_L2_WARM_MB must be a whole number of MiB from 0 to ${L2_WARM_MAX_MIB}, got '${value}'`);
-  }
-  return Number(value) * 2 ** 20;
 }
 
 /**
@@ -164,13 +145,8 @@ export class CudaBackend implements Backend {
   private readonly attentionOps: CudaAttentionOps;
   private readonly samplingOps: CudaSamplingOps;
   private budget: (CudaMemoryBudget & { weights: number }) | null = null;
-  /** See CudaBackendOptions.l2WarmBytes. */
-  private readonly l2WarmBytes: number;
 
   constructor(opts: CudaBackendOptions = {}) {
-    const l2WarmBytes = opts.l2WarmBytes ?? l2WarmBytesFromEnv();
-    if (!Number.isSafeInteger(l2WarmBytes) || l2WarmBytes < 0) throw new Error(`l2WarmBytes must be a whole number >= 0, got ${l2WarmBytes}`);
-    this.l2WarmBytes = l2WarmBytes;
     this.native = opts.native ?? loadNative();
     this.jointProjections = opts.qkvOneGemm ?? QKV_ONE_GEMM;
     this.device = this.native.init(opts.device ?? 0);
@@ -532,18 +508,9 @@ export class CudaBackend implements Backend {
 
   ropeAttentionDecode(
     q: Tensor, k: Tensor, v: Tensor, positions: Tensor, invFreq: Tensor, cache: KvCache, layer: number, slots: Tensor,
-    meta: AttnMeta, scale: number, warm: readonly Tensor[] = [],
+    meta: AttnMeta, scale: number,
   ): Tensor {
-    const ranges = this.l2WarmRanges('ropeAttentionDecode', warm);
-    return this.attentionOps.ropeAttentionDecode(q, k, v, positions, invFreq, cache, layer, slots, meta, scale, ranges);
-  }
-
-  /** The first bytes of each warm tensor (up to 2), l2WarmBytes split evenly between them. */
-  private l2WarmRanges(op: string, warm: readonly Tensor[]): L2WarmRange[] {
-    if (this.l2WarmBytes === 0 || warm.length === 0) return [];
-    const tensors = warm.slice(0, L2_WARM_RANGES).map((t, i) => this.use(op, `warm[${i}]`, t));
-    const share = Math.floor(this.l2WarmBytes / tensors.length);
-    return tensors.map((t) => ({ ptr: t.ptr, bytes: Math.min(share, t.bytes) }));
+    return this.attentionOps.ropeAttentionDecode(q, k, v, positions, invFreq, cache, layer, slots, meta, scale);
   }
 
   swiglu(gate: Tensor, up: Tensor): Tensor {

@@ -90,15 +90,13 @@ export interface NativeCuda {
   ): void;
   /**
    * ropeWriteKv then attention in one kernel for decode batches (T == S); false: not taken,
-   * nothing ran (see kernels/ops.h). splits and workspace as attention()'s; warm0/1 and their bytes:
-   * ranges the kernel asks the L2 cache to fetch while it runs (0, 0: none).
+   * nothing ran (see kernels/ops.h). splits and workspace as attention()'s.
    */
   ropeAttentionDecode(
     out: number, q: number, k: number, v: number, positions: number, invFreq: number, freqDt: number, kPool: number,
     vPool: number, slots: number, numSlots: number, cuSeqlensQ: number, contextLens: number, blockTables: number,
     T: number, S: number, H: number, Hkv: number, D: number, blockSize: number, maxBlocks: number, numBlocks: number,
-    scale: number, dt: number, splits: number, workspace: number, warm0: number, warm0Bytes: number, warm1: number,
-    warm1Bytes: number,
+    scale: number, dt: number, splits: number, workspace: number,
   ): boolean;
   /** How many chunks decode rows split their context into (split-K), and the workspace that needs. */
   attentionPlan(T: number, H: number, Hkv: number, D: number, maxContextLen: number): { splits: number; workspaceBytes: number };
