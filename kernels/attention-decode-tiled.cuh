@@ -18,6 +18,13 @@ Llama GQA): one block of 4 warps per (query row, KV head, context split), as the
   and mergeSplitsKernel combines them. (Folding that merge into the last split block to finish,
   with a counter per (row, KV head), measured 0.15 ms per step slower on an H100 on 2026-12-07.)
 
+Grouped tiles (NG = kTileGroups, attention.cu's default where the grid leaves SMs idle): a block
+of NG groups of 4 warps, each group with its own double-buffered tiles, takes tile r * NG + g of
+its chunk in round r, so a short chunk's tiles run side by side instead of one after another; the
+groups' (m, l, acc) are combined in shared memory at the end, as the split merge combines
+chunks. A 128-key context is then one block per KV head and needs no merge kernel (four 32-key
+split blocks + merge before). Dynamic shared memory: 141 KiB at D 128.
+
 Same arguments, masking and split semantics as groupedDecodeKernel.
 
 With ROPE (ropeAttentionDecode: every sequence has one query row, its new token) the kernel also
@@ -42,7 +49,7 @@ namespace tandem {
 
 constexpr int kTiledWarps = 4;
 constexpr int kTiledKeys = 32;
-// Tile groups of the grouped-tile form (TANDEM_DECODE_GROUPED_TILES=1, see below).
+// Tile groups of the grouped-tile form (see above).
 constexpr int kTileGroups = 4;
 
 // The new tokens' k and v (T, Hkv, D) before rope, their positions and cache slots (a slot outside

@@ -169,14 +169,13 @@ bool tiledOff() {
   return off;
 }
 
-// TANDEM_DECODE_GROUPED_TILES=1: grids of the tiled kernel that leave SMs idle (small batches) run
-// kTileGroups tiles side by side in each block, combined in shared memory, with min split keys of
-// kTileGroups tiles (so a short context is one block per KV head and no merge); for A/B runs.
+// Grouped tiles: grids of the tiled kernel that leave SMs idle (small batches) run kTileGroups
+// tiles side by side in each block, combined in shared memory, with min split keys of kTileGroups
+// tiles (so a context of up to 128 keys is one block per KV head and no merge). Batch 1 / 64
+// decode steps 0.028 / 0.068 ms faster on an H100 (bench/results/decode-replay-grouped-tiles-
+// 2026-12-07-h100.json). TANDEM_DECODE_GROUPED_TILES=0 turns it off (for comparisons).
 bool groupedTilesOn() {
-  static const bool on = [] {
-    const char* v = std::getenv("TANDEM_DECODE_GROUPED_TILES");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
+  static const bool on = !envSwitchOff("TANDEM_DECODE_GROUPED_TILES");
   return on;
 }
 
@@ -304,8 +303,8 @@ void launchFlash(const AttnArgs& a) {
 }  // namespace
 
 // TANDEM_DECODE_MIN_SPLIT_KEYS: the fewest keys a context split of the decode kernels takes (a
-// multiple of 32 from 32 to 8192; default kDefaultMinSplitKeys, or kTileGroups tiles with
-// TANDEM_DECODE_GROUPED_TILES=1). Larger values run short contexts in fewer blocks with more tiles
+// multiple of 32 from 32 to 8192; default kTileGroups tiles with grouped tiles, else
+// kDefaultMinSplitKeys). Larger values run short contexts in fewer blocks with more tiles
 // each (and skip the merge); for A/B runs.
 int minSplitKeysFromEnv() {
   const char* v = std::getenv("TANDEM_DECODE_MIN_SPLIT_KEYS");

@@ -14,7 +14,7 @@
 # 3. `tandem serve --cuda-graphs` under bench/serve.ts with 64 clients once per setting in SERVE_AB
 #    (default: the defaults).
 # A setting is "-" (the defaults) or VAR=VALUE[,VAR=VALUE...]. SKIP_TESTS=1 / SKIP_REPLAY=1 /
-# SKIP_GRPO=1 / SKIP_SERVE=1 / SKIP_BUILD=1 leave parts out. A table of every figure at the end; under $OUT every
+# SKIP_GRPO=1 / SKIP_EAGER_GRPO=1 / SKIP_SERVE=1 / SKIP_BUILD=1 leave parts out. A table of every figure at the end; under $OUT every
 # log and JSON in one archive (ab-round.tgz).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -63,13 +63,15 @@ if [ "${SKIP_REPLAY:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_GRPO:-0}" != 1 ]; then
-  for s in ${GRPO_AB:--}; do
-    tag=$(tagOf "$s")
-    mapfile -t envs < <(settingEnv "$s")
-    step "grpo-$tag" 90 env ${envs[@]+"${envs[@]}"} node --import tsx bench/grpo-step.ts --model "$model" --backend cuda --steps 3 \
-      --generations 6 --completion-tokens 200 --prompt-tokens 256 --rank 32 --micro-batch 6 --card "$card" --out "$out/grpo-$tag.json"
-    figure "grpo eager, $s: $(grep -E '^mean of steps' "$out/grpo-$tag.log" || echo 'no result')"
-  done
+  if [ "${SKIP_EAGER_GRPO:-0}" != 1 ]; then
+    for s in ${GRPO_AB:--}; do
+      tag=$(tagOf "$s")
+      mapfile -t envs < <(settingEnv "$s")
+      step "grpo-$tag" 90 env ${envs[@]+"${envs[@]}"} node --import tsx bench/grpo-step.ts --model "$model" --backend cuda --steps 3 \
+        --generations 6 --completion-tokens 200 --prompt-tokens 256 --rank 32 --micro-batch 6 --card "$card" --out "$out/grpo-$tag.json"
+      figure "grpo eager, $s: $(grep -E '^mean of steps' "$out/grpo-$tag.log" || echo 'no result')"
+    done
+  fi
   # With graphs: the defaults, then the LoRA expand as product + axpy (linearAdd's A/B).
   for s in ${GRPO_GRAPHS_AB:-- TANDEM_LORA_FUSED_ADD=0}; do
     tag=$(tagOf "$s")

@@ -161,8 +161,8 @@ export interface Backend {
   readonly preferredDtype: DType;
   /**
    * Whether loaders place each layer's q, k and v weights (and their biases) one after another in
-   * one allocation, so linearMany over them can run as one product (the CUDA backend under
-   * TANDEM_QKV_ONE_GEMM=1; the CPU backend always, which exercises the placement).
+   * one allocation, so linearMany over them can run as one product (the CUDA backend
+   * unless TANDEM_QKV_ONE_GEMM=0; the CPU backend always, which exercises the placement).
    */
   readonly jointProjections: boolean;
   /**

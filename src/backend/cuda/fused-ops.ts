@@ -33,13 +33,14 @@ export interface FusedOpContext {
 }
 
 /**
- * TANDEM_QKV_ONE_GEMM=1 (CudaBackendOptions.qkvOneGemm): products of more than GEMV_MAX_ROWS rows
- * whose weights lie one after another in memory (q, k and v as weights.ts places them) run as one
- * cuBLASLt product and a column split, instead of one product each (at batch 64 on an H100, 14.9
- * us for three vs 5.5 for one, bench/results/decode-ops-2026-12-07-run3-h100.json). Off until it
- * has run on a GPU.
+ * Products of more than GEMV_MAX_ROWS rows whose weights lie one after another in memory (q, k and
+ * v as weights.ts places them) run as one cuBLASLt product and a column split, instead of one
+ * product each (at batch 64 on an H100, 14.9 us for three vs 5.5 for one,
+ * bench/results/decode-ops-2026-12-07-run3-h100.json; whole decode steps at batch 64 / 256 0.29 /
+ * 0.30 ms faster, decode-replay-qkv-2026-12-07-h100.json). On unless TANDEM_QKV_ONE_GEMM=0 (or
+ * CudaBackendOptions.qkvOneGemm false).
  */
-export const QKV_ONE_GEMM = process.env.TANDEM_QKV_ONE_GEMM === '1';
+export const QKV_ONE_GEMM = process.env.TANDEM_QKV_ONE_GEMM !== '0';
 
 /** The native calls' trailing norm arguments: (x, residual, w, sum, eps), zeros for none. */
 type NormArgs = [number, number, number, number, number];

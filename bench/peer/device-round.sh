@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One device call for a change of defaults, most important first, each part only while the call
+# has time for it (LIMIT_S seconds from the start, default 585):
+#   source .device/env.sh && LIMIT_S=420 bash bench/peer/device-round.sh
+# 1. build, CUDA suite (and the random 3B model, made meanwhile)            device-ab-round.sh
+# 2. the acceptance benchmark with --cuda-graphs                             device-gpu-bench.sh
+# 3. the decode graph replayed at batch 1 and 64 once per setting in ROUND_REPLAY_AB
+#    (default: the defaults and the long-row gemv variants)
+# 4. GRPO steps with --cuda-graphs under the defaults
+# Every figure is printed as it is measured ("figure:" lines); logs and JSON under $OUT, one archive
+# per part (the device returns at most 8 files).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+began=$(date +%s)
+R=${OUT:-/tmp/device-round}
+mkdir -p "$R"
+left() { echo $((${LIMIT_S:-585} - ($(date +%s) - began))); }
+figures() { sed -u "s/^figure: /figure: $1/" | grep --line-buffered -E '^(figure|card):|FAIL|not ok'; }
+# device-ab-round.sh into $R/NAME, its archive as $R/NAME.tgz.
+round() {
+  local name=$1 tag=$2
+  shift 2
+  mkdir -p "$R/$name"
+  env OUT="$R/$name" "$@" bash bench/peer/device-ab-round.sh 2>&1 | figures "$tag"
+  [ -f "$R/$name/ab-round.tgz" ] && mv "$R/$name/ab-round.tgz" "$R/$name.tgz" && rm -rf "${R:?}/$name"
+}
+
+round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1
+if [ "$(left)" -gt 150 ]; then
+  mkdir -p "$R/gb"
+  OUT="$R/gb" GPU_BENCH_BUDGET_S=$(($(left) - 30)) GPU_BENCH_DECODE_ARGS='--cuda-graphs' GPU_BENCH_SERVE_ARGS='--cuda-graphs' \
+    bash bench/peer/device-gpu-bench.sh 2>&1 | tail -16
+  (cd "$R/gb" && tar czf ../gb.tgz .) && rm -rf "$R/gb"
+fi
+[ "$(left)" -gt 100 ] && round replay "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 \
+  REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_GEMV_LONG_ROWS=8x4 TANDEM_GEMV_LONG_ROWS=4x8 TANDEM_GEMV_LONG_ROWS=2x8}"
+[ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1
+ls "$R"
