@@ -174,17 +174,19 @@ __device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float
 }
 
 // KSPLIT warps share a row (each a contiguous 1/KSPLIT of its packs, summed through shared
-// memory): long rows with few of them (the down projection) get KSPLIT times the warps.
-template <int T, typename TO, int U, int KSPLIT, bool NORM>
+// memory): long rows with few of them (the down projection) get KSPLIT times the warps. NW > 1
+// (one part only): each warp takes NW consecutive rows, so every x pack it reads serves NW weight
+// packs (at NW = 1 a product of one x row reads as many x bytes through L1 as weight bytes).
+template <int T, typename TO, int U, int KSPLIT, bool NORM, int NW = 1>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a, GemvNormArgs nm) {
   static_assert(kGemvWarps % KSPLIT == 0, "KSPLIT must divide the block's warps");
-  __shared__ float partial[kGemvWarps][T];
+  __shared__ float partial[kGemvWarps][NW][T];
   __shared__ float red[32];
   extern __shared__ __align__(16) unsigned char normed[];  // NORM: T x K bf16
   pdlLaunchDependents();
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int row = blockIdx.x * (kGemvWarps / KSPLIT) + warp / KSPLIT;
+  const int row = (blockIdx.x * (kGemvWarps / KSPLIT) + warp / KSPLIT) * NW;
   const int piece = warp % KSPLIT;
   const bool live = row < a.rows;  // (warp-uniform)
   // The part owning this row, picked with compile-time indices so the arguments stay in the
@@ -207,40 +209,53 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a, GemvNo
   const int per = CEIL_DIV(a.chunks, KSPLIT);
   const int cBegin = piece * per;
   const int cEnd = min(a.chunks, cBegin + per);
-  float acc[1][T];
-  const uint4* const w[1] = {wp + static_cast<size_t>(live ? n : 0) * a.chunks};
-  uint4 next[1][U];
-  if (live) loadPacks<1, U>(next, w, cBegin + lane, cEnd);
+  float acc[NW][T];
+  // Rows past N (NW > 1 at the end) read row N - 1 again; their sums are not stored.
+  const uint4* w[NW];
+#pragma unroll
+  for (int s = 0; s < NW; s++) w[s] = wp + static_cast<size_t>(live ? min(n + s, N - 1) : 0) * a.chunks;
+  uint4 next[NW][U];
+  if (live) loadPacks<NW, U>(next, w, cBegin + lane, cEnd);
   pdlWait();
   const uint4* x = a.x;
   if (NORM) {
     normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red);
     x = reinterpret_cast<const uint4*>(normed);
   }
-  if (live) warpDots<T, 1, U, NORM>(next, w, x, a.chunks, cBegin, cEnd, acc);
+  if (live) warpDots<T, NW, U, NORM>(next, w, x, a.chunks, cBegin, cEnd, acc);
   if (KSPLIT > 1) {
     if (live && lane == 0) {
 #pragma unroll
-      for (int t = 0; t < T; t++) partial[warp][t] = acc[0][t];
+      for (int s = 0; s < NW; s++) {
+#pragma unroll
+        for (int t = 0; t < T; t++) partial[warp][s][t] = acc[s][t];
+      }
     }
     __syncthreads();
     if (!live || piece != 0) return;
 #pragma unroll
-    for (int t = 0; t < T; t++) {
-      float sum = 0.0f;
+    for (int s = 0; s < NW; s++) {
 #pragma unroll
-      for (int i = 0; i < KSPLIT; i++) sum += partial[warp + i][t];  // in a fixed order: deterministic
-      acc[0][t] = sum;
+      for (int t = 0; t < T; t++) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < KSPLIT; i++) sum += partial[warp + i][s][t];  // in a fixed order: deterministic
+        acc[s][t] = sum;
+      }
     }
   }
   if (!live) return;
-  const float b = bias != nullptr ? loadAny(bias, biasDt, n) : 0.0f;
   TO* out = static_cast<TO*>(outp);
 #pragma unroll
-  for (int t = 0; t < T; t++) {
-    if (lane != t) continue;
-    TO* o = out + static_cast<size_t>(t) * N + n;
-    *o = fromF<TO>(a.accumulate ? toF(*o) + a.alpha * acc[0][t] : acc[0][t] + b);
+  for (int s = 0; s < NW; s++) {
+    if (n + s >= N) break;
+    const float b = bias != nullptr ? loadAny(bias, biasDt, n + s) : 0.0f;
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+      if (lane != t) continue;
+      TO* o = out + static_cast<size_t>(t) * N + n + s;
+      *o = fromF<TO>(a.accumulate ? toF(*o) + a.alpha * acc[s][t] : acc[s][t] + b);
+    }
   }
 }
 
@@ -307,25 +322,27 @@ bool suits(int xwDt, int outDt, const void* x, int T, int K) {
          K >= 8 && K % 8 == 0 && aligned16(x);
 }
 
-// TANDEM_GEMV_LONG_ROWS=UxKSPLIT (A/B runs): packs in flight per lane and warps per row for rows
-// of K >= 4096 without a fused norm: 4x4 (the default), 8x4, 4x8, 4x2 or 2x8.
+// TANDEM_GEMV_LONG_ROWS=UxKSPLIT[xNW] (A/B runs): packs in flight per lane, warps per row and rows
+// per warp for rows of K >= 4096 without a fused norm: 4x4 (the default), 8x4, 4x8, 4x2, 2x8,
+// 4x4x2, 4x2x2 or 4x8x2 (the x2 forms for one-part products only).
 int longRowsVariant() {
   static const int variant = [] {
     const char* v = std::getenv("TANDEM_GEMV_LONG_ROWS");
     if (v == nullptr || *v == '\0' || std::strcmp(v, "4x4") == 0) return 0;
-    const char* names[] = {"8x4", "4x8", "4x2", "2x8"};
-    for (int i = 0; i < 4; i++) {
+    const char* names[] = {"8x4", "4x8", "4x2", "2x8", "4x4x2", "4x2x2", "4x8x2"};
+    for (int i = 0; i < 7; i++) {
       if (std::strcmp(v, names[i]) == 0) return i + 1;
     }
-    throw Error(std::string("TANDEM_GEMV_LONG_ROWS must be 4x4, 8x4, 4x8, 4x2 or 2x8, got '") + v + "'");
+    throw Error(std::string("TANDEM_GEMV_LONG_ROWS must be 4x4, 8x4, 4x8, 4x2, 2x8, 4x4x2, 4x2x2 or 4x8x2, got '") + v +
+                "'");
   }();
   return variant;
 }
 
-template <int T, typename TO, int U, int KSPLIT, bool NORM>
+template <int T, typename TO, int U, int KSPLIT, bool NORM, int NW = 1>
 void launchSplit(const GemvArgs& a, const GemvNormArgs& nm, int rows, size_t smem, cudaStream_t stream) {
-  launchPdl(gemvKernel<T, TO, U, KSPLIT, NORM>, dim3(CEIL_DIV(rows, kGemvWarps / KSPLIT)), dim3(kGemvWarps * 32), smem,
-            stream, a, nm);
+  launchPdl(gemvKernel<T, TO, U, KSPLIT, NORM, NW>, dim3(CEIL_DIV(rows, kGemvWarps / KSPLIT * NW)),
+            dim3(kGemvWarps * 32), smem, stream, a, nm);
 }
 
 template <int T, typename TO, bool NORM>
@@ -337,6 +354,14 @@ void launchLongRows(const GemvArgs& a, const GemvNormArgs& nm, int rows, size_t 
       case 3: return launchSplit<T, TO, 4, 2, NORM>(a, nm, rows, smem, stream);
       case 4: return launchSplit<T, TO, 2, 8, NORM>(a, nm, rows, smem, stream);
       default: break;
+    }
+    if (a.count == 1) {  // rows per warp > 1: one part only (its rows are consecutive)
+      switch (longRowsVariant()) {
+        case 5: return launchSplit<T, TO, 4, 4, NORM, 2>(a, nm, rows, smem, stream);
+        case 6: return launchSplit<T, TO, 4, 2, NORM, 2>(a, nm, rows, smem, stream);
+        case 7: return launchSplit<T, TO, 4, 8, NORM, 2>(a, nm, rows, smem, stream);
+        default: break;
+      }
     }
   }
   launchSplit<T, TO, 4, 4, NORM>(a, nm, rows, smem, stream);
