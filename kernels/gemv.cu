@@ -65,7 +65,23 @@ struct GemvNormArgs {
   const __nv_bfloat16* w;         // (K)
   __nv_bfloat16* sum;             // (T, K): x + residual (with a residual)
   float eps;
+  int prefetchW;  // 1: w's packs are read before pdlWait() (normWeights), 0: after the row's sum (A/B)
 };
+
+// Packs of the norm's weight each thread holds in registers: K <= 4096 at 256 threads.
+constexpr int kNormWPacks = 2;
+
+// This thread's packs of the norm's weight (packs threadIdx.x + i * blockDim.x), requested before
+// pdlWait(): the weight is never written by an earlier kernel, so its load latency hides behind
+// the previous kernel's tail instead of following the row's sum of squares.
+__device__ __forceinline__ void normWeights(const GemvNormArgs& nm, int K, uint4 (&wp)[kNormWPacks]) {
+  const int packs = K / 8;
+#pragma unroll
+  for (int i = 0; i < kNormWPacks; i++) {
+    const int c = threadIdx.x + i * blockDim.x;
+    wp[i] = nm.prefetchW && c < packs ? __ldg(reinterpret_cast<const uint4*>(nm.w) + c) : make_uint4(0, 0, 0, 0);
+  }
+}
 
 // acc[t] += dot(8 bf16 of w, 8 bf16 of x row t), both given as packs.
 __device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
@@ -138,7 +154,8 @@ __device__ __forceinline__ void warpDots(uint4 (&next)[NW][U], const uint4* cons
 // residual), y = bf16(w * bf16(sum * rstd)); block 0 also stores sum (the residual stream). All
 // threads of the block call it.
 template <int T>
-__device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float* red) {
+__device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float* red,
+                         const uint4 (&wp)[kNormWPacks]) {
   const int packs = K / 8;
 #pragma unroll
   for (int t = 0; t < T; t++) {
@@ -160,15 +177,23 @@ __device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float
     }
     ss = blockSum(ss, red);
     const float rstd = rsqrtf(ss / static_cast<float>(K) + nm.eps);
-    for (int c = threadIdx.x; c < packs; c += blockDim.x) {  // the packs this thread stored above
+    // Scales the pack c this thread stored above by rstd and the norm's weight pack wv.
+    const auto scale = [&](int c, const uint4& wv) {
       float v[8];
       float w[8];
       loadFloats<8>(xs + row + c * 8, v);
-      loadFloats<8>(nm.w + c * 8, w);
+      loadFloats<8>(reinterpret_cast<const __nv_bfloat16*>(&wv), w);
 #pragma unroll
       for (int e = 0; e < 8; e++) v[e] = w[e] * roundTo<__nv_bfloat16>(v[e] * rstd);
       storeFloats<8>(xs + row + c * 8, v);
+    };
+    const uint4* wg = reinterpret_cast<const uint4*>(nm.w);
+#pragma unroll
+    for (int i = 0; i < kNormWPacks; i++) {  // constant indices keep wp in registers
+      const int c = threadIdx.x + i * blockDim.x;
+      if (c < packs) scale(c, nm.prefetchW ? wp[i] : __ldg(wg + c));
     }
+    for (int c = threadIdx.x + kNormWPacks * blockDim.x; c < packs; c += blockDim.x) scale(c, __ldg(wg + c));
   }
   __syncthreads();
 }
@@ -216,10 +241,12 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a, GemvNo
   for (int s = 0; s < NW; s++) w[s] = wp + static_cast<size_t>(live ? min(n + s, N - 1) : 0) * a.chunks;
   uint4 next[NW][U];
   if (live) loadPacks<NW, U>(next, w, cBegin + lane, cEnd);
+  uint4 normW[kNormWPacks];
+  if (NORM) normWeights(nm, a.chunks * 8, normW);
   pdlWait();
   const uint4* x = a.x;
   if (NORM) {
-    normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red);
+    normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red, normW);
     x = reinterpret_cast<const uint4*>(normed);
   }
   if (live) warpDots<T, NW, U, NORM>(next, w, x, a.chunks, cBegin, cEnd, acc);
@@ -273,10 +300,12 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvSwigluKernel(GemvArgs a, 
   const uint4* const w[2] = {a.w[0] + r, a.w[1] + r};
   uint4 next[2][4];
   if (live) loadPacks<2, 4>(next, w, lane, a.chunks);
+  uint4 normW[kNormWPacks];
+  if (NORM) normWeights(nm, a.chunks * 8, normW);
   pdlWait();
   const uint4* x = a.x;
   if (NORM) {
-    normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red);
+    normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red, normW);
     x = reinterpret_cast<const uint4*>(normed);
   }
   if (!live) return;
@@ -303,6 +332,12 @@ namespace {
 
 bool gemvEnabled() {
   static const bool enabled = !envSwitchOff("TANDEM_GEMV");
+  return enabled;
+}
+
+// TANDEM_NORM_W_EARLY=0 (A/B runs): a fused norm reads its weight after the row's sum of squares.
+bool normWeightsEarly() {
+  static const bool enabled = !envSwitchOff("TANDEM_NORM_W_EARLY");
   return enabled;
 }
 
@@ -400,7 +435,7 @@ void launch(const GemvArgs& a, const GemvNorm* norm, int outDt, int T, int rows,
   GemvNormArgs nm{};
   if (norm != nullptr) {
     nm = GemvNormArgs{static_cast<const __nv_bfloat16*>(norm->x), static_cast<const __nv_bfloat16*>(norm->residual),
-                      static_cast<const __nv_bfloat16*>(norm->w), static_cast<__nv_bfloat16*>(norm->sum), norm->eps};
+                      static_cast<const __nv_bfloat16*>(norm->w), static_cast<__nv_bfloat16*>(norm->sum), norm->eps, normWeightsEarly() ? 1 : 0};
   }
   if (outDt == kF32) {
     if (norm != nullptr) dispatchRows<float, true>(a, nm, T, rows, swiglu, stream);
