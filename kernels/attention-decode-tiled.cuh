@@ -34,7 +34,8 @@ k, stores k and v at slots[t] of the pools and puts them into its shared tile it
 cp.async is not issued: the pool row is written by this very block). The rounding is rope.cu's
 (rope.cuh), so the output and the stored K/V are bit-identical to ropeWriteKv + attention.
 Its first tile's loads, the metadata reads and rope's sincos come before pdlWait() (see the
-kernel; TANDEM_DECODE_EARLY_LOADS=0 puts them after it, for A/B runs).
+kernel; TANDEM_DECODE_EARLY_LOADS=0 puts them after it, for A/B runs), and the new token's k and v
+are read beside q after it (TANDEM_DECODE_NEW_KV_WITH_Q=0: after q is staged, for A/B runs).
 */
 #pragma once
 
@@ -154,22 +155,44 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
     }
     cpAsyncCommit();
   };
+  // ROPE: the new token's k and v as this thread places them (element j = groupThread and j + D/2
+  // of its KV head; a thread past D/2 places none), read from the product's output.
+  static_assert(D / 2 <= GROUP_THREADS, "one thread per rotated pair of the new key");
+  const size_t newFrom = (static_cast<size_t>(t) * Hkv + kvHead) * D;
+  auto loadNew = [&](__nv_bfloat16 (&kv)[4]) {
+    kv[0] = nkv.k[newFrom + groupThread];
+    kv[1] = nkv.k[newFrom + groupThread + D / 2];
+    kv[2] = nkv.v[newFrom + groupThread];
+    kv[3] = nkv.v[newFrom + groupThread + D / 2];
+  };
+  // cNewKvWithQ: the placing threads read them right after pdlWait(), beside q (below), so the two
+  // reads' latencies overlap instead of following each other.
+  const bool newWithQ = ROPE && cNewKvWithQ != 0;
+  __nv_bfloat16 newKv[4];
+  int newSlot = -1;
   // ROPE: the new token's k (rotated) and v into the tile starting at p0 if it holds newKey, and
   // into the pools at slots[t]. Needs cosS / sinS; visible to the block after the next barrier.
   auto placeNew = [&](int buf, int p0) {
-    if (!ROPE || newKey < p0 || newKey >= p0 + kTiledKeys) return;
+    if (!ROPE || newKey < p0 || newKey >= p0 + kTiledKeys || groupThread >= D / 2) return;
     const int key = newKey - p0;
-    const int slot = nkv.slots[t];
+    const int slot = newWithQ ? newSlot : nkv.slots[t];
     const bool store = slot >= 0 && slot < nkv.numSlots;
-    const size_t from = (static_cast<size_t>(t) * Hkv + kvHead) * D;
     const size_t to = static_cast<size_t>(slot) * rowStride + headOffset;
-    for (int j = groupThread; j < D / 2; j += GROUP_THREADS) {
+    {
+      const int j = groupThread;
+      __nv_bfloat16 kv[4];
+      if (newWithQ) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) kv[e] = newKv[e];
+      } else {
+        loadNew(kv);
+      }
       float ra, rb;
-      ropeRotate(toF(nkv.k[from + j]), toF(nkv.k[from + j + D / 2]), cosS[j], sinS[j], &ra, &rb);
+      ropeRotate(toF(kv[0]), toF(kv[1]), cosS[j], sinS[j], &ra, &rb);
       const __nv_bfloat16 k0 = fromF<__nv_bfloat16>(ra);
       const __nv_bfloat16 k1 = fromF<__nv_bfloat16>(rb);
-      const __nv_bfloat16 v0 = nkv.v[from + j];
-      const __nv_bfloat16 v1 = nkv.v[from + j + D / 2];
+      const __nv_bfloat16 v0 = kv[2];
+      const __nv_bfloat16 v1 = kv[3];
       kS[buf][key][j] = k0;
       kS[buf][key][j + D / 2] = k1;
       vS[buf][key][j] = v0;
@@ -212,6 +235,11 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
     __syncthreads();
   }
   if (early) pdlWait();  // q and the new k / v come from the product before
+  // The threads that place the new key (its group: the one whose tile holds it) read it now.
+  if (newWithQ && newKey >= 0 && groupThread < D / 2 && ((newKey - kBegin) / kTiledKeys) % NG == group) {
+    loadNew(newKv);
+    newSlot = nkv.slots[t];
+  }
   // q scaled into shared memory (rotated first with ROPE, rounded to bf16 as ropeWriteKv stores it).
   constexpr int HALF_PACKS = PACKS / 2;
   for (int i = threadIdx.x; i < Smem::HEADS * (ROPE ? HALF_PACKS : PACKS); i += THREADS) {

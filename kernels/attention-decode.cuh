@@ -73,6 +73,9 @@ __constant__ int cMinSplitKeys = kDefaultMinSplitKeys;
 // Whether the fused rope + decode kernel reads metadata and its first K/V tile before pdlWait()
 // (attention-decode-tiled.cuh); attentionInit() clears it for TANDEM_DECODE_EARLY_LOADS=0.
 __constant__ int cEarlyLoads = 1;
+// Whether that kernel reads the new token's k and v together with q right after pdlWait() (one
+// load latency for both) instead of after staging q; cleared for TANDEM_DECODE_NEW_KV_WITH_Q=0.
+__constant__ int cNewKvWithQ = 1;
 __device__ __forceinline__ int splitChunk(int keys, int splits) {
   return max((keys + splits - 1) / splits, cMinSplitKeys);
 }

@@ -6,7 +6,7 @@
 # 2. the acceptance benchmark with --cuda-graphs                             device-gpu-bench.sh
 # 3. the CUDA suite with two rows per warp in the long-row products (TANDEM_GEMV_LONG_ROWS=4x4x2),
 #    then the decode graph replayed at batch 1 and 64 once per setting in ROUND_REPLAY_AB
-#    (default: the defaults, the norm weight read late, and long-row gemv variants)
+#    (default: the defaults, the norm weight read late, the new k/v read after q, long-row gemv variants)
 # 4. GRPO steps with --cuda-graphs under the defaults
 # Every figure is printed as it is measured ("figure:" lines); logs and JSON under $OUT, one archive
 # per part (the device returns at most 8 files).
@@ -36,6 +36,6 @@ fi
 # The two-rows-per-warp products only run under their switch: the suite with it first.
 [ "$(left)" -gt 100 ] && round rows2 "long rows 4x4x2: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_LONG_ROWS=4x4x2
 [ "$(left)" -gt 100 ] && round replay "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 \
-  REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_NORM_W_EARLY=0 TANDEM_GEMV_LONG_ROWS=4x4x2 TANDEM_GEMV_LONG_ROWS=4x2x2 TANDEM_GEMV_LONG_ROWS=8x4 TANDEM_GEMV_LONG_ROWS=4x8x2 TANDEM_GEMV_LONG_ROWS=4x8}"
+  REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_NORM_W_EARLY=0 TANDEM_DECODE_NEW_KV_WITH_Q=0 TANDEM_GEMV_LONG_ROWS=4x4x2 TANDEM_GEMV_LONG_ROWS=4x2x2 TANDEM_GEMV_LONG_ROWS=8x4 TANDEM_GEMV_LONG_ROWS=4x8x2 TANDEM_GEMV_LONG_ROWS=4x8}"
 [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1
 ls "$R"
