@@ -15,6 +15,7 @@
 #   GPU_BENCH_BATCHES=1,64,256  GPU_BENCH_STEPS=128  GPU_BENCH_HF_TOKENS=64
 #   GPU_BENCH_SERVE_PROMPTS=256  GPU_BENCH_SERVE_IN=128  GPU_BENCH_SERVE_OUT=128  GPU_BENCH_SERVE_ARGS="" (extra serve flags)
 #   GPU_BENCH_DECODE_ARGS="" (extra bench/gpu-decode.ts flags, e.g. --cuda-graphs)
+#   GPU_BENCH_SKIP_BUILD=1 (keep the addon an earlier call built on this warm machine)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpu-bench-out}
@@ -62,7 +63,7 @@ run_phase() {
   return $rc
 }
 
-if [ "$backend" = cuda ]; then
+if [ "$backend" = cuda ] && ! { [ "${GPU_BENCH_SKIP_BUILD:-0}" = 1 ] && [ -f build/tandem_cuda.node ]; }; then
   run_phase build 150 300 bash -c "bash kernels/build.sh > '$out/gpu-build.log' 2>&1; rc=\$?; tail -3 '$out/gpu-build.log'; exit \$rc"
 fi
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# One device call for a change of defaults, most important first, each part only while the call
-# has time for it (LIMIT_S seconds from the start, default 585):
+# One device call for a change of defaults, the parts in ROUND_PARTS order (default
+# "suite replay gb rows2 grpo"), each only while the call has time for it (LIMIT_S seconds from
+# the start, default 585):
 #   source .device/env.sh && LIMIT_S=420 bash bench/peer/device-round.sh
-# 1. build, CUDA suite (and the random 3B model, made meanwhile)            device-ab-round.sh
-# 2. the acceptance benchmark with --cuda-graphs                             device-gpu-bench.sh
-# 3. the CUDA suite with two rows per warp in the long-row products (TANDEM_GEMV_LONG_ROWS=4x4x2),
-#    then the decode graph replayed at batch 1 and 64 once per setting in ROUND_REPLAY_AB
-#    (default: the defaults, the norm weight read late, the new k/v read after q, long-row gemv variants)
-# 4. GRPO steps with --cuda-graphs under the defaults
+#   suite   build, CUDA suite (and the random 3B model, made meanwhile)         device-ab-round.sh
+#   replay  the decode graph replayed at REPLAY_BATCHES (default 1) once per setting in
+#           ROUND_REPLAY_AB (default: the defaults, the norm weight read late, the new k/v read
+#           after q, long-row gemv variants)
+#   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
+#   rows2   the CUDA suite with two rows per warp in the long-row products (TANDEM_GEMV_LONG_ROWS=4x4x2)
+#   grpo    GRPO steps with --cuda-graphs under the defaults
+# A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
 # Every figure is printed as it is measured ("figure:" lines); logs and JSON under $OUT, one archive
 # per part (the device returns at most 8 files).
 set -uo pipefail
@@ -25,17 +28,23 @@ round() {
   env OUT="$R/$name" "$@" bash bench/peer/device-ab-round.sh 2>&1 | figures "$tag"
   [ -f "$R/$name/ab-round.tgz" ] && mv "$R/$name/ab-round.tgz" "$R/$name.tgz" && rm -rf "${R:?}/$name"
 }
-
-round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1
-if [ "$(left)" -gt 150 ]; then
-  mkdir -p "$R/gb"
-  OUT="$R/gb" GPU_BENCH_BUDGET_S=$(($(left) - 30)) GPU_BENCH_DECODE_ARGS='--cuda-graphs' GPU_BENCH_SERVE_ARGS='--cuda-graphs' \
-    bash bench/peer/device-gpu-bench.sh 2>&1 | tail -16
-  (cd "$R/gb" && tar czf ../gb.tgz .) && rm -rf "$R/gb"
-fi
-# The two-rows-per-warp products only run under their switch: the suite with it first.
-[ "$(left)" -gt 100 ] && round rows2 "long rows 4x4x2: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_LONG_ROWS=4x4x2
-[ "$(left)" -gt 100 ] && round replay "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 \
-  REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_NORM_W_EARLY=0 TANDEM_DECODE_NEW_KV_WITH_Q=0 TANDEM_GEMV_LONG_ROWS=4x4x2 TANDEM_GEMV_LONG_ROWS=4x2x2 TANDEM_GEMV_LONG_ROWS=8x4 TANDEM_GEMV_LONG_ROWS=4x8x2 TANDEM_GEMV_LONG_ROWS=4x8}"
-[ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1
+for part in ${ROUND_PARTS:-suite replay gb rows2 grpo}; do
+  case $part in
+    suite) round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 ;;
+    replay)
+      [ "$(left)" -gt 90 ] && round replay "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 REPLAY_BATCHES="${REPLAY_BATCHES:-1}" \
+        REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_NORM_W_EARLY=0 TANDEM_DECODE_NEW_KV_WITH_Q=0 TANDEM_GEMV_LONG_ROWS=4x4x2 TANDEM_GEMV_LONG_ROWS=4x2x2 TANDEM_GEMV_LONG_ROWS=4x8x2}" ;;
+    gb)
+      if [ "$(left)" -gt 150 ]; then
+        mkdir -p "$R/gb"
+        OUT="$R/gb" GPU_BENCH_SKIP_BUILD=1 GPU_BENCH_BUDGET_S=$(($(left) - 30)) GPU_BENCH_DECODE_ARGS='--cuda-graphs' GPU_BENCH_SERVE_ARGS='--cuda-graphs' \
+          bash bench/peer/device-gpu-bench.sh 2>&1 | tail -16
+        (cd "$R/gb" && tar czf ../gb.tgz .) && rm -rf "$R/gb"
+      fi ;;
+    # The two-rows-per-warp products only run under their switch: the suite with it.
+    rows2) [ "$(left)" -gt 100 ] && round rows2 "long rows 4x4x2: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_LONG_ROWS=4x4x2 ;;
+    grpo) [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1 ;;
+    *) echo "device-round: unknown part '$part' (suite, replay, gb, rows2, grpo)"; exit 2 ;;
+  esac
+done
 ls "$R"
