@@ -8,7 +8,8 @@ Llama GQA): one block of 4 warps per (query row, KV head, context split), as the
   in a block outside the cache are zero-filled and masked.
 - Scores: lane l of every warp owns key l of the tile; warp w owns query heads w and w + 4 (HPW =
   2; one head when G <= 4), so a score is one thread's dot product over D (q in shared memory,
-  read as broadcasts): no per-key shuffle reductions. Rows are padded by 8 elements so the
+  read as broadcasts): no per-key shuffle reductions. Each key pack read serves all the warp's
+  heads, summed as 4 partial sums per head (TANDEM_DECODE_QK_PARTIALS=0: one chain per head). Rows are padded by 8 elements so the
   16-byte reads of 8 consecutive lanes hit distinct banks.
 - Softmax: per head, one warp max and one warp sum per tile (online: m, l, acc rescaled).
 - P.V: lane l accumulates dims [l*VEC, (l+1)*VEC) of its heads' outputs; each key's weight is
@@ -284,22 +285,55 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
       continue;
     }
     const bool keyOk = rowOf(tileStart(i) + lane) >= 0;
+    // Lane l's score of key l for each of the warp's heads.
+    float scores[HPW];
+    if (cQkPartials != 0) {
+      // 4 partial sums per head (pack c / 8 adds into sum (c / 8) % 4), each key pack read once
+      // for all heads: chains of D / 4 multiply-adds instead of D. Rows of qS past G are zeros.
+      float part[HPW][4];
+#pragma unroll
+      for (int h = 0; h < HPW; h++) {
+#pragma unroll
+        for (int p = 0; p < 4; p++) part[h][p] = 0.0f;
+      }
+#pragma unroll
+      for (int c = 0; c < D; c += 8) {
+        float kf[8];
+        loadFloats<8>(&kS[buf][lane][c], kf);
+#pragma unroll
+        for (int h = 0; h < HPW; h++) {
+          const int g = warp + h * kTiledWarps;
+#pragma unroll
+          for (int e = 0; e < 8; e++) part[h][(c / 8) % 4] = fmaf(qS[g][c + e], kf[e], part[h][(c / 8) % 4]);
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < HPW; h++) {
+        const int g = warp + h * kTiledWarps;
+        scores[h] = g < G && keyOk ? (part[h][0] + part[h][1]) + (part[h][2] + part[h][3]) : -INFINITY;
+      }
+    } else {
+#pragma unroll
+      for (int h = 0; h < HPW; h++) {
+        const int g = warp + h * kTiledWarps;
+        float dot = -INFINITY;
+        if (g < G && keyOk) {
+          dot = 0.0f;
+#pragma unroll
+          for (int c = 0; c < D; c += 8) {
+            float kf[8];
+            loadFloats<8>(&kS[buf][lane][c], kf);
+#pragma unroll
+            for (int e = 0; e < 8; e++) dot = fmaf(qS[g][c + e], kf[e], dot);
+          }
+        }
+        scores[h] = dot;
+      }
+    }
     float pr[HPW];
 #pragma unroll
     for (int h = 0; h < HPW; h++) {
-      const int g = warp + h * kTiledWarps;
-      float score = -INFINITY;
-      if (g < G && keyOk) {
-        float dot = 0.0f;
-#pragma unroll
-        for (int c = 0; c < D; c += 8) {
-          float kf[8];
-          loadFloats<8>(&kS[buf][lane][c], kf);
-#pragma unroll
-          for (int e = 0; e < 8; e++) dot = fmaf(qS[g][c + e], kf[e], dot);
-        }
-        score = dot;
-      }
+      const float score = scores[h];
       const float mNew = fmaxf(m[h], warpMax(score));
       if (mNew == -INFINITY) {  // (warp-uniform) nothing readable yet for this head
         pr[h] = 0.0f;

@@ -76,6 +76,10 @@ __constant__ int cEarlyLoads = 1;
 // Whether that kernel reads the new token's k and v together with q right after pdlWait() (one
 // load latency for both) instead of after staging q; cleared for TANDEM_DECODE_NEW_KV_WITH_Q=0.
 __constant__ int cNewKvWithQ = 1;
+// Whether the tiled decode kernel's scores run as 4 partial sums per head with every query head
+// of the warp served by one read of the key row (short dependency chains), or as one chain per
+// head (the order before, for A/B runs); cleared for TANDEM_DECODE_QK_PARTIALS=0.
+__constant__ int cQkPartials = 1;
 __device__ __forceinline__ int splitChunk(int keys, int splits) {
   return max((keys + splits - 1) / splits, cMinSplitKeys);
 }

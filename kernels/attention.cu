@@ -324,6 +324,10 @@ void attentionInit() {
     const int off = 0;
     cudaCheck(cudaMemcpyToSymbol(cEarlyLoads, &off, sizeof(int)));
   }
+  if (envSwitchOff("TANDEM_DECODE_QK_PARTIALS")) {
+    const int off = 0;
+    cudaCheck(cudaMemcpyToSymbol(cQkPartials, &off, sizeof(int)));
+  }
   if (envSwitchOff("TANDEM_DECODE_NEW_KV_WITH_Q")) {
     const int off = 0;
     cudaCheck(cudaMemcpyToSymbol(cNewKvWithQ, &off, sizeof(int)));

@@ -6,7 +6,7 @@
 #   suite   build, CUDA suite (and the random 3B model, made meanwhile)         device-ab-round.sh
 #   replay  the decode graph replayed at REPLAY_BATCHES (default 1) once per setting in
 #           ROUND_REPLAY_AB (default: the defaults, the norm weight read late, the new k/v read
-#           after q, long-row gemv variants)
+#           after q, scores as one chain per head, long-row gemv variants)
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
 #   rows2   the CUDA suite with two rows per warp in the long-row products (TANDEM_GEMV_LONG_ROWS=4x4x2)
 #   grpo    GRPO steps with --cuda-graphs under the defaults
@@ -33,7 +33,7 @@ for part in ${ROUND_PARTS:-suite replay gb rows2 grpo}; do
     suite) round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 ;;
     replay)
       [ "$(left)" -gt 90 ] && round replay "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 REPLAY_BATCHES="${REPLAY_BATCHES:-1}" \
-        REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_NORM_W_EARLY=0 TANDEM_DECODE_NEW_KV_WITH_Q=0 TANDEM_GEMV_LONG_ROWS=4x4x2 TANDEM_GEMV_LONG_ROWS=4x2x2 TANDEM_GEMV_LONG_ROWS=4x8x2}" ;;
+        REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_NORM_W_EARLY=0 TANDEM_DECODE_NEW_KV_WITH_Q=0 TANDEM_DECODE_QK_PARTIALS=0 TANDEM_GEMV_LONG_ROWS=4x4x2 TANDEM_GEMV_LONG_ROWS=4x2x2 TANDEM_GEMV_LONG_ROWS=4x8x2}" ;;
     gb)
       if [ "$(left)" -gt 150 ]; then
         mkdir -p "$R/gb"
