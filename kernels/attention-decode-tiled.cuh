@@ -9,8 +9,8 @@ Llama GQA): one block of 4 warps per (query row, KV head, context split), as the
 - Scores: lane l of every warp owns key l of the tile; warp w owns query heads w and w + 4 (HPW =
   2; one head when G <= 4), so a score is one thread's dot product over D (q in shared memory,
   read as broadcasts): no per-key shuffle reductions. Each key pack read serves all the warp's
-  heads, summed as 4 partial sums per head (TANDEM_DECODE_QK_PARTIALS=0: one chain per head). Rows are padded by 8 elements so the
-  16-byte reads of 8 consecutive lanes hit distinct banks.
+  heads, summed as 4 partial sums per head (TANDEM_DECODE_QK_PARTIALS=0: one chain per head).
+  Rows are padded by 8 elements so the 16-byte reads of 8 consecutive lanes hit distinct banks.
 - Softmax: per head, one warp max and one warp sum per tile (online: m, l, acc rescaled).
 - P.V: lane l accumulates dims [l*VEC, (l+1)*VEC) of its heads' outputs; each key's weight is
   broadcast with a shuffle.
