@@ -8,8 +8,10 @@ read the weights directly: one warp per output row, each lane streaming 16-byte 
 (U packs in flight per lane, loaded with the streaming hint so they don't evict x from L1), x read
 through L1 (every warp of the grid reads the same T rows), a warp-shuffle sum per row of x.
 
-Rows of K >= 4096 (kLongRowChunks packs) are split over 4 warps each, other rows over 2 warps in
-products of fewer than 8192 rows (TANDEM_GEMV_FEW_ROWS=0: one warp). Weights for the first
+Rows of K >= 4096 (kLongRowChunks packs; the down projection) go 2 rows per pair of warps in a
+one-part product (each x pack read serves both rows; TANDEM_GEMV_LONG_ROWS picks other forms),
+else over 4 warps each; other rows over 2 warps in products of fewer than 8192 rows
+(TANDEM_GEMV_FEW_ROWS=0: one warp). Weights for the first
 round are requested before pdlWait() and the kernels are launched with launchPdl() (pdl.cuh), so
 a product's first loads overlap the previous kernel's tail.
 
@@ -358,8 +360,9 @@ bool suits(int xwDt, int outDt, const void* x, int T, int K) {
 }
 
 // TANDEM_GEMV_LONG_ROWS=UxKSPLIT[xNW] (A/B runs): packs in flight per lane, warps per row and rows
-// per warp for rows of K >= 4096 without a fused norm: 4x4 (the default), 8x4, 4x8, 4x2, 2x8,
-// 4x4x2, 4x2x2 or 4x8x2 (the x2 forms for one-part products only).
+// per warp for rows of K >= 4096 without a fused norm: 4x2x2 (the default: 2.623 vs 2.655 ms per
+// batch-1 step for 4x4 on an H100, bench/results/decode-replay-ab-2026-12-07-run5-h100.json), 4x4,
+// 8x4, 4x8, 4x2, 2x8, 4x4x2 or 4x8x2. The x2 forms take one-part products only; others run 4x4.
 int longRowsVariant() {
   static const int variant = [] {
     const char* v = std::getenv("TANDEM_GEMV_LONG_ROWS");
