@@ -67,23 +67,7 @@ struct GemvNormArgs {
   const __nv_bfloat16* w;         // (K)
   __nv_bfloat16* sum;             // (T, K): x + residual (with a residual)
   float eps;
-  int prefetchW;  // 1: w's packs are read before pdlWait() (normWeights), 0: after the row's sum (A/B)
 };
-
-// Packs of the norm's weight each thread holds in registers: K <= 4096 at 256 threads.
-constexpr int kNormWPacks = 2;
-
-// This thread's packs of the norm's weight (packs threadIdx.x + i * blockDim.x), requested before
-// pdlWait(): the weight is never written by an earlier kernel, so its load latency hides behind
-// the previous kernel's tail instead of following the row's sum of squares.
-__device__ __forceinline__ void normWeights(const GemvNormArgs& nm, int K, uint4 (&wp)[kNormWPacks]) {
-  const int packs = K / 8;
-#pragma unroll
-  for (int i = 0; i < kNormWPacks; i++) {
-    const int c = threadIdx.x + i * blockDim.x;
-    wp[i] = nm.prefetchW && c < packs ? __ldg(reinterpret_cast<const uint4*>(nm.w) + c) : make_uint4(0, 0, 0, 0);
-  }
-}
 
 // acc[t] += dot(8 bf16 of w, 8 bf16 of x row t), both given as packs.
 __device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
@@ -156,8 +140,7 @@ __device__ __forceinline__ void warpDots(uint4 (&next)[NW][U], const uint4* cons
 // residual), y = bf16(w * bf16(sum * rstd)); block 0 also stores sum (the residual stream). All
 // threads of the block call it.
 template <int T>
-__device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float* red,
-                         const uint4 (&wp)[kNormWPacks]) {
+__device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float* red) {
   const int packs = K / 8;
 #pragma unroll
   for (int t = 0; t < T; t++) {
@@ -179,23 +162,15 @@ __device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float
     }
     ss = blockSum(ss, red);
     const float rstd = rsqrtf(ss / static_cast<float>(K) + nm.eps);
-    // Scales the pack c this thread stored above by rstd and the norm's weight pack wv.
-    const auto scale = [&](int c, const uint4& wv) {
+    for (int c = threadIdx.x; c < packs; c += blockDim.x) {  // the packs this thread stored above
       float v[8];
       float w[8];
       loadFloats<8>(xs + row + c * 8, v);
-      loadFloats<8>(reinterpret_cast<const __nv_bfloat16*>(&wv), w);
+      loadFloats<8>(nm.w + c * 8, w);
 #pragma unroll
       for (int e = 0; e < 8; e++) v[e] = w[e] * roundTo<__nv_bfloat16>(v[e] * rstd);
       storeFloats<8>(xs + row + c * 8, v);
-    };
-    const uint4* wg = reinterpret_cast<const uint4*>(nm.w);
-#pragma unroll
-    for (int i = 0; i < kNormWPacks; i++) {  // constant indices keep wp in registers
-      const int c = threadIdx.x + i * blockDim.x;
-      if (c < packs) scale(c, nm.prefetchW ? wp[i] : __ldg(wg + c));
     }
-    for (int c = threadIdx.x + kNormWPacks * blockDim.x; c < packs; c += blockDim.x) scale(c, __ldg(wg + c));
   }
   __syncthreads();
 }
@@ -204,8 +179,10 @@ __device__ void normRows(const GemvNormArgs& nm, __nv_bfloat16* xs, int K, float
 // memory): long rows with few of them (the down projection) get KSPLIT times the warps. NW > 1
 // (one part only): each warp takes NW consecutive rows, so every x pack it reads serves NW weight
 // packs (at NW = 1 a product of one x row reads as many x bytes through L1 as weight bytes).
-template <int T, typename TO, int U, int KSPLIT, bool NORM, int NW = 1>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a, GemvNormArgs nm) {
+// MINB: blocks per SM the registers must allow (__launch_bounds__), so a grid of that many blocks
+// per SM runs in one wave.
+template <int T, typename TO, int U, int KSPLIT, bool NORM, int NW = 1, int MINB = 1>
+__global__ void __launch_bounds__(kGemvWarps * 32, MINB) gemvKernel(GemvArgs a, GemvNormArgs nm) {
   static_assert(kGemvWarps % KSPLIT == 0, "KSPLIT must divide the block's warps");
   __shared__ float partial[kGemvWarps][NW][T];
   __shared__ float red[32];
@@ -243,12 +220,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvKernel(GemvArgs a, GemvNo
   for (int s = 0; s < NW; s++) w[s] = wp + static_cast<size_t>(live ? min(n + s, N - 1) : 0) * a.chunks;
   uint4 next[NW][U];
   if (live) loadPacks<NW, U>(next, w, cBegin + lane, cEnd);
-  uint4 normW[kNormWPacks];
-  if (NORM) normWeights(nm, a.chunks * 8, normW);
   pdlWait();
   const uint4* x = a.x;
   if (NORM) {
-    normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red, normW);
+    normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red);
     x = reinterpret_cast<const uint4*>(normed);
   }
   if (live) warpDots<T, NW, U, NORM>(next, w, x, a.chunks, cBegin, cEnd, acc);
@@ -302,12 +277,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemvSwigluKernel(GemvArgs a, 
   const uint4* const w[2] = {a.w[0] + r, a.w[1] + r};
   uint4 next[2][4];
   if (live) loadPacks<2, 4>(next, w, lane, a.chunks);
-  uint4 normW[kNormWPacks];
-  if (NORM) normWeights(nm, a.chunks * 8, normW);
   pdlWait();
   const uint4* x = a.x;
   if (NORM) {
-    normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red, normW);
+    normRows<T>(nm, reinterpret_cast<__nv_bfloat16*>(normed), a.chunks * 8, red);
     x = reinterpret_cast<const uint4*>(normed);
   }
   if (!live) return;
@@ -337,9 +310,13 @@ bool gemvEnabled() {
   return enabled;
 }
 
-// TANDEM_NORM_W_EARLY=0 (A/B runs): a fused norm reads its weight after the row's sum of squares.
-bool normWeightsEarly() {
-  static const bool enabled = !envSwitchOff("TANDEM_NORM_W_EARLY");
+// TANDEM_GEMV_NORM_ONE_WAVE=1 (opt-in, for A/B runs): the fused norm's one-row split-row products
+// under a 5-blocks-per-SM register bound.
+bool normOneWave() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("TANDEM_GEMV_NORM_ONE_WAVE");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
   return enabled;
 }
 
@@ -417,6 +394,15 @@ void launchRows(const GemvArgs& a, const GemvNormArgs& nm, int rows, bool swiglu
   } else if (a.chunks >= kLongRowChunks) {
     launchLongRows<T, TO, NORM>(a, nm, rows, smem, stream);
   } else if (fewRowsSplit(rows)) {
+    if constexpr (NORM && T == 1) {
+      if (normOneWave()) {
+        // The fused norm + q/k/v product of a 3B model is 640 blocks; at 59 registers 4 fit an SM
+        // (528 on an H100) and the rest run as a second wave. 5 per SM (48 registers, 56 bytes
+        // spilled) take it in one. Opt-in until measured.
+        return launchPdl(gemvKernel<T, TO, 4, 2, NORM, 1, 5>, dim3(CEIL_DIV(rows, kGemvWarps / 2)), block, smem, stream,
+                         a, nm);
+      }
+    }
     launchPdl(gemvKernel<T, TO, 4, 2, NORM>, dim3(CEIL_DIV(rows, kGemvWarps / 2)), block, smem, stream, a, nm);
   } else {
     launchPdl(gemvKernel<T, TO, 4, 1, NORM>, dim3(CEIL_DIV(rows, kGemvWarps)), block, smem, stream, a, nm);
@@ -439,7 +425,7 @@ void launch(const GemvArgs& a, const GemvNorm* norm, int outDt, int T, int rows,
   GemvNormArgs nm{};
   if (norm != nullptr) {
     nm = GemvNormArgs{static_cast<const __nv_bfloat16*>(norm->x), static_cast<const __nv_bfloat16*>(norm->residual),
-                      static_cast<const __nv_bfloat16*>(norm->w), static_cast<__nv_bfloat16*>(norm->sum), norm->eps, normWeightsEarly() ? 1 : 0};
+                      static_cast<const __nv_bfloat16*>(norm->w), static_cast<__nv_bfloat16*>(norm->sum), norm->eps};
   }
   if (outDt == kF32) {
     if (norm != nullptr) dispatchRows<float, true>(a, nm, T, rows, swiglu, stream);

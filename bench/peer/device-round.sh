@@ -5,10 +5,9 @@
 #   source .device/env.sh && LIMIT_S=420 bash bench/peer/device-round.sh
 #   suite   build, CUDA suite (and the random 3B model, made meanwhile)         device-ab-round.sh
 #   replay  the decode graph replayed at REPLAY_BATCHES (default 1) once per setting in
-#           ROUND_REPLAY_AB (default: the defaults, the norm weight read late, the new k/v read
-#           after q, scores as one chain per head, long-row gemv variants)
+#           ROUND_REPLAY_AB (default: the defaults and the one-wave norm + q/k/v product, twice)
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
-#   rows2   the CUDA suite with two rows per warp in the long-row products (TANDEM_GEMV_LONG_ROWS=4x4x2)
+#   rows2   the CUDA suite with the one-wave norm + q/k/v product (TANDEM_GEMV_NORM_ONE_WAVE=1)
 #   grpo    GRPO steps with --cuda-graphs under the defaults
 # A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
 # Every figure is printed as it is measured ("figure:" lines); logs and JSON under $OUT, one archive
@@ -33,7 +32,7 @@ for part in ${ROUND_PARTS:-suite replay gb rows2 grpo}; do
     suite) round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 ;;
     replay)
       [ "$(left)" -gt 90 ] && round replay "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 REPLAY_BATCHES="${REPLAY_BATCHES:-1}" \
-        REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_NORM_W_EARLY=0 TANDEM_DECODE_NEW_KV_WITH_Q=0 TANDEM_DECODE_QK_PARTIALS=0 TANDEM_GEMV_LONG_ROWS=4x4x2 TANDEM_GEMV_LONG_ROWS=4x2x2 TANDEM_GEMV_LONG_ROWS=4x8x2}" ;;
+        REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_GEMV_NORM_ONE_WAVE=1 - TANDEM_GEMV_NORM_ONE_WAVE=1}" ;;
     gb)
       if [ "$(left)" -gt 150 ]; then
         mkdir -p "$R/gb"
@@ -41,8 +40,8 @@ for part in ${ROUND_PARTS:-suite replay gb rows2 grpo}; do
           bash bench/peer/device-gpu-bench.sh 2>&1 | tail -16
         (cd "$R/gb" && tar czf ../gb.tgz .) && rm -rf "$R/gb"
       fi ;;
-    # The two-rows-per-warp products only run under their switch: the suite with it.
-    rows2) [ "$(left)" -gt 100 ] && round rows2 "long rows 4x4x2: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_LONG_ROWS=4x4x2 ;;
+    # An opt-in kernel only runs under its switch: the suite with it.
+    rows2) [ "$(left)" -gt 100 ] && round rows2 "one-wave norm: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 ;;
     grpo) [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1 ;;
     *) echo "device-round: unknown part '$part' (suite, replay, gb, rows2, grpo)"; exit 2 ;;
   esac
