@@ -11,9 +11,16 @@
  * the logits are then meaningless, only the time counts). --unfused adds rows with
  * ropeAttentionDecode run as its two ops (ropeWriteKv + attention), for the fused kernel's gain.
  *
+ * --trace (an addon built with TANDEM_CUDA_TRACE=1) records one more replay of each batch's graph
+ * block by block and prints, per grid size (one row per kind of kernel: the q/k/v product, the
+ * attention, ...), its launches' mean share of the critical path, how long their blocks sat
+ * resident before their predecessor finished, and how long after it the last block got going
+ * (bench/kernel-timeline.ts). The trace's own cost (an atomic and two stores per block) makes
+ * that replay slower than the timed ones.
+ *
  *   node --import tsx bench/decode-replay.ts --model DIR [--batch 1,8,64] [--context 128] [--steps 50]
  *     [--max-model-len N] [--bandwidth-gbs 3003] [--leave-out ropeAttentionDecode,attention,ropeWriteKv]
- *     [--unfused] [--card NAME] [--out FILE.json]
+ *     [--unfused] [--trace] [--card NAME] [--out FILE.json]
  *   (needs the CUDA addon; --out writes bench/results' JSON form)
  */
 import { writeFileSync } from 'node:fs';
@@ -23,6 +30,7 @@ import { DecodeGraphs, type DecodeRow } from '../src/engine/decode-graphs.ts';
 import { loadModel } from '../src/model/load.ts';
 import type { Tensor } from '../src/backend/backend.ts';
 import { decodeCosts } from './decode-floor.ts';
+import { kernelLaunches, summarizeByGrid } from './kernel-timeline.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -34,6 +42,7 @@ const { values: v } = parseArgs({
     'bandwidth-gbs': { type: 'string', default: '3003' },
     'leave-out': { type: 'string', default: '' },
     unfused: { type: 'boolean', default: false },
+    trace: { type: 'boolean', default: false },
     card: { type: 'string' },
     out: { type: 'string' },
   },
@@ -112,12 +121,37 @@ for (const variant of variants) {
       variant.padEnd(30) + String(B).padStart(5) + replayMs.toFixed(3).padStart(11) + syncMs.toFixed(3).padStart(17) +
         floorMs.toFixed(3).padStart(16) + `${((100 * floorMs) / replayMs).toFixed(1)}%`.padStart(18),
     );
+    if (v.trace && variant === 'all ops') await traceReplay(B, () => graphs.run(rowsAt(context - 1)));
     graphs.free();
     be.resetScratch();
   }
 }
 Object.assign(be, original);
 be.freeKvCache(cache);
+
+/** One replay traced block by block (--trace): a table per grid size, figures into results. */
+async function traceReplay(B: number, replay: () => void): Promise<void> {
+  const { records, dropped } = await be.traceKernels(replay);
+  const { launches, unmatchedWaits } = kernelLaunches(records);
+  const waits = launches.filter((k) => k.firstWait !== null);
+  const span = waits.length > 0 ? (waits[waits.length - 1].firstWait! - launches[0].firstStart) / 1e6 : NaN;
+  console.log(
+    `trace, batch ${B}: ${launches.length} traced launches, ${records.length} records (${dropped} dropped, ${unmatchedWaits} waits unmatched); ` +
+      `first start to last kernel's wait ${span.toFixed(3)} ms`,
+  );
+  console.log('  blocks  launches  critical us  total ms  lead us  wait spread us  start spread us');
+  const us = (ns: number) => (ns / 1000).toFixed(2);
+  for (const g of summarizeByGrid(launches)) {
+    console.log(
+      `  ${String(g.blocks).padStart(6)}${String(g.launches).padStart(10)}${us(g.critical).padStart(13)}${(g.criticalTotal / 1e6).toFixed(3).padStart(10)}` +
+        `${us(g.lead).padStart(9)}${us(g.waitSpread).padStart(16)}${us(g.startSpread).padStart(17)}`,
+    );
+    const at = `trace_b${B}_grid${g.blocks}`;
+    if (Number.isFinite(g.critical)) results.push({ name: `${at}_critical_us`, value: Number(us(g.critical)), unit: 'us' });
+    if (Number.isFinite(g.lead)) results.push({ name: `${at}_lead_us`, value: Number(us(g.lead)), unit: 'us' });
+    if (Number.isFinite(g.waitSpread)) results.push({ name: `${at}_wait_spread_us`, value: Number(us(g.waitSpread)), unit: 'us' });
+  }
+}
 if (v.out) {
   const doc = {
     card: v.card ?? be.device.name,

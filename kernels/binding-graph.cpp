@@ -13,10 +13,14 @@ graphEnd() -> id   stop capturing and instantiate; on failure the capture is ove
                    error cleared, and the error thrown names what went wrong
 graphLaunch(id)    queue a replay on the binding stream
 graphDestroy(id)   free the executable graph (after the replays queued so far: the driver waits)
+traceAttach(records, count, capacity)
+                   point the kernels' trace at device memory (trace.h; records 0: stop), after
+                   the stream's queued work; throws unless built with TANDEM_CUDA_TRACE=1
 */
 #include <unordered_map>
 
 #include "binding.h"
+#include "trace.h"
 
 namespace tandem {
 namespace {
@@ -92,6 +96,19 @@ napi_value GraphDestroy(napi_env env, napi_callback_info info) {
   return undefinedValue(env);
 }
 
+napi_value TraceAttach(napi_env env, napi_callback_info info) {
+  Args a(env, info, 3, "traceAttach");
+  requireReady("traceAttach");
+  if (state().capturing) throw Error("traceAttach: not while capturing a graph");
+  const size_t capacity = a.size(2);
+  if (capacity > 0xffffffffu) throw Error("traceAttach: capacity past 2^32 records");
+  // The records of work queued before now belong to the state it was queued under.
+  cudaCheck(cudaStreamSynchronize(bindingStream()));
+  traceAttach(TraceState{static_cast<unsigned long long*>(a.ptr(0)), static_cast<unsigned*>(a.ptr(1)),
+                         a.ptr(0) == nullptr ? 0u : static_cast<unsigned>(capacity)});
+  return undefinedValue(env);
+}
+
 }  // namespace
 
 void registerGraphs(napi_env env, napi_value exports) {
@@ -100,6 +117,7 @@ void registerGraphs(napi_env env, napi_value exports) {
       TANDEM_FN("graphEnd", GraphEnd),
       TANDEM_FN("graphLaunch", GraphLaunch),
       TANDEM_FN("graphDestroy", GraphDestroy),
+      TANDEM_FN("traceAttach", TraceAttach),
   };
   defineFunctions(env, exports, props, sizeof(props) / sizeof(props[0]));
 }

@@ -8,7 +8,9 @@
 #
 # Environment: CUDA_HOME (default: from nvcc, else /usr/local/cuda), NVCC, CXX (default g++),
 # NAPI_INCLUDE (default node_modules/node-api-headers/include), TANDEM_CUDA_NO_CUBLAS=1 (build
-# without cuBLASLt: every linear runs a slow fallback kernel; for machines without cuBLAS).
+# without cuBLASLt: every linear runs a slow fallback kernel; for machines without cuBLAS),
+# TANDEM_CUDA_TRACE=1 (kernels record a block timeline, kernels/trace.h: the addon goes to
+# build/trace/tandem_cuda.node, beside the plain one; load it with TANDEM_CUDA_ADDON=that path).
 # Where there is no nvcc or no CUDA, it prints one line saying why and exits 0.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,6 +41,13 @@ defines=()
 includes=()
 libs=()
 rpaths=("$cuda_lib")
+# TANDEM_CUDA_TRACE=1: kernels record a block timeline (kernels/trace.h; bench/decode-replay.ts --trace).
+out_dir=build
+if [ "${TANDEM_CUDA_TRACE:-0}" = 1 ]; then
+  out_dir=build/trace
+  defines+=(-DTANDEM_TRACE)
+  echo "note: building with the kernel trace (TANDEM_CUDA_TRACE=1): every kernel block records two timestamps"
+fi
 if [ "${TANDEM_CUDA_NO_CUBLAS:-0}" = 1 ]; then
   defines+=(-DTANDEM_NO_CUBLASLT)
   echo "warning: building without cuBLASLt (TANDEM_CUDA_NO_CUBLAS=1): linear uses a slow fallback kernel"
@@ -91,7 +100,7 @@ done
 if [ "$(echo "$archs" | wc -w)" -gt 1 ]; then gencode+=("-gencode=arch=compute_$newest,code=compute_$newest"); fi
 
 CXX=${CXX:-g++}
-obj=build/obj
+obj=$out_dir/obj
 mkdir -p "$obj"
 start=$(date +%s)
 nvcc_flags=(-std=c++17 -O3 -Xcompiler -fPIC,-fvisibility=hidden -Ikernels "${includes[@]}" "${defines[@]}" "${gencode[@]}")
@@ -130,5 +139,5 @@ for name in "${names[@]}"; do objects+=("$obj/$name.o"); done
 # N-API symbols stay undefined here and resolve against the node binary at load time.
 rpath_flags=()
 for d in "${rpaths[@]}"; do rpath_flags+=(-Xlinker -rpath="$d"); done
-"$NVCC" -shared "${gencode[@]}" -o build/tandem_cuda.node "${objects[@]}" -L"$cuda_lib" "${libs[@]}" "${rpath_flags[@]}"
-echo "built build/tandem_cuda.node (sm: $archs, $(basename "$NVCC") $("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), $(($(date +%s) - start)) s)"
+"$NVCC" -shared "${gencode[@]}" -o "$out_dir/tandem_cuda.node" "${objects[@]}" -L"$cuda_lib" "${libs[@]}" "${rpath_flags[@]}"
+echo "built $out_dir/tandem_cuda.node (sm: $archs, $(basename "$NVCC") $("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), $(($(date +%s) - start)) s)"

@@ -21,16 +21,49 @@ and both device calls compile to nothing / are no-ops.
 #include <utility>
 
 #include "common.cuh"
+#include "trace.h"
 
 namespace tandem {
+
+#ifdef TANDEM_TRACE
+// This unit's copy of the trace state (trace.h), set through the attacher registered below.
+static __device__ TraceState gTraceState;
+
+// Thread 0 of the block appends one record (trace.h's layout).
+__device__ __forceinline__ void traceMark(unsigned long long kind) {
+  if ((threadIdx.x | threadIdx.y | threadIdx.z) != 0) return;
+  const TraceState s = gTraceState;
+  if (s.records == nullptr) return;
+  unsigned long long now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  unsigned smid;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+  const unsigned i = atomicAdd(s.count, 1u);
+  if (i >= s.capacity) return;
+  const unsigned long long blocks = static_cast<unsigned long long>(gridDim.x) * gridDim.y * gridDim.z;
+  const unsigned long long block = blockIdx.x + static_cast<unsigned long long>(gridDim.x) * (blockIdx.y + gridDim.y * blockIdx.z);
+  s.records[2 * static_cast<size_t>(i)] = now;
+  s.records[2 * static_cast<size_t>(i) + 1] =
+      kind << 62 | (static_cast<unsigned long long>(smid) & 0x3fff) << 48 | (blocks & 0xffffff) << 24 | (block & 0xffffff);
+}
+
+namespace {
+void traceAttachThisUnit(const TraceState& state) { cudaCheck(cudaMemcpyToSymbol(gTraceState, &state, sizeof(state))); }
+[[maybe_unused]] const bool kTraceRegistered = (traceAttachers().push_back(&traceAttachThisUnit), true);
+}  // namespace
+#else
+__device__ __forceinline__ void traceMark(unsigned long long) {}
+#endif
 
 __device__ __forceinline__ void pdlWait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+  traceMark(1);
 }
 
 __device__ __forceinline__ void pdlLaunchDependents() {
+  traceMark(0);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" :::);
 #endif

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One device call for a change of defaults, the parts in ROUND_PARTS order (default
-# "suite replay gb rows2 grpo"), each only while the call has time for it (LIMIT_S seconds from
+# "suite replay trace gb rows2 grpo"), each only while the call has time for it (LIMIT_S seconds from
 # the start, default 585):
 #   source .device/env.sh && LIMIT_S=420 bash bench/peer/device-round.sh
 #   suite   build, CUDA suite (and the random 3B model, made meanwhile)         device-ab-round.sh
 #   replay  the decode graph replayed at REPLAY_BATCHES (default 1) once per setting in
 #           ROUND_REPLAY_AB (default: the defaults and the one-wave norm + q/k/v product, twice)
+#   trace   a kernel-trace build (build/trace/, TANDEM_CUDA_TRACE=1) and one traced replay at batch 1
+#           and 64 (bench/decode-replay.ts --trace): per kernel kind, its share of the critical path
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
 #   rows2   the CUDA suite with the one-wave norm + q/k/v product (TANDEM_GEMV_NORM_ONE_WAVE=1)
 #   grpo    GRPO steps with --cuda-graphs under the defaults
@@ -27,12 +29,25 @@ round() {
   env OUT="$R/$name" "$@" bash bench/peer/device-ab-round.sh 2>&1 | figures "$tag"
   [ -f "$R/$name/ab-round.tgz" ] && mv "$R/$name/ab-round.tgz" "$R/$name.tgz" && rm -rf "${R:?}/$name"
 }
-for part in ${ROUND_PARTS:-suite replay gb rows2 grpo}; do
+for part in ${ROUND_PARTS:-suite replay trace gb rows2 grpo}; do
   case $part in
     suite) round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 ;;
     replay)
       [ "$(left)" -gt 90 ] && round replay "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 REPLAY_BATCHES="${REPLAY_BATCHES:-1}" \
         REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_GEMV_NORM_ONE_WAVE=1 - TANDEM_GEMV_NORM_ONE_WAVE=1}" ;;
+    trace)
+      if [ "$(left)" -gt 150 ]; then
+        mkdir -p "$R/trace"
+        if TANDEM_CUDA_TRACE=1 timeout 150 bash kernels/build.sh >"$R/trace/build.log" 2>&1; then
+          TANDEM_CUDA_ADDON=build/trace/tandem_cuda.node timeout 120 node --import tsx bench/decode-replay.ts \
+            --model "${GPU_BENCH_MODEL_DIR:-/tmp/tandem-qwen2.5-3b-random}" --batch 1,64 --context 128 --trace \
+            --card "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" --out "$R/trace/trace.json" 2>&1 |
+            tee "$R/trace/trace.log" | tail -24
+        else
+          echo "trace build failed:"; tail -5 "$R/trace/build.log"
+        fi
+        (cd "$R/trace" && tar czf ../trace.tgz .) && rm -rf "$R/trace"
+      fi ;;
     gb)
       if [ "$(left)" -gt 150 ]; then
         mkdir -p "$R/gb"
@@ -43,7 +58,7 @@ for part in ${ROUND_PARTS:-suite replay gb rows2 grpo}; do
     # An opt-in kernel only runs under its switch: the suite with it.
     rows2) [ "$(left)" -gt 100 ] && round rows2 "one-wave norm: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 ;;
     grpo) [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1 ;;
-    *) echo "device-round: unknown part '$part' (suite, replay, gb, rows2, grpo)"; exit 2 ;;
+    *) echo "device-round: unknown part '$part' (suite, replay, trace, gb, rows2, grpo)"; exit 2 ;;
   esac
 done
 ls "$R"

@@ -41,6 +41,7 @@ import { firstOutOfRange } from '../cpu/gather.ts';
 import { checkShape, fmtShape, numel } from '../cpu/tensor.ts';
 import { formatBytes } from '../memory-plan.ts';
 import { DTYPE_CODE, loadNative } from './native.ts';
+import { traceKernels, type TraceRecord } from './kernel-trace.ts';
 import type { DeviceInfo, NativeCuda } from './native.ts';
 import { CudaTensor, DeviceArena, allocatedBytes, cudaDtype, elemBytes } from './tensor.ts';
 import { CudaTrainingOps } from './training-ops.ts';
@@ -195,6 +196,11 @@ export class CudaBackend implements Backend {
   /** Resolves once every op queued so far has run on the GPU. */
   synchronize(): Promise<void> {
     return this.native.synchronize();
+  }
+
+  /** The block timeline of the kernels `run` queues (a TANDEM_CUDA_TRACE=1 build; kernel-trace.ts). */
+  traceKernels(run: () => void, capacity?: number): Promise<{ records: TraceRecord[]; dropped: number }> {
+    return traceKernels(this.native, run, capacity);
   }
 
   /**

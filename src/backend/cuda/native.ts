@@ -52,6 +52,8 @@ export interface NativeCuda {
   graphEnd(): number;
   graphLaunch(id: number): void;
   graphDestroy(id: number): void;
+  /** Kernel trace (kernels/trace.h, TANDEM_CUDA_TRACE=1 builds): records 0 stops it; throws in other builds. */
+  traceAttach(records: number, count: number, capacity: number): void;
   embedding(out: number, ids: number, table: number, T: number, V: number, rowBytes: number): void;
   scatterRows(pool: number, rows: number, slots: number, T: number, numSlots: number, rowBytes: number): void;
   /** src (T, sum of the parts' bytes): up to 3 column blocks side by side, each into its out (T, bytes). */
