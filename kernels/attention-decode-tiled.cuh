@@ -19,6 +19,9 @@ Llama GQA): one block of 4 warps per (query row, KV head, context split), as the
   and mergeSplitsKernel combines them. (Folding that merge into the last split block to finish,
   with a counter per (row, KV head), measured 0.15 ms per step slower on an H100 on 2026-12-07.)
 
+Query split (QS = 2, attention.cu's TANDEM_DECODE_Q_SPLIT=2): two blocks per KV head, each with
+one query head per warp (HPW = 1) over the same keys; only the first stores the new K/V row.
+
 Grouped tiles (NG = kTileGroups, attention.cu's default where the grid leaves SMs idle): a block
 of NG groups of 4 warps, each group with its own double-buffered tiles, takes tile r * NG + g of
 its chunk in round r, so a short chunk's tiles run side by side instead of one after another; the
@@ -88,7 +91,9 @@ struct TiledSmem {
   float sinS[D / 2];
 };
 
-template <int D, int HPW, bool ROPE, int NG>
+// QS: blocks per KV head, each with a slice of Smem::HEADS of its query heads (attention.cu's
+// TANDEM_DECODE_Q_SPLIT); 1: one block takes them all.
+template <int D, int HPW, bool ROPE, int NG, int QS = 1>
 __global__ void __launch_bounds__(NG * kTiledWarps * 32)
     tiledDecodeKernel(__nv_bfloat16* out, float* partial, const __nv_bfloat16* q, __nv_bfloat16* kPool,
                       __nv_bfloat16* vPool, const int* cuSeqlensQ, const int* contextLens, const int* blockTables,
@@ -119,7 +124,8 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
   const bool early = ROPE && cEarlyLoads != 0;
   if (!early) pdlWait();
   const int t = blockIdx.x;
-  const int kvHead = blockIdx.y;
+  const int kvHead = QS == 1 ? blockIdx.y : blockIdx.y / QS;
+  const int headBase = QS == 1 ? 0 : (blockIdx.y % QS) * Smem::HEADS;
   const int split = blockIdx.z;
   const int warp = groupThread / 32;
   const int lane = threadIdx.x % 32;
@@ -132,6 +138,7 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
   const int kBegin = chunk.kBegin;
   const int kEnd = chunk.kEnd;
   const int G = H / Hkv;
+  const int Gb = QS == 1 ? G : min(Smem::HEADS, G - headBase);  // this block's query heads (G <= HEADS at QS 1)
   const int* table = blockTables + static_cast<size_t>(chunk.s) * maxBlocks;
   const size_t rowStride = static_cast<size_t>(Hkv) * D;
   const size_t headOffset = static_cast<size_t>(kvHead) * D;
@@ -177,7 +184,7 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
     if (!ROPE || newKey < p0 || newKey >= p0 + kTiledKeys || groupThread >= D / 2) return;
     const int key = newKey - p0;
     const int slot = newWithQ ? newSlot : nkv.slots[t];
-    const bool store = slot >= 0 && slot < nkv.numSlots;
+    const bool store = slot >= 0 && slot < nkv.numSlots && headBase == 0;  // one block of the KV head stores it
     const size_t to = static_cast<size_t>(slot) * rowStride + headOffset;
     {
       const int j = groupThread;
@@ -246,10 +253,10 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
   for (int i = threadIdx.x; i < Smem::HEADS * (ROPE ? HALF_PACKS : PACKS); i += THREADS) {
     const int g = ROPE ? i / HALF_PACKS : i / PACKS;
     const int c = (ROPE ? i % HALF_PACKS : i % PACKS) * 8;
-    const __nv_bfloat16* qh = q + (static_cast<size_t>(t) * H + kvHead * G + g) * D;
+    const __nv_bfloat16* qh = q + (static_cast<size_t>(t) * H + kvHead * G + headBase + g) * D;
     float a[8];
     float b[8];
-    if (g < G) {
+    if (g < Gb) {
       loadFloats<8>(qh + c, a);
       if (ROPE) loadFloats<8>(qh + c + D / 2, b);
     }
@@ -257,11 +264,11 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
     for (int e = 0; e < 8; e++) {
       if (ROPE) {
         float ra = 0.0f, rb = 0.0f;
-        if (g < G) ropeRotate(a[e], b[e], cosS[c + e], sinS[c + e], &ra, &rb);
+        if (g < Gb) ropeRotate(a[e], b[e], cosS[c + e], sinS[c + e], &ra, &rb);
         qS[g][c + e] = roundTo<__nv_bfloat16>(ra) * scale;
         qS[g][c + e + D / 2] = roundTo<__nv_bfloat16>(rb) * scale;
       } else {
-        qS[g][c + e] = g < G ? a[e] * scale : 0.0f;
+        qS[g][c + e] = g < Gb ? a[e] * scale : 0.0f;
       }
     }
   }
@@ -289,7 +296,7 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
     float scores[HPW];
     if (cQkPartials != 0) {
       // 4 partial sums per head (pack c / 8 adds into sum (c / 8) % 4), each key pack read once
-      // for all heads: chains of D / 4 multiply-adds instead of D. Rows of qS past G are zeros.
+      // for all heads: chains of D / 4 multiply-adds instead of D. Rows of qS past Gb are zeros.
       float part[HPW][4];
 #pragma unroll
       for (int h = 0; h < HPW; h++) {
@@ -310,14 +317,14 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
 #pragma unroll
       for (int h = 0; h < HPW; h++) {
         const int g = warp + h * kTiledWarps;
-        scores[h] = g < G && keyOk ? (part[h][0] + part[h][1]) + (part[h][2] + part[h][3]) : -INFINITY;
+        scores[h] = g < Gb && keyOk ? (part[h][0] + part[h][1]) + (part[h][2] + part[h][3]) : -INFINITY;
       }
     } else {
 #pragma unroll
       for (int h = 0; h < HPW; h++) {
         const int g = warp + h * kTiledWarps;
         float dot = -INFINITY;
-        if (g < G && keyOk) {
+        if (g < Gb && keyOk) {
           dot = 0.0f;
 #pragma unroll
           for (int c = 0; c < D; c += 8) {
@@ -366,7 +373,7 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
 #pragma unroll
     for (int h = 0; h < HPW; h++) {
       const int g = warp + h * kTiledWarps;
-      if (g >= G) continue;
+      if (g >= Gb) continue;
       if (lane == 0) {
         sm.combine.m[group][g] = m[h];
         sm.combine.l[group][g] = l[h];
@@ -379,7 +386,7 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
 #pragma unroll
     for (int h = 0; h < HPW; h++) {
       const int g = warp + h * kTiledWarps;
-      if (g >= G) continue;
+      if (g >= Gb) continue;
       float top = -INFINITY;
 #pragma unroll
       for (int x = 0; x < NG; x++) top = fmaxf(top, sm.combine.m[x][g]);
@@ -402,8 +409,8 @@ __global__ void __launch_bounds__(NG * kTiledWarps * 32)
 #pragma unroll
   for (int h = 0; h < HPW; h++) {
     const int g = warp + h * kTiledWarps;
-    if (g >= G) continue;
-    const size_t head = static_cast<size_t>(t) * H + kvHead * G + g;
+    if (g >= Gb) continue;
+    const size_t head = static_cast<size_t>(t) * H + kvHead * G + headBase + g;
     if (chunk.used == 1) {
       float o[VEC];
 #pragma unroll

@@ -206,10 +206,11 @@ void launchPerRow(const AttnArgs& a, int skipMulti) {
 
 // With ROPE the kernel also applies rope and stores the new tokens' K/V (nkv); the pools are then
 // written, so AttnArgs' const pointers are cast back (ropeAttentionDecode got them writable).
-template <int D, int HPW, bool ROPE, int NG>
+// QS > 1: that many blocks per KV head, each with kTiledWarps * HPW of its query heads.
+template <int D, int HPW, bool ROPE, int NG, int QS = 1>
 void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv) {
-  const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.Hkv), static_cast<unsigned>(splits));
-  auto kernel = tiledDecodeKernel<D, HPW, ROPE, NG>;
+  const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.Hkv * QS), static_cast<unsigned>(splits));
+  auto kernel = tiledDecodeKernel<D, HPW, ROPE, NG, QS>;
   constexpr size_t bytes = sizeof(TiledSmem<D, HPW, NG>);
   if constexpr (bytes > 48 * 1024) {
     static bool granted = false;  // shared memory past 48 KiB must be asked for, once
@@ -231,6 +232,19 @@ void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, c
   }
 }
 
+// TANDEM_DECODE_Q_SPLIT=2 (opt-in, for A/B runs): grouped-tile grids with 5-8 query heads per KV
+// head run two blocks per KV head, each with one head per warp, instead of one block with two
+// heads per warp: twice the SMs, half of each block's score and P.V chains.
+int querySplit() {
+  static const int split = [] {
+    const char* v = std::getenv("TANDEM_DECODE_Q_SPLIT");
+    if (v == nullptr || *v == '\0' || std::strcmp(v, "1") == 0) return 1;
+    if (std::strcmp(v, "2") == 0) return 2;
+    throw Error(std::string("TANDEM_DECODE_Q_SPLIT must be 1 or 2, got '") + v + "'");
+  }();
+  return split;
+}
+
 // bf16 decode rows go to the tiled kernel (attention-decode-tiled.cuh), f32 ones to the grouped one.
 template <bool ROPE>
 void dispatchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, const NewKv& nkv) {
@@ -238,6 +252,11 @@ void dispatchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti,
   // Grouped tiles where the grid leaves SMs idle and the device holds their shared memory.
   const size_t groupedBytes = a.D == 64 ? sizeof(TiledSmem<64, 2, kTileGroups>) : sizeof(TiledSmem<128, 2, kTileGroups>);
   if (groupedTilesOn() && a.T * a.Hkv < smCount() && groupedBytes <= static_cast<size_t>(maxSmemPerBlock())) {
+    if (!one && querySplit() == 2 && a.T * a.Hkv * 2 < smCount()) {
+      if (a.D == 64) launchTiled<64, 1, ROPE, kTileGroups, 2>(a, splits, partial, skipMulti, nkv);
+      else launchTiled<128, 1, ROPE, kTileGroups, 2>(a, splits, partial, skipMulti, nkv);
+      return;
+    }
     if (a.D == 64) {
       if (one) launchTiled<64, 1, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv);
       else launchTiled<64, 2, ROPE, kTileGroups>(a, splits, partial, skipMulti, nkv);

@@ -5,11 +5,12 @@
 #   source .device/env.sh && LIMIT_S=420 bash bench/peer/device-round.sh
 #   suite   build, CUDA suite (and the random 3B model, made meanwhile)         device-ab-round.sh
 #   replay  the decode graph replayed at REPLAY_BATCHES (default 1) once per setting in
-#           ROUND_REPLAY_AB (default: the defaults and the one-wave norm + q/k/v product, twice)
+#           ROUND_REPLAY_AB (default: the defaults, the one-wave norm + q/k/v product, the query-split
+#           decode attention, both, the defaults again)
 #   trace   a kernel-trace build (build/trace/, TANDEM_CUDA_TRACE=1) and one traced replay at batch 1
 #           and 64 (bench/decode-replay.ts --trace): per kernel kind, its share of the critical path
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
-#   rows2   the CUDA suite with the one-wave norm + q/k/v product (TANDEM_GEMV_NORM_ONE_WAVE=1)
+#   rows2   the CUDA suite with the opt-in kernels (TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=2)
 #   grpo    GRPO steps with --cuda-graphs under the defaults
 # A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
 # Every figure is printed as it is measured ("figure:" lines); logs and JSON under $OUT, one archive
@@ -34,7 +35,7 @@ for part in ${ROUND_PARTS:-suite replay trace gb rows2 grpo}; do
     suite) round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 ;;
     replay)
       [ "$(left)" -gt 90 ] && round replay "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 REPLAY_BATCHES="${REPLAY_BATCHES:-1}" \
-        REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_GEMV_NORM_ONE_WAVE=1 - TANDEM_GEMV_NORM_ONE_WAVE=1}" ;;
+        REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=2 TANDEM_GEMV_NORM_ONE_WAVE=1,TANDEM_DECODE_Q_SPLIT=2 -}" ;;
     trace)
       if [ "$(left)" -gt 150 ]; then
         mkdir -p "$R/trace"
@@ -56,7 +57,7 @@ for part in ${ROUND_PARTS:-suite replay trace gb rows2 grpo}; do
         (cd "$R/gb" && tar czf ../gb.tgz .) && rm -rf "$R/gb"
       fi ;;
     # An opt-in kernel only runs under its switch: the suite with it.
-    rows2) [ "$(left)" -gt 100 ] && round rows2 "one-wave norm: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 ;;
+    rows2) [ "$(left)" -gt 100 ] && round rows2 "opt-in kernels: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=2 ;;
     grpo) [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1 ;;
     *) echo "device-round: unknown part '$part' (suite, replay, trace, gb, rows2, grpo)"; exit 2 ;;
   esac
