@@ -156,7 +156,8 @@ if (v.out) {
   const doc = {
     card: v.card ?? be.device.name,
     date: new Date().toISOString().slice(0, 10),
-    command: `node --import tsx bench/decode-replay.ts ${process.argv.slice(2).join(' ')}`,
+    // A trace build's own replay figures are slower than a plain build's: the command says which addon ran.
+    command: `${process.env.TANDEM_CUDA_ADDON ? `TANDEM_CUDA_ADDON=${process.env.TANDEM_CUDA_ADDON} ` : ''}node --import tsx bench/decode-replay.ts ${process.argv.slice(2).join(' ')}`,
     results,
   };
   writeFileSync(v.out, JSON.stringify(doc, null, 2) + '\n');
