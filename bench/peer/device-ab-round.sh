@@ -4,7 +4,8 @@
 #   source .device/env.sh && bash bench/peer/device-ab-round.sh
 # 0. The CUDA suite (test/backend/cuda.test.ts, test/engine/cuda-graphs.test.ts) first: kernel
 #    changes since the last GPU run must pass before figures count.
-# 1. The decode graph replayed (bench/decode-replay.ts, batch REPLAY_BATCHES (default 1,64), context 128) once per setting
+# 1. The decode graph replayed (bench/decode-replay.ts, batch REPLAY_BATCHES (default 1,64), context REPLAY_CONTEXT
+#    (default 128)) once per setting
 #    in REPLAY_AB (default: the defaults, then TANDEM_GEMV_LONG_ROWS 8x4 / 4x8 / 4x2 / 2x8, the
 #    down projection's packs in flight x warps per row against 4x4; 2026-12-07's round tried
 #    TANDEM_DECODE_EARLY_LOADS=0, min split keys 128 / 256 and TANDEM_SHORT_CONTEXT_GRAPHS=256).
@@ -55,7 +56,7 @@ if [ "${SKIP_REPLAY:-0}" != 1 ]; then
     tag=$(tagOf "$s")
     mapfile -t envs < <(settingEnv "$s")
     step "replay-$tag" 60 env ${envs[@]+"${envs[@]}"} node --import tsx bench/decode-replay.ts --model "$model" \
-      --batch "${REPLAY_BATCHES:-1,64}" --context 128 --card "$card" --out "$out/replay-$tag.json"
+      --batch "${REPLAY_BATCHES:-1,64}" --context "${REPLAY_CONTEXT:-128}" --card "$card" --out "$out/replay-$tag.json"
     while read -r _ _ batch ms plus _; do
       figure "$(printf 'replay, %-36s batch %-3s %8s ms (+sample+wait %s)' "$s" "$batch" "$ms" "$plus")"
     done < <(grep -E "^all ops" "$out/replay-$tag.log")
