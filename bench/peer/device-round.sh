@@ -18,6 +18,8 @@
 # A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
 # Every figure is printed as it is measured ("figure:" lines); logs and JSON under $OUT, one archive
 # per part (the device returns at most 8 files).
+# Back here: python3 bench/peer/round-results.py FILES_AT --tag runN --commit C writes the
+# bench/results JSON files from the archives.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 began=$(date +%s)
