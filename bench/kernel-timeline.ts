@@ -76,6 +76,9 @@ export interface GridSummary {
 
 export function summarizeByGrid(launches: readonly KernelLaunch[]): GridSummary[] {
   const byGrid = new Map<number, { n: number; lead: number; leadN: number; spread: number; startSpread: number; crit: number; critN: number }>();
+  // The first post-wait time of the next launch that has one, per launch (one pass from the end).
+  const nextWait: (number | null)[] = new Array(launches.length).fill(null);
+  for (let i = launches.length - 2; i >= 0; i--) nextWait[i] = launches[i + 1].firstWait ?? nextWait[i + 1];
   launches.forEach((k, i) => {
     let g = byGrid.get(k.blocks);
     if (g === undefined) {
@@ -88,9 +91,9 @@ export function summarizeByGrid(launches: readonly KernelLaunch[]): GridSummary[
       g.lead += k.firstWait - k.firstStart;
       g.spread += k.lastWait - k.firstWait;
       g.leadN++;
-      const next = launches.slice(i + 1).find((x) => x.firstWait !== null);
-      if (next !== undefined && next.firstWait !== null) {
-        g.crit += next.firstWait - k.firstWait;
+      const next = nextWait[i];
+      if (next !== null) {
+        g.crit += next - k.firstWait;
         g.critN++;
       }
     }

@@ -41,6 +41,12 @@ inline bool envSwitchOff(const char* name) {
   return v != nullptr && std::strcmp(v, "0") == 0;
 }
 
+// An opt-in switch: VAR=1 in the environment.
+inline bool envSwitchOn(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, "1") == 0;
+}
+
 #define cudaCheck(call) ::tandem::cudaCheckImpl((call), #call, __FILE__, __LINE__)
 #define launchCheck() ::tandem::cudaCheckImpl(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))

@@ -313,20 +313,14 @@ bool gemvEnabled() {
 // TANDEM_GEMV_NORM_ONE_WAVE=1 (opt-in, for A/B runs): the fused norm's one-row split-row products
 // under a 5-blocks-per-SM register bound.
 bool normOneWave() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("TANDEM_GEMV_NORM_ONE_WAVE");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
+  static const bool enabled = envSwitchOn("TANDEM_GEMV_NORM_ONE_WAVE");
   return enabled;
 }
 
 // TANDEM_GEMV_SWIGLU_THREE_BLOCKS=1 (opt-in, for A/B runs): the one-row gate / up + SwiGLU product
 // under a 3-blocks-per-SM register bound.
 bool swigluThreeBlocks() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("TANDEM_GEMV_SWIGLU_THREE_BLOCKS");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
+  static const bool enabled = envSwitchOn("TANDEM_GEMV_SWIGLU_THREE_BLOCKS");
   return enabled;
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call for a change of defaults, the parts in ROUND_PARTS order (default
-# "suite replay split trace gb rows2 grpo"), each only while the call has time for it (LIMIT_S seconds from
+# "suite replay split trace gb optin grpo"), each only while the call has time for it (LIMIT_S seconds from
 # the start, default 585):
 #   source .device/env.sh && LIMIT_S=420 bash bench/peer/device-round.sh
 #   suite   build, CUDA suite (and the random 3B model, made meanwhile)         device-ab-round.sh
@@ -13,7 +13,7 @@
 #   trace   a kernel-trace build (build/trace/, TANDEM_CUDA_TRACE=1) and one traced replay at batch 1
 #           and 64 (bench/decode-replay.ts --trace): per kernel kind, its share of the critical path
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
-#   rows2   the CUDA suite with the three opt-in kernels on
+#   optin   the CUDA suite with the three opt-in kernels on
 #   grpo    GRPO steps with --cuda-graphs under the defaults
 # A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
 # Every figure is printed as it is measured ("figure:" lines); logs and JSON under $OUT, one archive
@@ -35,7 +35,7 @@ round() {
   env OUT="$R/$name" "$@" bash bench/peer/device-ab-round.sh 2>&1 | figures "$tag"
   [ -f "$R/$name/ab-round.tgz" ] && mv "$R/$name/ab-round.tgz" "$R/$name.tgz" && rm -rf "${R:?}/$name"
 }
-for part in ${ROUND_PARTS:-suite replay split trace gb rows2 grpo}; do
+for part in ${ROUND_PARTS:-suite replay split trace gb optin grpo}; do
   case $part in
     suite) round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 ;;
     replay)
@@ -65,9 +65,9 @@ for part in ${ROUND_PARTS:-suite replay split trace gb rows2 grpo}; do
         (cd "$R/gb" && tar czf ../gb.tgz .) && rm -rf "$R/gb"
       fi ;;
     # An opt-in kernel only runs under its switch: the suite with it.
-    rows2) [ "$(left)" -gt 100 ] && round rows2 "opt-in kernels: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=2 TANDEM_GEMV_SWIGLU_THREE_BLOCKS=1 ;;
+    optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=2 TANDEM_GEMV_SWIGLU_THREE_BLOCKS=1 ;;
     grpo) [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1 ;;
-    *) echo "device-round: unknown part '$part' (suite, replay, split, trace, gb, rows2, grpo)"; exit 2 ;;
+    *) echo "device-round: unknown part '$part' (suite, replay, split, trace, gb, optin, grpo)"; exit 2 ;;
   esac
 done
 ls "$R"

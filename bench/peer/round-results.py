@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Turns the archives of one bench/peer/device-round.sh call (the files the device returns:
-suite.tgz, replay.tgz, split.tgz, trace.tgz, gb.tgz, rows2.tgz, grpo.tgz) into bench/results JSON
+suite.tgz, replay.tgz, split.tgz, trace.tgz, gb.tgz, optin.tgz, grpo.tgz) into bench/results JSON
 files, so a session spends its minutes on the figures, not on reformatting them:
 
   python3 bench/peer/round-results.py FILES_AT --tag run6 --commit abc1234 [--out bench/results]
 
 Writes, for the parts present (each file in the {"card", "date", "command", "results"} form):
-  cuda-checks-DATE-TAG-CARD.json        suite and rows2: tests / pass / fail / skipped per part
+  cuda-checks-DATE-TAG-CARD.json        suite and optin: tests / pass / fail / skipped per part
   decode-replay-ab-DATE-TAG-CARD.json   replay and split: every setting's figures, prefixed by its tag
   decode-trace-DATE-TAG-CARD.json       trace: the traced replay's per-kernel figures
   gpu-{decode,peer-hf,serve-c64,summary}-DATE-TAG-CARD.json               gb
@@ -129,13 +129,13 @@ def main():
 
     at = " (bench/peer/device-round.sh, commit %s)" % a.commit
     checks = []
-    for part, label in (("suite", "defaults"), ("rows2", "opt_in")):
+    for part, label in (("suite", "defaults"), ("optin", "opt_in")):
         log = os.path.join(parts.get(part, ""), "cuda-tests.log")
         if part in parts and os.path.exists(log):
             for k, v in suite_counts(log).items():
                 checks.append({"name": "%s_%s" % (label, k), "value": v, "unit": "tests"})
     if checks:
-        write("cuda-checks", {"card": card, "date": date, "command": "node --import tsx --test test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts, parts suite and rows2" + at, "results": checks})
+        write("cuda-checks", {"card": card, "date": date, "command": "node --import tsx --test test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts, parts suite and optin" + at, "results": checks})
 
     replay = []
     for part in ("replay", "split"):
