@@ -232,14 +232,16 @@ void launchTiled(const AttnArgs& a, int splits, float* partial, int skipMulti, c
   }
 }
 
-// TANDEM_DECODE_Q_SPLIT=2 (opt-in, for A/B runs): grouped-tile grids with 5-8 query heads per KV
-// head run two blocks per KV head, each with one head per warp, instead of one block with two
-// heads per warp: twice the SMs, half of each block's score and P.V chains.
+// Grouped-tile grids with 5-8 query heads per KV head run two blocks per KV head, each with one
+// head per warp, instead of one block with two heads per warp: twice the SMs, half of each block's
+// score and P.V chains (2.526 vs 2.616 ms per batch-1 decode step of a 3B model replayed on an
+// H100, bench/results/decode-replay-ab-2026-12-07-run6-h100.json). TANDEM_DECODE_Q_SPLIT=1 keeps
+// one block per KV head, for A/B runs.
 int querySplit() {
   static const int split = [] {
     const char* v = std::getenv("TANDEM_DECODE_Q_SPLIT");
-    if (v == nullptr || *v == '\0' || std::strcmp(v, "1") == 0) return 1;
-    if (std::strcmp(v, "2") == 0) return 2;
+    if (v == nullptr || *v == '\0' || std::strcmp(v, "2") == 0) return 2;
+    if (std::strcmp(v, "1") == 0) return 1;
     throw Error(std::string("TANDEM_DECODE_Q_SPLIT must be 1 or 2, got '") + v + "'");
   }();
   return split;

@@ -13,6 +13,7 @@
 #   trace   a kernel-trace build (build/trace/, TANDEM_CUDA_TRACE=1) and one traced replay at batch 1
 #           and 64 (bench/decode-replay.ts --trace): per kernel kind, its share of the critical path
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
+#   gbbest  the same under the replay part's fastest setting, if that is not the defaults (opt-in part)
 #   optin   the CUDA suite with the three opt-in kernels on
 #   grpo    GRPO steps with --cuda-graphs under the defaults
 # A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
@@ -48,7 +49,7 @@ for part in ${ROUND_PARTS:-suite replay split trace gb optin grpo}; do
       if [ "$(left)" -gt 150 ]; then
         mkdir -p "$R/trace"
         if TANDEM_CUDA_TRACE=1 timeout 150 bash kernels/build.sh >"$R/trace/build.log" 2>&1; then
-          TANDEM_CUDA_ADDON=build/trace/tandem_cuda.node timeout 120 node --import tsx bench/decode-replay.ts \
+          TANDEM_CUDA_ADDON="$PWD/build/trace/tandem_cuda.node" timeout 120 node --import tsx bench/decode-replay.ts \
             --model "${GPU_BENCH_MODEL_DIR:-/tmp/tandem-qwen2.5-3b-random}" --batch 1,64 --context 128 --trace \
             --card "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" --out "$R/trace/trace.json" 2>&1 |
             tee "$R/trace/trace.log" | tail -24
@@ -64,10 +65,38 @@ for part in ${ROUND_PARTS:-suite replay split trace gb optin grpo}; do
           bash bench/peer/device-gpu-bench.sh 2>&1 | tail -16
         (cd "$R/gb" && tar czf ../gb.tgz .) && rm -rf "$R/gb"
       fi ;;
+    # The acceptance benchmark again under the replay part's fastest setting at batch 1, when that
+    # is not the defaults (so a winner's engine figures come from the same call).
+    gbbest)
+      best=$(python3 - "$R/replay.tgz" ${ROUND_REPLAY_AB:-} <<'PY'
+import json, re, sys, tarfile
+archive, settings = sys.argv[1], sys.argv[2:]
+times = {}
+with tarfile.open(archive) as tar:
+    for s in settings:
+        tag = "defaults" if s == "-" else re.sub(r"[^A-Za-z0-9]", "_", s)
+        try:
+            d = json.load(tar.extractfile(f"./replay-{tag}.json"))
+        except KeyError:
+            continue
+        times[s] = min(times.get(s, 1e9), next(r["value"] for r in d["results"] if r["name"] == "replay_b1_ms_per_step"))
+if times:
+    print(min(times, key=times.get))
+PY
+)
+      echo "gbbest: fastest replayed setting: ${best:-none}"
+      if [ -n "$best" ] && [ "$best" != - ] && [ "$(left)" -gt 150 ]; then
+        mkdir -p "$R/gbbest"
+        echo "$best" >"$R/gbbest/setting.txt"
+        mapfile -t envs < <(tr ',' '\n' <<<"$best")
+        env "${envs[@]}" OUT="$R/gbbest" GPU_BENCH_SKIP_BUILD=1 GPU_BENCH_BUDGET_S=$(($(left) - 30)) GPU_BENCH_DECODE_ARGS='--cuda-graphs' \
+          GPU_BENCH_SERVE_ARGS='--cuda-graphs' bash bench/peer/device-gpu-bench.sh 2>&1 | tail -16
+        (cd "$R/gbbest" && tar czf ../gbbest.tgz .) && rm -rf "$R/gbbest"
+      fi ;;
     # An opt-in kernel only runs under its switch: the suite with it.
     optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=2 TANDEM_GEMV_SWIGLU_THREE_BLOCKS=1 ;;
     grpo) [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1 ;;
-    *) echo "device-round: unknown part '$part' (suite, replay, split, trace, gb, optin, grpo)"; exit 2 ;;
+    *) echo "device-round: unknown part '$part' (suite, replay, split, trace, gb, gbbest, optin, grpo)"; exit 2 ;;
   esac
 done
 ls "$R"
