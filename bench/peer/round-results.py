@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Turns the archives of one bench/peer/device-round.sh call (the files the device returns:
-suite.tgz, replay.tgz, split.tgz, trace.tgz, gb.tgz, optin.tgz, grpo.tgz) into bench/results JSON
+suite.tgz, replay.tgz, split.tgz, trace.tgz, gb.tgz, gbbest.tgz, optin.tgz, grpo.tgz) into bench/results JSON
 files, so a session spends its minutes on the figures, not on reformatting them:
 
   python3 bench/peer/round-results.py FILES_AT --tag run6 --commit abc1234 [--out bench/results]
@@ -10,6 +10,7 @@ Writes, for the parts present (each file in the {"card", "date", "command", "res
   decode-replay-ab-DATE-TAG-CARD.json   replay and split: every setting's figures, prefixed by its tag
   decode-trace-DATE-TAG-CARD.json       trace: the traced replay's per-kernel figures
   gpu-{decode,peer-hf,serve-c64,summary}-DATE-TAG-CARD.json               gb
+  gpu-{decode,peer-hf,serve-c64,summary}-best-DATE-TAG-CARD.json          gbbest (its setting first in "command")
   grpo-step-3b-DATE-TAG-CARD.json       grpo
 and prints one line per file. CARD is h100 / h200 from the card's name. Existing files are not
 overwritten (pass a new --tag). The results table lines in bench/results/README.md stay to write
@@ -155,17 +156,23 @@ def main():
         doc["command"] += at
         write("decode-trace", doc)
 
-    if "gb" in parts:
-        d = parts["gb"]
+    # gbbest: the same files under the replay's fastest setting (setting.txt), named with "-best".
+    for part, extra in (("gb", ""), ("gbbest", "-best")):
+        if part not in parts:
+            continue
+        d = parts[part]
+        setting_file = os.path.join(d, "setting.txt")
+        setting = open(setting_file).read().strip() + " " if os.path.exists(setting_file) else ""
         for stem in ("gpu-decode", "gpu-peer-hf", "gpu-serve-c64"):
             p = os.path.join(d, stem + ".json")
             if os.path.exists(p):
                 doc = load(p)
-                doc["command"] = re.sub(r"/\S*/gb/", "", doc["command"]) + at
-                write(stem, doc)
+                doc["command"] = setting + re.sub(r"/\S*/%s/" % part, "", doc["command"]) + at
+                write(stem + extra, doc)
         summary = gb_summary(d, card, date, at)
         if summary is not None:
-            write("gpu-summary", summary)
+            summary["command"] = setting + summary["command"].replace("(part gb)", "(part %s)" % part)
+            write("gpu-summary" + extra, summary)
     if "grpo" in parts:
         for f in sorted(os.listdir(parts["grpo"])):
             if f.endswith(".json"):
