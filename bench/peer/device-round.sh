@@ -13,7 +13,7 @@
 #   trace   a kernel-trace build (build/trace/, TANDEM_CUDA_TRACE=1) and one traced replay at batch 1
 #           and 64 (bench/decode-replay.ts --trace): per kernel kind, its share of the critical path
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
-#   gbbest  the same under the replay part's fastest setting, if that is not the defaults (opt-in part)
+#   gbbest  the same under the replay part's fastest setting (opt-in part)
 #   optin   the CUDA suite with the three opt-in kernels on
 #   grpo    GRPO steps with --cuda-graphs under the defaults
 # A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
@@ -65,8 +65,8 @@ for part in ${ROUND_PARTS:-suite replay split trace gb optin grpo}; do
           bash bench/peer/device-gpu-bench.sh 2>&1 | tail -16
         (cd "$R/gb" && tar czf ../gb.tgz .) && rm -rf "$R/gb"
       fi ;;
-    # The acceptance benchmark again under the replay part's fastest setting at batch 1, when that
-    # is not the defaults (so a winner's engine figures come from the same call).
+    # The acceptance benchmark under the replay part's fastest setting at batch 1 (the defaults
+    # when they win), so a winner's engine figures come from the same call.
     gbbest)
       best=$(python3 - "$R/replay.tgz" ${ROUND_REPLAY_AB:-} <<'PY'
 import json, re, sys, tarfile
@@ -85,11 +85,14 @@ if times:
 PY
 )
       echo "gbbest: fastest replayed setting: ${best:-none}"
-      if [ -n "$best" ] && [ "$best" != - ] && [ "$(left)" -gt 150 ]; then
+      if [ -n "$best" ] && [ "$(left)" -gt 110 ]; then
         mkdir -p "$R/gbbest"
-        echo "$best" >"$R/gbbest/setting.txt"
-        mapfile -t envs < <(tr ',' '\n' <<<"$best")
-        env "${envs[@]}" OUT="$R/gbbest" GPU_BENCH_SKIP_BUILD=1 GPU_BENCH_BUDGET_S=$(($(left) - 30)) GPU_BENCH_DECODE_ARGS='--cuda-graphs' \
+        envs=()
+        if [ "$best" != - ]; then
+          echo "$best" >"$R/gbbest/setting.txt"
+          mapfile -t envs < <(tr ',' '\n' <<<"$best")
+        fi
+        env ${envs[@]+"${envs[@]}"} OUT="$R/gbbest" GPU_BENCH_SKIP_BUILD=1 GPU_BENCH_BUDGET_S=$(($(left) - 30)) GPU_BENCH_DECODE_ARGS='--cuda-graphs' \
           GPU_BENCH_SERVE_ARGS='--cuda-graphs' bash bench/peer/device-gpu-bench.sh 2>&1 | tail -16
         (cd "$R/gbbest" && tar czf ../gbbest.tgz .) && rm -rf "$R/gbbest"
       fi ;;
