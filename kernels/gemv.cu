@@ -263,9 +263,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32, MINB) gemvKernel(GemvArgs a, 
   }
 }
 
-// Parts 0 and 1 of `a` are gate and up (same N); out is part 0's. MINB as gemvKernel's.
-template <int T, typename TO, bool NORM, int MINB = 1>
-__global__ void __launch_bounds__(kGemvWarps * 32, MINB) gemvSwigluKernel(GemvArgs a, GemvNormArgs nm) {
+// Parts 0 and 1 of `a` are gate and up (same N); out is part 0's.
+template <int T, typename TO, bool NORM>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemvSwigluKernel(GemvArgs a, GemvNormArgs nm) {
   __shared__ float red[32];
   extern __shared__ __align__(16) unsigned char normed[];  // NORM: T x K bf16
   pdlLaunchDependents();
@@ -314,13 +314,6 @@ bool gemvEnabled() {
 // under a 5-blocks-per-SM register bound.
 bool normOneWave() {
   static const bool enabled = envSwitchOn("TANDEM_GEMV_NORM_ONE_WAVE");
-  return enabled;
-}
-
-// TANDEM_GEMV_SWIGLU_THREE_BLOCKS=1 (opt-in, for A/B runs): the one-row gate / up + SwiGLU product
-// under a 3-blocks-per-SM register bound.
-bool swigluThreeBlocks() {
-  static const bool enabled = envSwitchOn("TANDEM_GEMV_SWIGLU_THREE_BLOCKS");
   return enabled;
 }
 
@@ -394,14 +387,6 @@ void launchRows(const GemvArgs& a, const GemvNormArgs& nm, int rows, bool swiglu
   // Long rows (the MLP's down projection: K = 11008 on a 3B model, 2048 rows) leave few warps per
   // SM: 4 warps per row there.
   if (swiglu) {
-    if constexpr (T == 1) {
-      if (swigluThreeBlocks()) {
-        // At 86-90 registers 2 blocks fit an SM (3 need <= 85): 1376 blocks of a 3B model's gate / up
-        // in 5.2 waves of 264. At 80 (12 bytes spilled) 3 fit: more loads in flight, and more blocks
-        // resident (their first loads issued) before the product's wait. Opt-in until measured.
-        return launchPdl(gemvSwigluKernel<T, TO, NORM, 3>, dim3(CEIL_DIV(rows, kGemvWarps)), block, smem, stream, a, nm);
-      }
-    }
     launchPdl(gemvSwigluKernel<T, TO, NORM>, dim3(CEIL_DIV(rows, kGemvWarps)), block, smem, stream, a, nm);
   } else if (a.chunks >= kLongRowChunks) {
     launchLongRows<T, TO, NORM>(a, nm, rows, smem, stream);

@@ -5,8 +5,8 @@
 #   source .device/env.sh && LIMIT_S=420 bash bench/peer/device-round.sh
 #   suite   build, CUDA suite (and the random 3B model, made meanwhile)         device-ab-round.sh
 #   replay  the decode graph replayed at REPLAY_BATCHES (default 1) once per setting in
-#           ROUND_REPLAY_AB (default: the defaults, each opt-in kernel alone (one-wave norm + q/k/v
-#           product, query-split decode attention, gate / up at 3 blocks per SM), all three, the defaults again)
+#           ROUND_REPLAY_AB (default: the defaults, the one-wave norm + q/k/v product (opt-in), one
+#           warp per row in the few-row products, one decode attention block per KV head, the defaults again)
 #   split   the same at context 160 (the acceptance run's contexts reach 161: past 128 keys the
 #           decode attention takes a second split and a merge kernel), defaults against
 #           TANDEM_DECODE_MIN_SPLIT_KEYS=256 (one block per KV head, two rounds of tiles)
@@ -14,7 +14,7 @@
 #           and 64 (bench/decode-replay.ts --trace): per kernel kind, its share of the critical path
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
 #   gbbest  the same under the replay part's fastest setting (opt-in part)
-#   optin   the CUDA suite with the three opt-in kernels on
+#   optin   the CUDA suite with the opt-in and off-by-switch kernels (one-wave norm + q/k/v, one block per KV head)
 #   grpo    GRPO steps with --cuda-graphs under the defaults
 # A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
 # Every figure is printed as it is measured ("figure:" lines); logs and JSON under $OUT, one archive
@@ -41,7 +41,7 @@ for part in ${ROUND_PARTS:-suite replay split trace gb optin grpo}; do
     suite) round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 ;;
     replay)
       [ "$(left)" -gt 90 ] && round replay "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 REPLAY_BATCHES="${REPLAY_BATCHES:-1}" \
-        REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=2 TANDEM_GEMV_SWIGLU_THREE_BLOCKS=1 TANDEM_GEMV_NORM_ONE_WAVE=1,TANDEM_DECODE_Q_SPLIT=2,TANDEM_GEMV_SWIGLU_THREE_BLOCKS=1 -}" ;;
+        REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_GEMV_FEW_ROWS=0 TANDEM_DECODE_Q_SPLIT=1 -}" ;;
     split)
       [ "$(left)" -gt 90 ] && round split "context 160: " SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 REPLAY_BATCHES=1 \
         REPLAY_CONTEXT=160 REPLAY_AB="- TANDEM_DECODE_MIN_SPLIT_KEYS=256" ;;
@@ -97,7 +97,7 @@ PY
         (cd "$R/gbbest" && tar czf ../gbbest.tgz .) && rm -rf "$R/gbbest"
       fi ;;
     # An opt-in kernel only runs under its switch: the suite with it.
-    optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=2 TANDEM_GEMV_SWIGLU_THREE_BLOCKS=1 ;;
+    optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=1 ;;
     grpo) [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1 ;;
     *) echo "device-round: unknown part '$part' (suite, replay, split, trace, gb, gbbest, optin, grpo)"; exit 2 ;;
   esac
