@@ -179,12 +179,12 @@ napi_value LogSoftmax(napi_env env, napi_callback_info info) {  // (out f32, x, 
   return undefinedValue(env);
 }
 
-// (ids i32 [S], logprobs f32 [S], logits, S, V, dt, workspace)
+// (ids i32 [S], keep i32 [S] or 0, logprobs f32 [S], logits, S, V, dt, workspace)
 napi_value GreedySample(napi_env env, napi_callback_info info) {
-  Args a(env, info, 7, "greedySample");
+  Args a(env, info, 8, "greedySample");
   requireReady("greedySample");
-  greedySample(static_cast<int*>(a.ptr(0)), static_cast<float*>(a.ptr(1)), a.ptr(2), a.i32(3), a.i32(4), a.i32(5),
-               a.ptr(6), bindingStream());
+  greedySample(static_cast<int*>(a.ptr(0)), static_cast<int*>(a.ptr(1)), static_cast<float*>(a.ptr(2)), a.ptr(3),
+               a.i32(4), a.i32(5), a.i32(6), a.ptr(7), bindingStream());
   return undefinedValue(env);
 }
 

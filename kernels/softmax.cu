@@ -93,17 +93,20 @@ __device__ __forceinline__ void blockGreedy(ArgMax* best, MaxSum* ms, float* sha
   *ms = blockMaxSum(*ms, shared);  // starts with a barrier: the argmax reads of shared are done
 }
 
-// The chosen id (all -inf or NaN rows: id 0, as the CPU argmax) and its raw logprob.
+// The chosen id (all -inf or NaN rows: id 0, as the CPU argmax) and its raw logprob; the id also
+// to keep[row] where keep is set (the next step's tokens read it there: no copy after the kernel).
 template <typename T>
-__device__ __forceinline__ void writeGreedy(int* ids, float* logprobs, int row, const T* x, int V, ArgMax best, MaxSum ms) {
+__device__ __forceinline__ void writeGreedy(int* ids, int* keep, float* logprobs, int row, const T* x, int V, ArgMax best,
+                                            MaxSum ms) {
   const int id = best.i < V ? best.i : 0;
   ids[row] = id;
+  if (keep != nullptr) keep[row] = id;
   logprobs[row] = toF(x[id]) - (ms.m + logf(ms.s));
 }
 
 // One block per row: the row's argmax and log-sum-exp in one read.
 template <typename T>
-__global__ void greedySampleKernel(int* ids, float* logprobs, const T* logits, int V) {
+__global__ void greedySampleKernel(int* ids, int* keep, float* logprobs, const T* logits, int V) {
   __shared__ float shared[64];
   __shared__ int sharedIdx[32];
   const T* x = logits + static_cast<size_t>(blockIdx.x) * V;
@@ -111,7 +114,7 @@ __global__ void greedySampleKernel(int* ids, float* logprobs, const T* logits, i
   MaxSum ms;
   greedyShare(x, 0, V, V, &best, &ms);
   blockGreedy(&best, &ms, shared, sharedIdx);
-  if (threadIdx.x == 0) writeGreedy(ids, logprobs, blockIdx.x, x, V, best, ms);
+  if (threadIdx.x == 0) writeGreedy(ids, keep, logprobs, blockIdx.x, x, V, best, ms);
 }
 
 // Few rows: the row split over kGreedySlices blocks (grid (slices, S)), each writing its slice's
@@ -144,13 +147,13 @@ __global__ void greedySliceKernel(float* partial, const T* logits, int V) {
 }
 
 template <typename T>
-__global__ void greedyMergeKernel(int* ids, float* logprobs, const float* partial, const T* logits, int V) {
+__global__ void greedyMergeKernel(int* ids, int* keep, float* logprobs, const float* partial, const T* logits, int V) {
   const int row = blockIdx.x;
   const int lane = threadIdx.x;  // one warp; lane = slice (kGreedySlices = 32)
   const float* p = partial + (static_cast<size_t>(row) * kGreedySlices + lane) * 4;
   const MaxSum ms = warpMaxSum({p[0], p[1]});
   const ArgMax best = warpArgmax({p[2], __float_as_int(p[3])});
-  if (lane == 0) writeGreedy(ids, logprobs, row, logits + static_cast<size_t>(row) * V, V, best, ms);
+  if (lane == 0) writeGreedy(ids, keep, logprobs, row, logits + static_cast<size_t>(row) * V, V, best, ms);
 }
 
 // Row max, then log(sum exp((x - max) * invT)), block-wide; every thread gets both.
@@ -218,7 +221,7 @@ size_t greedySampleWorkspaceBytes(int S, int V) {
   return greedySplit(S, V) ? static_cast<size_t>(S) * kGreedySlices * 4 * sizeof(float) : 0;
 }
 
-void greedySample(int* ids, float* logprobs, const void* logits, int S, int V, int dt, void* workspace,
+void greedySample(int* ids, int* keep, float* logprobs, const void* logits, int S, int V, int dt, void* workspace,
                   cudaStream_t stream) {
   if (S == 0) return;
   if (V <= 0) throw Error("greedySample: empty vocabulary");
@@ -228,12 +231,12 @@ void greedySample(int* ids, float* logprobs, const void* logits, int S, int V, i
     DISPATCH_FLOAT(dt, T, {
       greedySliceKernel<T><<<dim3(kGreedySlices, S), 256, 0, stream>>>(partial, static_cast<const T*>(logits), V);
       launchCheck();
-      greedyMergeKernel<T><<<S, 32, 0, stream>>>(ids, logprobs, partial, static_cast<const T*>(logits), V);
+      greedyMergeKernel<T><<<S, 32, 0, stream>>>(ids, keep, logprobs, partial, static_cast<const T*>(logits), V);
     });
   } else {
     DISPATCH_FLOAT(dt, T,
-                   greedySampleKernel<T><<<S, rowThreads(V), 0, stream>>>(ids, logprobs, static_cast<const T*>(logits),
-                                                                          V));
+                   greedySampleKernel<T><<<S, rowThreads(V), 0, stream>>>(ids, keep, logprobs,
+                                                                          static_cast<const T*>(logits), V));
   }
   launchCheck();
 }

@@ -52,7 +52,11 @@ export interface DecodeRow {
 
 interface Bucket {
   size: number;
-  /** [tokens B | positions B | slots B | contextLens B | cuSeqlensQ B+1 | logitRows B | blockTables B*maxBlocks] */
+  /**
+   * [tokens B | positions B | slots B | contextLens B | cuSeqlensQ B+1 | logitRows B | feedSlots B |
+   * blockTables B*maxBlocks]; feedSlots: a TokenFeed's slots, uploaded with the header (one copy per
+   * step fewer than a separate upload).
+   */
   inputs: Tensor;
   /** What `inputs` holds on the device (every entry the last step's rows read is current). */
   host: Int32Array;
@@ -78,6 +82,11 @@ export function shortContextFromEnv(env: NodeJS.ProcessEnv = process.env): numbe
 
 /** Past this many separate changed spans of the block tables, one write covers them all. */
 const MAX_TABLE_WRITES = 8;
+
+/** Entries per bucket row before the block tables (plus cuSeqlensQ's last): see Bucket.inputs. */
+const HEADER_ROWS = 7;
+/** Where a bucket of B rows keeps a feed's slots in its inputs. */
+const feedSlotsAt = (B: number): number => 6 * B + 1;
 
 export interface DecodeGraphOptions {
   blockSize: number;
@@ -169,9 +178,18 @@ export class DecodeGraphs {
       bucket.written = false; // the host copy may be half-updated: write it whole next time
       throw err;
     }
+    // A feed of at most `size` slots travels in the header's upload; a longer one (the previous
+    // step had more rows than this bucket) is uploaded on its own.
+    const feedInHeader = feed !== undefined && feed.slots.length <= size;
+    if (feedInHeader) bucket.host.set(feed.slots, feedSlotsAt(size));
     this.upload(bucket, changed);
     const be = this.model.backend;
-    if (feed !== undefined) placeFeed(be, be.viewAt(bucket.inputs, 0, [size]), feed);
+    if (feed !== undefined) {
+      const tokens = be.viewAt(bucket.inputs, 0, [size]);
+      const n = feed.slots.length;
+      if (feedInHeader) be.placeRows(tokens, be.viewAt(feed.ids, 0, [n]), be.viewAt(bucket.inputs, feedSlotsAt(size), [n]));
+      else placeFeed(be, tokens, feed);
+    }
     const cls: ContextClass = this.shortContext > 0 && rows.every((r) => r.position + 1 <= this.shortContext) ? 'short' : 'long';
     let byClass = bucket.graphs.get(lora);
     if (byClass === undefined) {
@@ -210,7 +228,7 @@ export class DecodeGraphs {
   private bucket(size: number): Bucket {
     let b = this.made.get(size);
     if (!b) {
-      const len = size * (6 + this.maxBlocks) + 1;
+      const len = size * (HEADER_ROWS + this.maxBlocks) + 1;
       b = { size, inputs: this.graphs.input([len], 'i32'), host: new Int32Array(len).fill(-1), written: false, graphs: new Map(), refused: new Set() };
       this.made.set(size, b);
     }
@@ -229,7 +247,7 @@ export class DecodeGraphs {
       b.written = true;
       return;
     }
-    const header = 6 * b.size + 1;
+    const header = HEADER_ROWS * b.size + 1;
     let spans = changed;
     if (spans.length > MAX_TABLE_WRITES) spans = [[spans[0][0], spans[spans.length - 1][1]]];
     // The first span joins the header's write when it starts right after it.
@@ -252,7 +270,7 @@ export class DecodeGraphs {
     const B = b.size;
     const M = this.maxBlocks;
     const h = b.host;
-    const [tok, pos, slot, lens, cu, lrows, tables] = [0, B, 2 * B, 3 * B, 4 * B, 5 * B + 1, 6 * B + 1];
+    const [tok, pos, slot, lens, cu, lrows, tables] = [0, B, 2 * B, 3 * B, 4 * B, 5 * B + 1, HEADER_ROWS * B + 1];
     const changed: [number, number][] = [];
     /** Set entry j of row i's table, noting the change. */
     const setTable = (i: number, j: number, blk: number): void => {
@@ -312,7 +330,7 @@ export class DecodeGraphs {
       meta: {
         contextLens: at(3 * B, [B]),
         cuSeqlensQ: at(4 * B, [B + 1]),
-        blockTables: at(6 * B + 1, [B, this.maxBlocks]),
+        blockTables: at(HEADER_ROWS * B + 1, [B, this.maxBlocks]),
         maxSeqlenQ: 1,
         // The stated maximum plans the attention grid (context splits) the graph keeps.
         maxContextLen: cls === 'short' ? this.shortContext : this.maxBlocks * this.opts.blockSize,

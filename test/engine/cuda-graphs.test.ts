@@ -190,7 +190,7 @@ describe('decode graph inputs, emulated on the CPU', () => {
       // Three sequences, 16 blocks of table each (64 positions / 4), blocks of their own.
       const tables = [0, 1, 2].map((i) => Array.from({ length: 13 }, (_, j) => 1 + 13 * i + j));
       const pos = [0, 0, 0];
-      const header = 6 * 4 + 1;
+      const header = 7 * 4 + 1; // the per-row header (feed slots included) and cuSeqlensQ's last entry
       const step = async (order: number[]): Promise<void> => {
         const rows = order.map((i) => ({ token: 7 + i + pos[i], position: pos[i], blockTable: tables[i] }));
         const eager = await be.download(loaded.model.forward(packBatch(rows.map((r) => ({ newTokens: [r.token], numCached: r.position, blockTable: r.blockTable })), bs), cache));
@@ -214,6 +214,60 @@ describe('decode graph inputs, emulated on the CPU', () => {
       assert.deepEqual(written, [header + 2, 2, 2]);
       for (let k = 0; k < 6; k++) await step(k % 2 === 0 ? [1, 2, 0] : [0, 2, 1]);
       graphs.free();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a feed places the previous step\'s ids on the device: its slots in the header upload, or uploaded apart when longer than the bucket', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-graphs-feed-'));
+    try {
+      makeModel({ preset: 'tiny', out: dir, seed: 8 });
+      const loaded = loadModel(dir, new GraphCpuBackend());
+      const be = loaded.model.backend;
+      const bs = 4;
+      const cache = be.allocKvCache(loaded.model.kvCacheSpec(24, bs));
+      const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: bs, numBlocks: 24, maxModelLen: 32, maxNumSeqs: 4 });
+      // Host-to-device copies during graphs.run: writes into the inputs, uploads of new tensors.
+      const writes: number[] = [];
+      const write = be.write.bind(be);
+      be.write = (t, data) => {
+        writes.push(data.length);
+        write(t, data);
+      };
+      const uploads: number[] = [];
+      const upload = be.upload.bind(be);
+      const tables = [0, 1, 2].map((i) => Array.from({ length: 8 }, (_, j) => 8 * i + j));
+      // The previous step's ids [fed[0], fed[1], fed[2]], kept on the device.
+      const fed = [31, 17, 5];
+      const ids = be.upload(Int32Array.from(fed), [3], 'i32', 'persistent');
+      // slots[i]: the row that takes fed[i] (-1: that row does not continue).
+      const check = async (position: number, slots: number[], rowCount: number): Promise<void> => {
+        const tokens = Array.from({ length: rowCount }, (_, r) => fed[slots.indexOf(r)]);
+        const rows = tokens.map((token, r) => ({ token: -1, position, blockTable: tables[r] }));
+        const eagerRows = rows.map((r, i) => ({ newTokens: [tokens[i]], numCached: position, blockTable: r.blockTable }));
+        // Eager first: graphs.run writes the same K/V again, as the engine's steps do.
+        const eager = await be.download(loaded.model.forward(packBatch(eagerRows, bs), cache));
+        writes.length = 0;
+        uploads.length = 0;
+        be.upload = (data, shape, dtype, lifetime) => {
+          uploads.push(data.length);
+          return upload(data, shape, dtype, lifetime);
+        };
+        const got = await be.download(graphs.run(rows, null, { ids, slots: Int32Array.from(slots) }));
+        be.upload = upload;
+        assert.equal(got.length, eager.length);
+        for (let j = 0; j < eager.length; j++) assert.ok(Math.abs(got[j] - eager[j]) <= 1e-5 * (1 + Math.abs(eager[j])), `logit ${j}: ${got[j]} vs ${eager[j]}`);
+        be.resetScratch();
+      };
+      await check(0, [1, 0], 2); // bucket 2, two slots: in the header (its first write is whole)
+      await check(1, [0, 1], 2);
+      assert.deepEqual([writes, uploads], [[7 * 2 + 1], []], 'one copy: the header with the feed slots');
+      await check(2, [1, -1, 0], 2); // three slots (the step before had three rows) into bucket 2
+      assert.deepEqual([writes, uploads], [[7 * 2 + 1], [3]], 'the header, then the slots apart');
+      await check(3, [2, 0, 1], 3); // bucket 4 takes three slots in its header
+      graphs.free();
+      be.free(ids);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

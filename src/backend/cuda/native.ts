@@ -107,8 +107,8 @@ export interface NativeCuda {
   add(out: number, a: number, b: number, n: number, dt: number): void;
   cast(out: number, outDt: number, x: number, xDt: number, n: number): void;
   logSoftmax(out: number, x: number, S: number, V: number, dt: number): void;
-  /** workspace: greedySampleWorkspaceBytes(S, V) bytes (or 0 where that is 0). */
-  greedySample(ids: number, logprobs: number, logits: number, S: number, V: number, dt: number, workspace: number): void;
+  /** keep: i32 [S] that also gets the ids, or 0. workspace: greedySampleWorkspaceBytes(S, V) bytes (or 0 where that is 0). */
+  greedySample(ids: number, keep: number, logprobs: number, logits: number, S: number, V: number, dt: number, workspace: number): void;
   greedySampleWorkspaceBytes(S: number, V: number): number;
 
   // sampling on the device (kernels/binding-sampling.cpp, kernels/sampling.cu)

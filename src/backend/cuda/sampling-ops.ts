@@ -70,8 +70,8 @@ export class CudaSamplingOps {
     const out = this.ctx.scratch([2 * S], 'i32');
     const bytes = native.greedySampleWorkspaceBytes(S, V);
     const workspace = bytes > 0 ? this.ctx.scratch([bytes / 4], 'f32').ptr : 0;
-    native.greedySample(out.ptr, out.ptr + 4 * S, lt.ptr, S, V, DTYPE_CODE[lt.dtype], workspace);
-    if (keep !== undefined) native.copy(keep.ptr, out.ptr, 4 * S);
+    // The kernel stores the ids in keep itself: one stream operation fewer per step than a copy.
+    native.greedySample(out.ptr, keep?.ptr ?? 0, out.ptr + 4 * S, lt.ptr, S, V, DTYPE_CODE[lt.dtype], workspace);
     const words = (await native.download(out.ptr, out.size, DTYPE_CODE.i32)) as Int32Array;
     const floats = new Float32Array(words.buffer, words.byteOffset, words.length);
     const none = { ids: new Int32Array(0), logprobs: new Float32Array(0) };
