@@ -47,7 +47,8 @@ fi
 [ -f "$model/.complete" ] || { echo "model not made:"; tail -5 "$out/make-model.log"; exit 1; }
 
 # The environment of a setting ("-" or VAR=VALUE,VAR=VALUE) as arguments for env.
-settingEnv() { [ "$1" = - ] && return; tr ',' '\n' <<<"$1"; }
+# A comma starts a new variable only before NAME=, so a value may hold commas (TANDEM_SHORT_CONTEXT_GRAPHS=128,256).
+settingEnv() { [ "$1" = - ] && return; sed 's/,\([A-Za-z_][A-Za-z0-9_]*=\)/\n\1/g' <<<"$1"; }
 # A setting as a file-name tag.
 tagOf() { [ "$1" = - ] && { echo defaults; return; }; tr -c 'A-Za-z0-9\n' '_' <<<"$1"; }
 

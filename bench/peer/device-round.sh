@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # One device call for a change of defaults, the parts in ROUND_PARTS order (default
-# "suite replay split trace gb optin grpo"), each only while the call has time for it (LIMIT_S seconds from
+# "suite replay split trace gb gbbest optin grpo"), each only while the call has time for it (LIMIT_S seconds from
 # the start, default 585):
 #   source .device/env.sh && LIMIT_S=420 bash bench/peer/device-round.sh
 #   suite   build, CUDA suite (and the random 3B model, made meanwhile)         device-ab-round.sh
 #   replay  the decode graph replayed at REPLAY_BATCHES (default 1) once per setting in
-#           ROUND_REPLAY_AB (default: the defaults, the one-wave norm + q/k/v product (opt-in), one
-#           warp per row in the few-row products, one decode attention block per KV head, the defaults again)
+#           ROUND_REPLAY_AB (default: the defaults, short-context graphs for 128 and 256 tokens, one warp
+#           per row in the few-row products, the one-wave norm + q/k/v product (opt-in), the defaults again)
 #   split   the same at context 160 (the acceptance run's contexts reach 161: past 128 keys the
 #           decode attention takes a second split and a merge kernel), defaults against
-#           TANDEM_DECODE_MIN_SPLIT_KEYS=256 (one block per KV head, two rounds of tiles)
+#           short-context graphs for 128 and 256 tokens (2 splits planned instead of 64)
 #   trace   a kernel-trace build (build/trace/, TANDEM_CUDA_TRACE=1) and one traced replay at batch 1
 #           and 64 (bench/decode-replay.ts --trace): per kernel kind, its share of the critical path
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
@@ -36,15 +36,17 @@ round() {
   env OUT="$R/$name" "$@" bash bench/peer/device-ab-round.sh 2>&1 | figures "$tag"
   [ -f "$R/$name/ab-round.tgz" ] && mv "$R/$name/ab-round.tgz" "$R/$name.tgz" && rm -rf "${R:?}/$name"
 }
-for part in ${ROUND_PARTS:-suite replay split trace gb optin grpo}; do
+# The replay part's settings (gbbest picks among them).
+replay_ab=${ROUND_REPLAY_AB:-- TANDEM_SHORT_CONTEXT_GRAPHS=128,256 TANDEM_GEMV_FEW_ROWS=0 TANDEM_GEMV_NORM_ONE_WAVE=1 -}
+for part in ${ROUND_PARTS:-suite replay split trace gb gbbest optin grpo}; do
   case $part in
     suite) round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 ;;
     replay)
       [ "$(left)" -gt 90 ] && round replay "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 REPLAY_BATCHES="${REPLAY_BATCHES:-1}" \
-        REPLAY_AB="${ROUND_REPLAY_AB:-- TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_GEMV_FEW_ROWS=0 TANDEM_DECODE_Q_SPLIT=1 -}" ;;
+        REPLAY_AB="$replay_ab" ;;
     split)
       [ "$(left)" -gt 90 ] && round split "context 160: " SKIP_BUILD=1 SKIP_TESTS=1 SKIP_GRPO=1 SKIP_SERVE=1 REPLAY_BATCHES=1 \
-        REPLAY_CONTEXT=160 REPLAY_AB="- TANDEM_DECODE_MIN_SPLIT_KEYS=256" ;;
+        REPLAY_CONTEXT=160 REPLAY_AB="- TANDEM_SHORT_CONTEXT_GRAPHS=128,256" ;;
     trace)
       if [ "$(left)" -gt 150 ]; then
         mkdir -p "$R/trace"
@@ -68,7 +70,7 @@ for part in ${ROUND_PARTS:-suite replay split trace gb optin grpo}; do
     # The acceptance benchmark under the replay part's fastest setting at batch 1 (the defaults
     # when they win), so a winner's engine figures come from the same call.
     gbbest)
-      best=$(python3 - "$R/replay.tgz" ${ROUND_REPLAY_AB:-} <<'PY'
+      best=$(python3 - "$R/replay.tgz" $replay_ab <<'PY'
 import json, re, sys, tarfile
 archive, settings = sys.argv[1], sys.argv[2:]
 times = {}
@@ -90,7 +92,7 @@ PY
         envs=()
         if [ "$best" != - ]; then
           echo "$best" >"$R/gbbest/setting.txt"
-          mapfile -t envs < <(tr ',' '\n' <<<"$best")
+          mapfile -t envs < <(sed 's/,\([A-Za-z_][A-Za-z0-9_]*=\)/\n\1/g' <<<"$best")
         fi
         env ${envs[@]+"${envs[@]}"} OUT="$R/gbbest" GPU_BENCH_SKIP_BUILD=1 GPU_BENCH_BUDGET_S=$(($(left) - 30)) GPU_BENCH_DECODE_ARGS='--cuda-graphs' \
           GPU_BENCH_SERVE_ARGS='--cuda-graphs' bash bench/peer/device-gpu-bench.sh 2>&1 | tail -16

@@ -12,16 +12,19 @@
  * fixed maxima (one query row; a context of the whole block table), as a replayed grid cannot
  * change; the kernels route rows by their real lengths on the device.
  *
- * Short contexts (shortContext, TANDEM_SHORT_CONTEXT_GRAPHS=N tokens; off by default) get graphs
- * of their own, captured with a maximum context of N instead of the whole table: the attention
- * grid is then planned for N (a few context splits, where a grid planned for 32k-token contexts
- * launches up to 64 per row and KV head, most of them empty at short contexts). A step replays the
- * short graph while every row's context is at most N. Either graph gives the same logits for any
- * context (rows are routed by their real lengths); the class only picks the faster grid. Measured
- * on an H100 on 2026-12-07 while contexts under 512 tokens were planned without splits: slower
- * (2.939 vs 2.710 ms per batch-1 step); not measured with the current plan.
+ * Short contexts (shortContext, TANDEM_SHORT_CONTEXT_GRAPHS=N[,N2...] tokens; off by default) get
+ * graphs of their own, captured with a maximum context of N instead of the whole table: the
+ * attention grid is then planned for N (a few context splits, where a grid planned for 32k-token
+ * contexts launches up to 64 per row and KV head, most of them empty at short contexts, and a
+ * merge kernel after them; at most the decode kernel's min split keys, 128, it is one block per KV
+ * head and no merge). A step replays the graph of the smallest bound that covers every row's
+ * context, else the one for the whole table. Every graph gives the same logits for any context
+ * (rows are routed by their real lengths); the class only picks the faster grid. Measured on an
+ * H100 on 2026-12-07 while contexts under 512 tokens were planned without splits: slower (2.939 vs
+ * 2.710 ms per batch-1 step); not measured with the current plan.
  *
- * Graphs are captured lazily, on a bucket's first use. A step whose rows all run one LoRA adapter
+ * Graphs are captured lazily, on a bucket's first use; a context class's first step captures the
+ * larger classes with it (contexts grow, and a capture later would stall one step in a stream). A step whose rows all run one LoRA adapter
  * (a GRPO rollout's batch, or one adapter's users) replays a graph of its own for (bucket,
  * adapter version), the adapter added on every row (padding rows' results are discarded): its
  * weights have fixed addresses for the version's life, and forget() frees its graphs when the
@@ -63,21 +66,23 @@ interface Bucket {
   /** Whether `inputs` has been written once in full. */
   written: boolean;
   /** The bucket's graphs by adapter (null: the base model) and context class; all read `inputs`. */
-  graphs: Map<DeviceLora | null, Map<ContextClass, CapturedGraph>>;
+  graphs: Map<DeviceLora | null, Map<number, CapturedGraph>>;
   /** Adapters (null: the base model) whose capture failed here: their steps run eagerly. */
   refused: Set<DeviceLora | null>;
 }
 
-/** 'short': every row's context is at most DecodeGraphOptions.shortContext. */
-type ContextClass = 'short' | 'long';
-
-/** TANDEM_SHORT_CONTEXT_GRAPHS: tokens of the short-context class (unset or 0: no such class). */
-export function shortContextFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+/**
+ * TANDEM_SHORT_CONTEXT_GRAPHS: the short-context bounds in tokens, comma-separated ("128" or
+ * "128,1024"; unset, empty or 0: none).
+ */
+export function shortContextFromEnv(env: NodeJS.ProcessEnv = process.env): number[] {
   const raw = env.TANDEM_SHORT_CONTEXT_GRAPHS;
-  if (raw === undefined || raw === '') return 0;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`TANDEM_SHORT_CONTEXT_GRAPHS must be a number of tokens >= 0, got ${JSON.stringify(raw)}`);
-  return n;
+  if (raw === undefined || raw.trim() === '') return [];
+  return raw.split(',').map((part) => {
+    const n = part.trim() === '' ? NaN : Number(part);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`TANDEM_SHORT_CONTEXT_GRAPHS must be numbers of tokens >= 0, comma-separated, got ${JSON.stringify(raw)}`);
+    return n;
+  });
 }
 
 /** Past this many separate changed spans of the block tables, one write covers them all. */
@@ -96,10 +101,10 @@ export interface DecodeGraphOptions {
   /** Largest batch a step can have: buckets above it are never made. */
   maxNumSeqs: number;
   /**
-   * Contexts of at most this many tokens replay graphs captured for that maximum (see the file
-   * comment); 0: one class. Default: TANDEM_SHORT_CONTEXT_GRAPHS, else 0.
+   * Contexts of at most these many tokens replay graphs captured for that maximum (see the file
+   * comment); 0 or []: one class. Default: TANDEM_SHORT_CONTEXT_GRAPHS, else none.
    */
-  shortContext?: number;
+  shortContext?: number | readonly number[];
 }
 
 export class DecodeGraphs {
@@ -118,14 +123,36 @@ export class DecodeGraphs {
     this.graphs = graphs;
     this.maxBlocks = Math.ceil(opts.maxModelLen / opts.blockSize);
     this.buckets = graphBuckets(opts.maxNumSeqs);
-    const short = opts.shortContext ?? shortContextFromEnv();
-    if (!Number.isInteger(short) || short < 0) throw new Error(`DecodeGraphs: shortContext must be an integer >= 0, got ${short}`);
-    // A class as long as the tables is the long class.
-    this.shortContext = short < this.maxBlocks * opts.blockSize ? short : 0;
+    const given = opts.shortContext ?? shortContextFromEnv();
+    const bounds = typeof given === 'number' ? [given] : [...given];
+    for (const b of bounds) if (!Number.isInteger(b) || b < 0) throw new Error(`DecodeGraphs: shortContext must be integers >= 0, got ${b}`);
+    this.longContext = this.maxBlocks * opts.blockSize;
+    // 0 is no bound; a bound as long as the tables is the long class.
+    this.shortContexts = [...new Set(bounds)].filter((b) => b > 0 && b < this.longContext).sort((a, b) => a - b);
   }
 
-  /** Tokens of the short-context class (0: none). */
-  readonly shortContext: number;
+  /** The short-context bounds in tokens, ascending (none: one class). */
+  readonly shortContexts: readonly number[];
+  /** The context the graphs for whole tables are planned for. */
+  readonly longContext: number;
+
+  /** The context class the last step replayed (null before the first). */
+  lastClass: number | null = null;
+
+  /** The smallest short-context bound, 0 where there is none. */
+  get shortContext(): number {
+    return this.shortContexts[0] ?? 0;
+  }
+
+  /** The classes above `cls`, ascending: the larger short-context bounds, then the whole table. */
+  private classesAbove(cls: number): number[] {
+    return cls >= this.longContext ? [] : [...this.shortContexts.filter((b) => b > cls), this.longContext];
+  }
+
+  /** The context class (the maximum its graphs are planned for) of a step whose longest context is ctx. */
+  contextClass(ctx: number): number {
+    return this.shortContexts.find((b) => b >= ctx) ?? this.longContext;
+  }
 
   /** The bucket a step of n decodes runs in, or null: too many for any graph. */
   bucketFor(n: number): number | null {
@@ -143,8 +170,8 @@ export class DecodeGraphs {
     return [...this.made.values()].filter((b) => b.graphs.size > 0).map((b) => b.size);
   }
 
-  /** The context classes captured for (bucket, adapter), in capture order. */
-  classesCaptured(size: number, lora: DeviceLora | null = null): ContextClass[] {
+  /** The context classes (planned maxima) captured for (bucket, adapter), in capture order. */
+  classesCaptured(size: number, lora: DeviceLora | null = null): number[] {
     return [...(this.made.get(size)?.graphs.get(lora)?.keys() ?? [])];
   }
 
@@ -190,27 +217,33 @@ export class DecodeGraphs {
       if (feedInHeader) be.placeRows(tokens, be.viewAt(feed.ids, 0, [n]), be.viewAt(bucket.inputs, feedSlotsAt(size), [n]));
       else placeFeed(be, tokens, feed);
     }
-    const cls: ContextClass = this.shortContext > 0 && rows.every((r) => r.position + 1 <= this.shortContext) ? 'short' : 'long';
+    const cls = this.contextClass(Math.max(...rows.map((r) => r.position + 1)));
     let byClass = bucket.graphs.get(lora);
     if (byClass === undefined) {
       byClass = new Map();
       bucket.graphs.set(lora, byClass);
     }
-    let graph = byClass.get(cls);
-    if (graph === undefined) {
-      const base = this.deviceBatch(bucket, cls);
-      const batch = { ...base, ...(lora === null ? {} : { lora: [{ start: 0, end: size, lora }] }) };
-      try {
-        graph = this.graphs.capture(() => this.model.forwardDevice(batch, this.cache));
-      } catch (err) {
-        // The eager sizing run may have written some K/V already: the caller's eager step writes
-        // the same values again.
-        bucket.refused.add(lora);
-        if (byClass.size === 0) bucket.graphs.delete(lora);
-        throw new GraphCaptureError(`decode graph for ${size} rows: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    if (!byClass.has(cls)) {
+      // A class's first step captures the larger classes too: contexts only grow, and a capture
+      // (an eager run, then the capture: tens of ms) in the middle of a stream of steps would
+      // show as one slow step. All before the replay: a sizing run must not overwrite its output.
+      for (const c of [cls, ...this.classesAbove(cls)]) {
+        if (byClass.has(c)) continue;
+        const base = this.deviceBatch(bucket, c);
+        const batch = { ...base, ...(lora === null ? {} : { lora: [{ start: 0, end: size, lora }] }) };
+        try {
+          byClass.set(c, this.graphs.capture(() => this.model.forwardDevice(batch, this.cache)));
+        } catch (err) {
+          // The eager sizing run may have written some K/V already: the caller's eager step writes
+          // the same values again.
+          bucket.refused.add(lora);
+          if (byClass.size === 0) bucket.graphs.delete(lora);
+          throw new GraphCaptureError(`decode graph for ${size} rows: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        }
       }
-      byClass.set(cls, graph);
     }
+    const graph = byClass.get(cls)!;
+    this.lastClass = cls;
     this.graphs.replay(graph);
     const logits = graph.output;
     return n === size ? logits : be.viewAt(logits, 0, [n, logits.shape[1]]);
@@ -319,7 +352,7 @@ export class DecodeGraphs {
     return changed;
   }
 
-  private deviceBatch(b: Bucket, cls: ContextClass): Parameters<Transformer['forwardDevice']>[0] {
+  private deviceBatch(b: Bucket, cls: number): Parameters<Transformer['forwardDevice']>[0] {
     const be = this.model.backend;
     const B = b.size;
     const at = (offset: number, shape: number[]): Tensor => be.viewAt(b.inputs, offset, shape);
@@ -333,7 +366,7 @@ export class DecodeGraphs {
         blockTables: at(HEADER_ROWS * B + 1, [B, this.maxBlocks]),
         maxSeqlenQ: 1,
         // The stated maximum plans the attention grid (context splits) the graph keeps.
-        maxContextLen: cls === 'short' ? this.shortContext : this.maxBlocks * this.opts.blockSize,
+        maxContextLen: cls,
       },
       logitRows: at(5 * B + 1, [B]),
     };

@@ -1,5 +1,5 @@
-// Short-context decode graphs (DecodeGraphs.shortContext, TANDEM_SHORT_CONTEXT_GRAPHS): contexts
-// up to the bound replay a graph captured for that maximum, longer ones the graph for the whole
+// Short-context decode graphs (DecodeGraphs.shortContexts, TANDEM_SHORT_CONTEXT_GRAPHS): contexts
+// up to a bound replay a graph captured for the smallest such maximum, longer ones the graph for the whole
 // table; the tokens are those of eager steps either way. On emulated graphs (the CPU backend),
 // whose attention checks the stated maximum against every row at each replay, so a short graph
 // replayed past its bound would fail here.
@@ -43,6 +43,10 @@ describe('short-context decode graphs', () => {
     const twoClasses = be.graphs.capturedRows.length - before - oneClass;
     // Bucket 2 (both rows decoding) gets a short and a long graph; without the bound one.
     assert.equal(twoClasses, oneClass + 1, `captures with the bound ${twoClasses}, without ${oneClass}`);
+    // Two bounds: steps whose longest context is 10-12, 13-16 and 17+ tokens replay graphs of their own.
+    assert.deepEqual(await run(true, '12,16'), eager);
+    const threeClasses = be.graphs.capturedRows.length - before - oneClass - twoClasses;
+    assert.ok(threeClasses > twoClasses, `captures with two bounds ${threeClasses}, with one ${twoClasses}`);
   });
 
   it('DecodeGraphs: classes per bucket, a bound as long as the tables means one class, bad bounds are errors', () => {
@@ -53,19 +57,34 @@ describe('short-context decode graphs', () => {
       const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContext: 8 });
       assert.equal(graphs.shortContext, 8);
       const rows = (position: number) => [{ token: 3, position, blockTable: [0, 1, 2, 3, 4, 5, 6, 7] }];
+      assert.equal(graphs.lastClass, null);
       graphs.run(rows(5));
-      graphs.run(rows(6));
-      assert.deepEqual(graphs.classesCaptured(1), ['short']);
-      graphs.run(rows(8)); // context 9 > 8
-      assert.deepEqual(graphs.classesCaptured(1), ['short', 'long']);
-      graphs.run(rows(2));
-      assert.deepEqual(graphs.classesCaptured(1), ['short', 'long'], 'no new capture going back');
+      assert.deepEqual(graphs.classesCaptured(1), [8, 32], 'the bound, and with it the whole table (8 blocks of 4)');
+      const replayed = [6, 8, 2].map((p) => (graphs.run(rows(p)), graphs.lastClass)); // contexts 7, 9, 3
+      assert.deepEqual(replayed, [8, 32, 8]);
+      assert.deepEqual(graphs.classesCaptured(1), [8, 32], 'no capture after the first step');
       graphs.free();
+      // Several bounds: the smallest that covers the longest row; a bound as long as the tables, 0
+      // and repeats add no class.
+      const tiered = new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContext: [16, 8, 0, 32, 8] });
+      assert.deepEqual(tiered.shortContexts, [8, 16]);
+      assert.deepEqual([1, 8, 9, 16, 17, 32].map((c) => tiered.contextClass(c)), [8, 8, 16, 16, 32, 32]);
+      const two = [
+        { token: 3, position: 2, blockTable: [0, 1, 2, 3, 4, 5, 6, 7] },
+        { token: 4, position: 12, blockTable: [8, 9, 10, 11, 12, 13, 14, 15] },
+      ];
+      tiered.run(two); // the longer row (context 13) picks the class; the larger ones come with it
+      tiered.run([two[0]]);
+      assert.deepEqual([tiered.classesCaptured(2), tiered.classesCaptured(1)], [[16, 32], [8, 16, 32]]);
+      tiered.free();
       assert.equal(new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContext: 32 }).shortContext, 0);
       assert.throws(() => new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContext: -1 }), /shortContext/);
-      assert.equal(shortContextFromEnv({}), 0);
-      assert.equal(shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: '256' }), 256);
-      assert.throws(() => shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: 'short' }), /TANDEM_SHORT_CONTEXT_GRAPHS/);
+      assert.throws(() => new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContext: [8, 2.5] }), /shortContext/);
+      assert.deepEqual(shortContextFromEnv({}), []);
+      assert.deepEqual(shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: '256' }), [256]);
+      assert.deepEqual(shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: '128, 1024' }), [128, 1024]);
+      for (const bad of ['short', '128,', '-1', '1e400'])
+        assert.throws(() => shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: bad }), /TANDEM_SHORT_CONTEXT_GRAPHS/, bad);
     } finally {
       be.freeKvCache(cache);
     }
