@@ -79,8 +79,9 @@ bool ropeAttentionDecode(void* out, const void* q, const void* k, const void* v,
 // softmax.cu: out (S, V) f32 = log_softmax(x (S, V)).
 void logSoftmax(float* out, const void* x, int S, int V, int dt, cudaStream_t stream);
 // softmax.cu: per row of logits (S, V): ids[s] = argmax (lowest id on ties), logprobs[s] = its log-softmax;
-// keep (S) i32 or null: the ids also stored there (Backend.sample's keepIds). workspace: greedySampleWorkspaceBytes(S, V) bytes of device memory (few rows of a large
-// vocabulary split each row over several blocks), or null where that is 0.
+// keep (S) i32 or null: the ids also stored there (Backend.sample's keepIds). workspace:
+// greedySampleWorkspaceBytes(S, V) bytes of device memory (few rows of a large vocabulary split
+// each row over several blocks), or null where that is 0.
 size_t greedySampleWorkspaceBytes(int S, int V);
 void greedySample(int* ids, int* keep, float* logprobs, const void* logits, int S, int V, int dt, void* workspace,
                   cudaStream_t stream);

@@ -24,11 +24,11 @@
  * 2.710 ms per batch-1 step); not measured with the current plan.
  *
  * Graphs are captured lazily, on a bucket's first use; a context class's first step captures the
- * larger classes with it (contexts grow, and a capture later would stall one step in a stream). A step whose rows all run one LoRA adapter
- * (a GRPO rollout's batch, or one adapter's users) replays a graph of its own for (bucket,
- * adapter version), the adapter added on every row (padding rows' results are discarded): its
- * weights have fixed addresses for the version's life, and forget() frees its graphs when the
- * version is freed. Mixed batches and prefill stay eager (the engine decides which steps come here).
+ * larger classes with it (contexts grow, and a capture later would stall one step in a stream). A
+ * step whose rows all run one LoRA adapter (a GRPO rollout's batch, or one adapter's users) replays
+ * a graph of its own for (bucket, adapter version), the adapter added on every row (padding rows'
+ * results are discarded): its weights have fixed addresses for the version's life, and forget()
+ * frees its graphs when the version is freed. Mixed batches and prefill stay eager (the engine decides which steps come here).
  */
 import type { CapturedGraph, GraphOps, KvCache, Tensor } from '../backend/backend.ts';
 import type { DeviceLora } from '../model/lora-device.ts';
