@@ -28,7 +28,8 @@
  * step whose rows all run one LoRA adapter (a GRPO rollout's batch, or one adapter's users) replays
  * a graph of its own for (bucket, adapter version), the adapter added on every row (padding rows'
  * results are discarded): its weights have fixed addresses for the version's life, and forget()
- * frees its graphs when the version is freed. Mixed batches and prefill stay eager (the engine decides which steps come here).
+ * frees its graphs when the version is freed. Mixed batches and prefill stay eager (the engine
+ * decides which steps come here).
  */
 import type { CapturedGraph, GraphOps, KvCache, Tensor } from '../backend/backend.ts';
 import type { DeviceLora } from '../model/lora-device.ts';
