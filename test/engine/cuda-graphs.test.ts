@@ -171,22 +171,31 @@ describe('decode graph buckets, emulated on the CPU', () => {
   });
 });
 
+/**
+ * A tiny model (in dir) on emulated graphs, a cache of numBlocks blocks of 4 tokens, DecodeGraphs
+ * for up to 4 rows, and `written`: the length of every be.write() from then on.
+ */
+function emulatedGraphs(dir: string, seed: number, numBlocks: number, maxModelLen: number) {
+  makeModel({ preset: 'tiny', out: dir, seed });
+  const loaded = loadModel(dir, new GraphCpuBackend());
+  const be = loaded.model.backend;
+  const bs = 4;
+  const cache = be.allocKvCache(loaded.model.kvCacheSpec(numBlocks, bs));
+  const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: bs, numBlocks, maxModelLen, maxNumSeqs: 4 });
+  const written: number[] = [];
+  const write = be.write.bind(be);
+  be.write = (t, data) => {
+    written.push(data.length);
+    write(t, data);
+  };
+  return { loaded, be, bs, cache, graphs, written };
+}
+
 describe('decode graph inputs, emulated on the CPU', () => {
   it('rewrites only the block-table entries that changed, and rows that change places stay right', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tandem-graphs-cpu-'));
     try {
-      makeModel({ preset: 'tiny', out: dir, seed: 6 });
-      const loaded = loadModel(dir, new GraphCpuBackend());
-      const be = loaded.model.backend;
-      const bs = 4;
-      const cache = be.allocKvCache(loaded.model.kvCacheSpec(40, bs));
-      const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: bs, numBlocks: 40, maxModelLen: 64, maxNumSeqs: 4 });
-      const written: number[] = [];
-      const write = be.write.bind(be);
-      be.write = (t, data) => {
-        written.push(data.length);
-        write(t, data);
-      };
+      const { loaded, be, bs, cache, graphs, written } = emulatedGraphs(dir, 6, 40, 64);
       // Three sequences, 16 blocks of table each (64 positions / 4), blocks of their own.
       const tables = [0, 1, 2].map((i) => Array.from({ length: 13 }, (_, j) => 1 + 13 * i + j));
       const pos = [0, 0, 0];
@@ -222,19 +231,8 @@ describe('decode graph inputs, emulated on the CPU', () => {
   it('a feed places the previous step\'s ids on the device: its slots in the header upload, or uploaded apart when longer than the bucket', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tandem-graphs-feed-'));
     try {
-      makeModel({ preset: 'tiny', out: dir, seed: 8 });
-      const loaded = loadModel(dir, new GraphCpuBackend());
-      const be = loaded.model.backend;
-      const bs = 4;
-      const cache = be.allocKvCache(loaded.model.kvCacheSpec(24, bs));
-      const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: bs, numBlocks: 24, maxModelLen: 32, maxNumSeqs: 4 });
       // Host-to-device copies during graphs.run: writes into the inputs, uploads of new tensors.
-      const writes: number[] = [];
-      const write = be.write.bind(be);
-      be.write = (t, data) => {
-        writes.push(data.length);
-        write(t, data);
-      };
+      const { loaded, be, bs, cache, graphs, written: writes } = emulatedGraphs(dir, 8, 24, 32);
       const uploads: number[] = [];
       const upload = be.upload.bind(be);
       const tables = [0, 1, 2].map((i) => Array.from({ length: 8 }, (_, j) => 8 * i + j));
