@@ -339,6 +339,51 @@ describe('CUDA graph decode', { skip: skip ?? false }, () => {
     }
   });
 
+  it('short-context classes: contexts crossing two bounds replay three grids (1, 2 and 8 context splits planned), logits as eager', async () => {
+    const { loaded, dispose } = await cudaModel();
+    const be = loaded.model.backend;
+    const V = loaded.config.vocabSize;
+    const bs = 16;
+    // 1024-token tables: the long class plans 8 splits of 128 keys; the bound 128 one split, 256 two.
+    const perSeq = 1024 / bs;
+    const cache = be.allocKvCache(loaded.model.kvCacheSpec(3 * perSeq, bs));
+    const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: bs, numBlocks: 3 * perSeq, maxModelLen: 1024, maxNumSeqs: 4, shortContext: [128, 256] });
+    try {
+      const n = 3;
+      const tables = Array.from({ length: n }, (_, i) => Array.from({ length: perSeq }, (_, j) => perSeq * i + j));
+      // Prompts of 110-120 tokens, then 160 steps: the longest context crosses 128, then 256.
+      const prompts = Array.from({ length: n }, (_, i) => randomPrompt(120 - 5 * i, 7 + i));
+      const pre = loaded.model.forward(packBatch(prompts.map((p, i) => ({ newTokens: p, numCached: 0, blockTable: tables[i] })), bs), cache);
+      let next = argmaxRows((await be.download(pre)) as Float32Array, n, V);
+      const lens = prompts.map((p) => p.length);
+      be.resetScratch();
+      const classes: number[] = [];
+      for (let step = 0; step < 160; step++) {
+        const rows = next.map((token, i) => ({ token, position: lens[i], blockTable: tables[i] }));
+        const eager = (await be.download(
+          loaded.model.forward(packBatch(rows.map((r) => ({ newTokens: [r.token], numCached: r.position, blockTable: r.blockTable })), bs), cache),
+        )) as Float32Array;
+        be.resetScratch();
+        const graph = (await be.download(graphs.run(rows))) as Float32Array;
+        if (classes[classes.length - 1] !== graphs.lastClass) classes.push(graphs.lastClass!);
+        let scale = 0;
+        for (const x of eager) scale = Math.max(scale, Math.abs(x));
+        let worst = 0;
+        for (let j = 0; j < eager.length; j++) worst = Math.max(worst, Math.abs(graph[j] - eager[j]));
+        assert.ok(worst <= 0.02 * scale + 0.02, `step ${step} (context ${Math.max(...lens) + 1}, class ${graphs.lastClass}): graph logits differ from eager by ${worst} (scale ${scale})`);
+        next = argmaxRows(eager, n, V);
+        for (let i = 0; i < n; i++) lens[i]++;
+        be.resetScratch();
+      }
+      assert.deepEqual(classes, [128, 256, 1024]);
+      assert.deepEqual(graphs.classesCaptured(4), [128, 256, 1024], 'the first step captured all three');
+    } finally {
+      graphs.free();
+      be.freeKvCache(cache);
+      dispose();
+    }
+  });
+
   it('under a --gpu-memory budget the graphs of every bucket share the one arena the plan reserved', async () => {
     const { loaded, dispose } = await cudaModel();
     const { applyGpuMemoryBudget } = await import('../../src/cli/gpu-memory.ts');
