@@ -55,6 +55,12 @@ tagOf() { [ "$1" = - ] && { echo defaults; return; }; tr -c 'A-Za-z0-9\n' '_' <<
 if [ "${SKIP_REPLAY:-0}" != 1 ]; then
   for s in ${REPLAY_AB:-- TANDEM_GEMV_LONG_ROWS=8x4 TANDEM_GEMV_LONG_ROWS=4x8 TANDEM_GEMV_LONG_ROWS=4x2 TANDEM_GEMV_LONG_ROWS=2x8}; do
     tag=$(tagOf "$s")
+    # A setting run again (the defaults first and last) keeps both runs: replay-TAG-2.json, ...
+    if [ -e "$out/replay-$tag.json" ]; then
+      k=2
+      while [ -e "$out/replay-$tag-$k.json" ]; do k=$((k + 1)); done
+      tag="$tag-$k"
+    fi
     mapfile -t envs < <(settingEnv "$s")
     step "replay-$tag" 60 env ${envs[@]+"${envs[@]}"} node --import tsx bench/decode-replay.ts --model "$model" \
       --batch "${REPLAY_BATCHES:-1,64}" --context "${REPLAY_CONTEXT:-128}" --card "$card" --out "$out/replay-$tag.json"

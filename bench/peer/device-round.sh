@@ -74,17 +74,18 @@ for part in ${ROUND_PARTS:-suite replay split trace gb gbbest optin grpo}; do
       best=$(python3 - "$R/replay.tgz" $replay_ab <<'PY'
 import json, re, sys, tarfile
 archive, settings = sys.argv[1], sys.argv[2:]
-times = {}
+runs = {}  # setting -> its batch-1 figures (replay-TAG.json, and replay-TAG-2.json ... for a repeat)
 with tarfile.open(archive) as tar:
-    for s in settings:
+    names = tar.getnames()
+    for s in dict.fromkeys(settings):
         tag = "defaults" if s == "-" else re.sub(r"[^A-Za-z0-9]", "_", s)
-        try:
-            d = json.load(tar.extractfile(f"./replay-{tag}.json"))
-        except KeyError:
-            continue
-        times[s] = min(times.get(s, 1e9), next(r["value"] for r in d["results"] if r["name"] == "replay_b1_ms_per_step"))
-if times:
-    print(min(times, key=times.get))
+        for name in names:
+            if re.fullmatch(r"(\./)?replay-%s(-\d+)?\.json" % re.escape(tag), name):
+                d = json.load(tar.extractfile(name))
+                runs.setdefault(s, []).extend(r["value"] for r in d["results"] if r["name"] == "replay_b1_ms_per_step")
+means = {s: sum(v) / len(v) for s, v in runs.items() if v}
+if means:
+    print(min(means, key=means.get))
 PY
 )
       echo "gbbest: fastest replayed setting: ${best:-none}"
