@@ -189,8 +189,8 @@ async function measureGraphScratch(
   const buckets = graphBuckets(o.maxNumSeqs);
   const rows = buckets[buckets.length - 1];
   const cache = be.allocKvCache(model.kvCacheSpec(rows, o.blockSize));
-  // shortContext 0: the graph planned for whole tables (context splits included), the larger one.
-  const graphs = new DecodeGraphs(model, cache, { blockSize: o.blockSize, numBlocks: rows, maxModelLen: o.maxModelLen, maxNumSeqs: o.maxNumSeqs, shortContext: 0 });
+  // No short-context classes: the graph planned for whole tables (context splits included), the largest one.
+  const graphs = new DecodeGraphs(model, cache, { blockSize: o.blockSize, numBlocks: rows, maxModelLen: o.maxModelLen, maxNumSeqs: o.maxNumSeqs, shortContexts: [] });
   const lora = zeroLora(be, model.config);
   const before = be.graphs.bytesHeld;
   try {

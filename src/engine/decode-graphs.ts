@@ -12,7 +12,7 @@
  * fixed maxima (one query row; a context of the whole block table), as a replayed grid cannot
  * change; the kernels route rows by their real lengths on the device.
  *
- * Short contexts (shortContext, TANDEM_SHORT_CONTEXT_GRAPHS=N[,N2...] tokens; off by default) get
+ * Short contexts (shortContexts, TANDEM_SHORT_CONTEXT_GRAPHS=N[,N2...] tokens; off by default) get
  * graphs of their own, captured with a maximum context of N instead of the whole table: the
  * attention grid is then planned for N (a few context splits, where a grid planned for 32k-token
  * contexts launches up to 64 per row and KV head, most of them empty at short contexts, and a
@@ -103,9 +103,9 @@ export interface DecodeGraphOptions {
   maxNumSeqs: number;
   /**
    * Contexts of at most these many tokens replay graphs captured for that maximum (see the file
-   * comment); 0 or []: one class. Default: TANDEM_SHORT_CONTEXT_GRAPHS, else none.
+   * comment); []: one class. Default: TANDEM_SHORT_CONTEXT_GRAPHS, else none.
    */
-  shortContext?: number | readonly number[];
+  shortContexts?: readonly number[];
 }
 
 export class DecodeGraphs {
@@ -124,9 +124,8 @@ export class DecodeGraphs {
     this.graphs = graphs;
     this.maxBlocks = Math.ceil(opts.maxModelLen / opts.blockSize);
     this.buckets = graphBuckets(opts.maxNumSeqs);
-    const given = opts.shortContext ?? shortContextFromEnv();
-    const bounds = typeof given === 'number' ? [given] : [...given];
-    for (const b of bounds) if (!Number.isInteger(b) || b < 0) throw new Error(`DecodeGraphs: shortContext must be integers >= 0, got ${b}`);
+    const bounds = opts.shortContexts ?? shortContextFromEnv();
+    for (const b of bounds) if (!Number.isInteger(b) || b < 0) throw new Error(`DecodeGraphs: shortContexts must be integers >= 0, got ${b}`);
     this.longContext = this.maxBlocks * opts.blockSize;
     // 0 is no bound; a bound as long as the tables is the long class.
     this.shortContexts = [...new Set(bounds)].filter((b) => b > 0 && b < this.longContext).sort((a, b) => a - b);
@@ -139,11 +138,6 @@ export class DecodeGraphs {
 
   /** The context class the last step replayed (null before the first). */
   lastClass: number | null = null;
-
-  /** The smallest short-context bound, 0 where there is none. */
-  get shortContext(): number {
-    return this.shortContexts[0] ?? 0;
-  }
 
   /** The classes above `cls`, ascending: the larger short-context bounds, then the whole table. */
   private classesAbove(cls: number): number[] {
@@ -218,7 +212,9 @@ export class DecodeGraphs {
       if (feedInHeader) be.placeRows(tokens, be.viewAt(feed.ids, 0, [n]), be.viewAt(bucket.inputs, feedSlotsAt(size), [n]));
       else placeFeed(be, tokens, feed);
     }
-    const cls = this.contextClass(Math.max(...rows.map((r) => r.position + 1)));
+    let longest = 0;
+    for (const r of rows) longest = Math.max(longest, r.position + 1);
+    const cls = this.contextClass(longest);
     let byClass = bucket.graphs.get(lora);
     if (byClass === undefined) {
       byClass = new Map();

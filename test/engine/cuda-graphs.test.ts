@@ -347,7 +347,7 @@ describe('CUDA graph decode', { skip: skip ?? false }, () => {
     // 1024-token tables: the long class plans 8 splits of 128 keys; the bound 128 one split, 256 two.
     const perSeq = 1024 / bs;
     const cache = be.allocKvCache(loaded.model.kvCacheSpec(3 * perSeq, bs));
-    const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: bs, numBlocks: 3 * perSeq, maxModelLen: 1024, maxNumSeqs: 4, shortContext: [128, 256] });
+    const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: bs, numBlocks: 3 * perSeq, maxModelLen: 1024, maxNumSeqs: 4, shortContexts: [128, 256] });
     try {
       const n = 3;
       const tables = Array.from({ length: n }, (_, i) => Array.from({ length: perSeq }, (_, j) => perSeq * i + j));

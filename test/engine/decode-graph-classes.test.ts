@@ -54,8 +54,8 @@ describe('short-context decode graphs', () => {
     const loaded = loadModel(dir, be);
     const cache = be.allocKvCache(loaded.model.kvCacheSpec(16, 4));
     try {
-      const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContext: 8 });
-      assert.equal(graphs.shortContext, 8);
+      const graphs = new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContexts: [8] });
+      assert.deepEqual(graphs.shortContexts, [8]);
       const rows = (position: number) => [{ token: 3, position, blockTable: [0, 1, 2, 3, 4, 5, 6, 7] }];
       assert.equal(graphs.lastClass, null);
       graphs.run(rows(5));
@@ -66,7 +66,7 @@ describe('short-context decode graphs', () => {
       graphs.free();
       // Several bounds: the smallest that covers the longest row; a bound as long as the tables, 0
       // and repeats add no class.
-      const tiered = new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContext: [16, 8, 0, 32, 8] });
+      const tiered = new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContexts: [16, 8, 0, 32, 8] });
       assert.deepEqual(tiered.shortContexts, [8, 16]);
       assert.deepEqual([1, 8, 9, 16, 17, 32].map((c) => tiered.contextClass(c)), [8, 8, 16, 16, 32, 32]);
       const two = [
@@ -77,9 +77,9 @@ describe('short-context decode graphs', () => {
       tiered.run([two[0]]);
       assert.deepEqual([tiered.classesCaptured(2), tiered.classesCaptured(1)], [[16, 32], [8, 16, 32]]);
       tiered.free();
-      assert.equal(new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContext: 32 }).shortContext, 0);
-      assert.throws(() => new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContext: -1 }), /shortContext/);
-      assert.throws(() => new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContext: [8, 2.5] }), /shortContext/);
+      assert.deepEqual(new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContexts: [32] }).shortContexts, []);
+      assert.throws(() => new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContexts: [-1] }), /shortContexts/);
+      assert.throws(() => new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContexts: [8, 2.5] }), /shortContexts/);
       assert.deepEqual(shortContextFromEnv({}), []);
       assert.deepEqual(shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: '256' }), [256]);
       assert.deepEqual(shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: '128, 1024' }), [128, 1024]);
