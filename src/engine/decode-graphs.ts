@@ -207,10 +207,8 @@ export class DecodeGraphs {
     this.upload(bucket, changed);
     const be = this.model.backend;
     if (feed !== undefined) {
-      const tokens = be.viewAt(bucket.inputs, 0, [size]);
-      const n = feed.slots.length;
-      if (feedInHeader) be.placeRows(tokens, be.viewAt(feed.ids, 0, [n]), be.viewAt(bucket.inputs, feedSlotsAt(size), [n]));
-      else placeFeed(be, tokens, feed);
+      const slots = feedInHeader ? be.viewAt(bucket.inputs, feedSlotsAt(size), [feed.slots.length]) : undefined;
+      placeFeed(be, be.viewAt(bucket.inputs, 0, [size]), feed, slots);
     }
     let longest = 0;
     for (const r of rows) longest = Math.max(longest, r.position + 1);

@@ -51,10 +51,13 @@ export interface TokenFeed {
   slots: Int32Array;
 }
 
-/** Place a feed's ids into a batch's tokens [T] on the device (queued after their upload). */
-export function placeFeed(be: Backend, tokens: Tensor, feed: TokenFeed): void {
+/**
+ * Place a feed's ids into a batch's tokens [T] on the device (queued after their upload).
+ * slotsOnDevice: feed.slots already on the device (a decode graph's inputs carry them); else uploaded here.
+ */
+export function placeFeed(be: Backend, tokens: Tensor, feed: TokenFeed, slotsOnDevice?: Tensor): void {
   const n = feed.slots.length;
-  be.placeRows(tokens, be.viewAt(feed.ids, 0, [n]), be.upload(feed.slots, [n], 'i32', 'scratch'));
+  be.placeRows(tokens, be.viewAt(feed.ids, 0, [n]), slotsOnDevice ?? be.upload(feed.slots, [n], 'i32', 'scratch'));
 }
 
 /**
