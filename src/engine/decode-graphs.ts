@@ -12,16 +12,19 @@
  * fixed maxima (one query row; a context of the whole block table), as a replayed grid cannot
  * change; the kernels route rows by their real lengths on the device.
  *
- * Short contexts (shortContexts, TANDEM_SHORT_CONTEXT_GRAPHS=N[,N2...] tokens; off by default) get
- * graphs of their own, captured with a maximum context of N instead of the whole table: the
+ * Short contexts (shortContexts, TANDEM_SHORT_CONTEXT_GRAPHS=N[,N2...] tokens; default 128, "0"
+ * turns them off) get graphs of their own, captured with a maximum context of N instead of the whole table: the
  * attention grid is then planned for N (a few context splits, where a grid planned for 32k-token
  * contexts launches up to 64 per row and KV head, most of them empty at short contexts, and a
  * merge kernel after them; at most the decode kernel's min split keys, 128, it is one block per KV
  * head and no merge). A step replays the graph of the smallest bound that covers every row's
  * context, else the one for the whole table. Every graph gives the same logits for any context
  * (rows are routed by their real lengths); the class only picks the faster grid. Measured on an
- * H100 on 2026-12-07 while contexts under 512 tokens were planned without splits: slower (2.939 vs
- * 2.710 ms per batch-1 step); not measured with the current plan.
+ * H100 on 2026-12-07 (bench/results/decode-replay-ab-2026-12-07-run7-h100.json), batch-1 graph
+ * replay: at context 128 the 128-token class runs 2.496 ms against 2.526 / 2.533 for the whole-table
+ * graph (no merge kernel, 4 attention blocks per layer instead of 256); at context 160 a 256-token
+ * class (two splits) ran 2.601 against 2.579, so the default is the one bound where the plan drops
+ * the merge (128, the decode kernel's min split keys).
  *
  * Graphs are captured lazily, on a bucket's first use; a context class's first step captures the
  * larger classes with it (contexts grow, and a capture later would stall one step in a stream). A
@@ -72,13 +75,17 @@ interface Bucket {
   refused: Set<DeviceLora | null>;
 }
 
+/** The short-context bounds when TANDEM_SHORT_CONTEXT_GRAPHS is unset (see the file comment). */
+export const DEFAULT_SHORT_CONTEXTS: readonly number[] = [128];
+
 /**
  * TANDEM_SHORT_CONTEXT_GRAPHS: the short-context bounds in tokens, comma-separated ("128" or
- * "128,1024"; unset, empty or 0: none).
+ * "128,1024"; unset: DEFAULT_SHORT_CONTEXTS; empty or 0: none).
  */
 export function shortContextFromEnv(env: NodeJS.ProcessEnv = process.env): number[] {
   const raw = env.TANDEM_SHORT_CONTEXT_GRAPHS;
-  if (raw === undefined || raw.trim() === '') return [];
+  if (raw === undefined) return [...DEFAULT_SHORT_CONTEXTS];
+  if (raw.trim() === '') return [];
   return raw.split(',').map((part) => {
     const n = part.trim() === '' ? NaN : Number(part);
     if (!Number.isInteger(n) || n < 0) throw new Error(`TANDEM_SHORT_CONTEXT_GRAPHS must be numbers of tokens >= 0, comma-separated, got ${JSON.stringify(raw)}`);
@@ -103,7 +110,7 @@ export interface DecodeGraphOptions {
   maxNumSeqs: number;
   /**
    * Contexts of at most these many tokens replay graphs captured for that maximum (see the file
-   * comment); []: one class. Default: TANDEM_SHORT_CONTEXT_GRAPHS, else none.
+   * comment); []: one class. Default: TANDEM_SHORT_CONTEXT_GRAPHS, else DEFAULT_SHORT_CONTEXTS.
    */
   shortContexts?: readonly number[];
 }

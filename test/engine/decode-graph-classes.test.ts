@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DecodeGraphs, shortContextFromEnv } from '../../src/engine/decode-graphs.ts';
+import { DecodeGraphs, DEFAULT_SHORT_CONTEXTS, shortContextFromEnv } from '../../src/engine/decode-graphs.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
@@ -37,7 +37,7 @@ describe('short-context decode graphs', () => {
     };
     const eager = await run(false, undefined);
     const before = be.graphs.capturedRows.length;
-    assert.deepEqual(await run(true, undefined), eager);
+    assert.deepEqual(await run(true, '0'), eager);
     const oneClass = be.graphs.capturedRows.length - before;
     assert.deepEqual(await run(true, '16'), eager);
     const twoClasses = be.graphs.capturedRows.length - before - oneClass;
@@ -80,7 +80,9 @@ describe('short-context decode graphs', () => {
       assert.deepEqual(new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContexts: [32] }).shortContexts, []);
       assert.throws(() => new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContexts: [-1] }), /shortContexts/);
       assert.throws(() => new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContexts: [8, 2.5] }), /shortContexts/);
-      assert.deepEqual(shortContextFromEnv({}), []);
+      assert.deepEqual(shortContextFromEnv({}), [...DEFAULT_SHORT_CONTEXTS]);
+      assert.deepEqual(shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: '' }), []);
+      assert.deepEqual(new DecodeGraphs(loaded.model, cache, { blockSize: 4, numBlocks: 16, maxModelLen: 32, maxNumSeqs: 2, shortContexts: shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: '0' }) }).shortContexts, []);
       assert.deepEqual(shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: '256' }), [256]);
       assert.deepEqual(shortContextFromEnv({ TANDEM_SHORT_CONTEXT_GRAPHS: '128, 1024' }), [128, 1024]);
       for (const bad of ['short', '128,', '-1', '1e400'])
