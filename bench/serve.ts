@@ -178,6 +178,23 @@ function percentile(xs: number[], p: number): number {
 const mean = (xs: number[]): number => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);
 const std = (xs: number[]): number => Math.sqrt(mean(xs.map((x) => (x - mean(xs)) ** 2)));
 
+/** A Tandem server's engine steps so far by kind (count, seconds), from /metrics; empty for other servers. */
+async function stepsByKind(): Promise<Map<string, { count: number; seconds: number }>> {
+  const byKind = new Map<string, { count: number; seconds: number }>();
+  const text = await request(`${baseUrl}/metrics`, { dispatcher, headers })
+    .then((res) => (res.statusCode === 200 ? res.body.text() : res.body.dump().then(() => '')))
+    .catch(() => '');
+  for (const line of text.split('\n')) {
+    const m = /^tandem_engine_step_seconds_(count|sum)\{[^}]*kind="([a-z]+)"[^}]*\} (\S+)$/.exec(line);
+    if (!m) continue;
+    const entry = byKind.get(m[2]) ?? { count: 0, seconds: 0 };
+    if (m[1] === 'count') entry.count += Number(m[3]);
+    else entry.seconds += Number(m[3]);
+    byKind.set(m[2], entry);
+  }
+  return byKind;
+}
+
 async function main(): Promise<void> {
   const model = await servedModel();
   const prompts = await makePrompts();
@@ -187,6 +204,7 @@ async function main(): Promise<void> {
   const outcomes: Outcome[] = new Array(prompts.length);
   let next = 0;
   let arrival = performance.now();
+  const stepsBefore = await stepsByKind();
   const started = performance.now();
   // `concurrency` workers take prompts in order; with a request rate, each waits for its
   // prompt's Poisson arrival time first (vLLM's --request-rate with --max-concurrency).
@@ -203,6 +221,7 @@ async function main(): Promise<void> {
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, prompts.length) }, worker));
   const duration = (performance.now() - started) / 1000;
+  const stepsAfter = await stepsByKind();
 
   const done = outcomes.filter((o) => o.ok);
   const failed = outcomes.filter((o) => !o.ok);
@@ -229,6 +248,17 @@ async function main(): Promise<void> {
       { name: `median_${metric}_ms`, value: r(percentile(xs, 50)), unit: 'ms' },
       { name: `std_${metric}_ms`, value: r(std(xs)), unit: 'ms' },
       { name: `p99_${metric}_ms`, value: r(percentile(xs, 99)), unit: 'ms' },
+    );
+  }
+
+  // Where the server's time went (Tandem only): its engine steps during the run, by kind.
+  for (const [kind, after] of stepsAfter) {
+    const before = stepsBefore.get(kind) ?? { count: 0, seconds: 0 };
+    const count = after.count - before.count;
+    if (count <= 0) continue;
+    results.push(
+      { name: `engine_steps_${kind}`, value: count, unit: 'steps' },
+      { name: `engine_step_mean_ms_${kind}`, value: r(((after.seconds - before.seconds) / count) * 1000, 3), unit: 'ms' },
     );
   }
 

@@ -115,9 +115,14 @@ export const ROWS: RowSpec[] = [
       },
       {
         title: 'Engine step time',
-        description: 'One engine step: schedule, forward (packed prefill chunks + decodes), sample.',
+        description:
+          'One engine step: schedule, forward (packed prefill chunks + decodes), sample. p50 / p99 over all steps, and the mean per kind: ' +
+          'graph (a replayed decode graph), decode (one token per row, eager), mixed (prompt chunks beside decodes), prefill.',
         unit: 's',
-        queries: quantiles('tandem_engine_step_seconds', [0.5, 0.99]),
+        queries: [
+          ...quantiles('tandem_engine_step_seconds', [0.5, 0.99]),
+          q(`sum by (kind) (rate(tandem_engine_step_seconds_sum{${M}}${RATE})) / sum by (kind) (rate(tandem_engine_step_seconds_count{${M}}${RATE}))`, '{{kind}} mean'),
+        ],
       },
       {
         title: 'Request lengths',

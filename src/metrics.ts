@@ -10,7 +10,7 @@
  * by the engine as things happen.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { EngineStats, FinishReason } from './engine/types.ts';
+import type { EngineStats, FinishReason, StepKind } from './engine/types.ts';
 
 /** What the state gauges read at scrape time (an Engine). */
 export interface MetricsSource {
@@ -56,7 +56,7 @@ export class Metrics {
   readonly queueTime: Histogram;
   readonly promptLength: Histogram;
   readonly generationLength: Histogram;
-  readonly stepDuration: Histogram;
+  readonly stepDuration: Histogram<'kind'>;
 
   constructor(opts: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -211,7 +211,8 @@ export class Metrics {
     });
     this.stepDuration = new Histogram({
       name: 'tandem_engine_step_seconds',
-      help: 'One engine step: schedule, forward, sample, outputs',
+      help: 'One engine step: schedule, forward, sample, outputs; kind: graph, decode, mixed or prefill',
+      labelNames: ['kind'],
       buckets: TOKEN_GAP_BUCKETS,
       registers,
     });
@@ -267,7 +268,7 @@ export class Metrics {
     this.generationLength.observe(generationTokens);
   }
 
-  stepDone(seconds: number): void {
-    this.stepDuration.observe(seconds);
+  stepDone(seconds: number, kind: StepKind): void {
+    this.stepDuration.observe({ kind }, seconds);
   }
 }

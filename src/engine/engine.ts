@@ -28,7 +28,7 @@ import { Metrics } from '../metrics.ts';
 import { AdapterRegistry, type AdapterVersion } from './adapters.ts';
 import { KvBlockManager } from './kv-cache.ts';
 import { OutputProcessor, TokenTexts, type SampledToken } from './output.ts';
-import { groupByAdapter, prepareStep, type StepDevice, type StepWork } from './step-inputs.ts';
+import { groupByAdapter, prepareStep, type PreparedStep, type StepDevice } from './step-inputs.ts';
 import { StepFence } from './step-fence.ts';
 import { PLACEHOLDER, canRunAhead, feedSlots, keepable, type AheadStep } from './run-ahead.ts';
 import { DeviceQueue } from '../backend/device-queue.ts';
@@ -37,7 +37,7 @@ import { validateRequest } from './validate.ts';
 import { Scheduler, type StepPlan } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
 import { DecodeGraphs } from './decode-graphs.ts';
-import { EngineError, type EngineStats, type FinishReason, type GenerationRequest, type TokenEvent } from './types.ts';
+import { EngineError, type EngineStats, type FinishReason, type GenerationRequest, type StepKind, type TokenEvent } from './types.ts';
 
 export interface EngineOptions {
   /** Tokens per KV block (default 16). */
@@ -100,6 +100,8 @@ interface LaunchedStep extends AheadStep {
    * work starts about then), so the step-time metric does not count the wait behind it.
    */
   started: number;
+  /** What the step runs (the step-time metric's label). */
+  kind: StepKind;
   /**
    * Set when a step was queued behind this one before it landed: the scheduler counted it
    * computed then, and each sampled row's sequence got a placeholder at this token index.
@@ -111,6 +113,7 @@ interface LaunchedStep extends AheadStep {
 interface LandedStep {
   rows: { live: Live; sampled: SampledToken }[];
   started: number;
+  kind: StepKind;
 }
 
 const nowSeconds = (): number => performance.now() / 1000;
@@ -386,7 +389,7 @@ export class Engine {
       return null;
     }
     const sampleAt = plan.scheduled.flatMap((s, i) => (s.sample ? [i] : []));
-    let work: StepWork;
+    let work: PreparedStep;
     let keep: Tensor | null = null;
     try {
       const params = sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
@@ -397,9 +400,9 @@ export class Engine {
       this.#failPlan(plan, err);
       return null;
     }
-    const result = this.deviceQueue.run(work).then((queued) => queued.pending);
+    const result = this.deviceQueue.run(work.run).then((queued) => queued.pending);
     this.#fence.track(result);
-    return { plan, sampleAt, result, started, keep, ahead: null };
+    return { plan, sampleAt, result, started, kind: work.kind, keep, ahead: null };
   }
 
   /** Count prev's tokens computed and give each of its sampled rows a placeholder id (see #launch). */
@@ -447,7 +450,7 @@ export class Engine {
       this.#failPlan(plan, err);
       return null;
     }
-    return { rows, started: step.started };
+    return { rows, started: step.started, kind: step.kind };
   }
 
   /**
@@ -459,7 +462,7 @@ export class Engine {
     for (const { live, sampled } of step.rows) {
       if (!live.seq.isFinished) this.#emitToken(live, sampled); // (or it was aborted or failed since)
     }
-    this.metrics.stepDone((performance.now() - step.started) / 1000);
+    this.metrics.stepDone((performance.now() - step.started) / 1000, step.kind);
     return null;
   }
 

@@ -11,6 +11,7 @@ import type { Backend, KvCache, SampleResult, SamplingParams, Tensor } from '../
 import { packBatch, type TokenFeed, type Transformer } from '../model/transformer.ts';
 import { GraphCaptureError, type DecodeGraphs } from './decode-graphs.ts';
 import type { ScheduledSeq, StepPlan } from './scheduler.ts';
+import type { StepKind } from './types.ts';
 
 export interface StepDevice {
   model: Transformer;
@@ -35,20 +36,32 @@ export interface StepIds {
  */
 export type StepWork = () => { pending: Promise<SampleResult | null> };
 
+/** A step's queued work and what kind of step it is. */
+export interface PreparedStep {
+  run: StepWork;
+  kind: StepKind;
+}
+
+/** The kind of an eager step: rows of one token are decodes, longer ones prefill chunks. */
+function eagerKind(plan: StepPlan): StepKind {
+  const decodes = plan.scheduled.filter((s) => s.numTokens === 1).length;
+  return decodes === plan.scheduled.length ? 'decode' : decodes === 0 ? 'prefill' : 'mixed';
+}
+
 /**
  * The step's work for the device queue: one forward over the plan's batch, then sampling of the
  * rows in sampleAt under `params` (one per sampled row, read from the sequences at launch).
  */
 export function prepareStep(
   d: StepDevice, plan: StepPlan, sampleAt: readonly number[], params: readonly SamplingParams[], ids: StepIds = {},
-): StepWork {
+): PreparedStep {
   const { feed, keep } = ids;
   const sample = (logits: Tensor): Promise<SampleResult> => d.backend.sample(logits, params, keep);
   if (d.graphs !== null && graphable(d.graphs, plan, sampleAt)) {
     const graphs = d.graphs;
     const rows = plan.scheduled.map(({ seq }) => ({ token: seq.tokens[seq.numComputed], position: seq.numComputed, blockTable: [...seq.blockTable] }));
     const lora = plan.scheduled[0].seq.adapter?.lora ?? null;
-    return () => {
+    const run = (): ReturnType<StepWork> => {
       let logits;
       try {
         logits = graphs.run(rows, lora, feed);
@@ -62,6 +75,8 @@ export function prepareStep(
       }
       return { pending: sample(logits) };
     };
+    // (A capture that fails falls back to eager above, once per bucket: still counted a graph step.)
+    return { run, kind: 'graph' };
   }
   // packBatch copies into typed arrays (host memory): a snapshot already.
   const batch = packBatch(
@@ -78,10 +93,11 @@ export function prepareStep(
   const rows = sampleAt.length > 0 ? sampleAt : [0];
   batch.logitRows = Int32Array.from(rows, (i) => batch.logitRows[i]);
   if (feed) batch.feed = feed;
-  return () => {
+  const run = (): ReturnType<StepWork> => {
     const logits = d.model.forward(batch, d.cache);
     return { pending: sampleAt.length === 0 ? Promise.resolve(null) : sample(logits) };
   };
+  return { run, kind: eagerKind(plan) };
 }
 
 /**

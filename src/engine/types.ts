@@ -103,3 +103,10 @@ export interface EngineStats {
   prefixCacheHits: number;
   prefixCacheQueries: number;
 }
+
+/**
+ * What a step ran, for the step-time metric: `graph` a replayed decode graph, `decode` one token
+ * per row run eagerly, `prefill` only chunks of several tokens, `mixed` both (a chunk of a new
+ * prompt packed with decodes: serving's steps while requests come and go).
+ */
+export type StepKind = 'graph' | 'decode' | 'mixed' | 'prefill';

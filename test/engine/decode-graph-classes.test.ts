@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Metrics } from '../../src/metrics.ts';
+import { metricSum, metricValue } from '../metrics-text.ts';
 import { DecodeGraphs, DEFAULT_SHORT_CONTEXTS, shortContextFromEnv } from '../../src/engine/decode-graphs.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
@@ -23,13 +25,13 @@ describe('short-context decode graphs', () => {
     const be = new GraphCpuBackend();
     const loaded = loadModel(dir, be);
     const prompts = [randomPrompt(6, 1), randomPrompt(9, 2)];
-    const run = async (cudaGraphs: boolean, short: string | undefined): Promise<number[][]> => {
+    const run = async (cudaGraphs: boolean, short: string | undefined, metrics?: Metrics): Promise<number[][]> => {
       const saved = process.env.TANDEM_SHORT_CONTEXT_GRAPHS;
       if (short === undefined) delete process.env.TANDEM_SHORT_CONTEXT_GRAPHS;
       else process.env.TANDEM_SHORT_CONTEXT_GRAPHS = short;
       try {
         // 20 tokens each: contexts run from the prompts past 16 (the bound) to 26 and 29.
-        return await generateIds(loaded, { cudaGraphs, blockSize: 4, maxModelLen: 64, maxNumSeqs: 2 }, prompts, { maxTokens: 20 });
+        return await generateIds(loaded, { cudaGraphs, blockSize: 4, maxModelLen: 64, maxNumSeqs: 2, metrics }, prompts, { maxTokens: 20 });
       } finally {
         if (saved === undefined) delete process.env.TANDEM_SHORT_CONTEXT_GRAPHS;
         else process.env.TANDEM_SHORT_CONTEXT_GRAPHS = saved;
@@ -37,8 +39,13 @@ describe('short-context decode graphs', () => {
     };
     const eager = await run(false, undefined);
     const before = be.graphs.capturedRows.length;
-    assert.deepEqual(await run(true, '0'), eager);
+    const metrics = new Metrics({ processMetrics: false });
+    assert.deepEqual(await run(true, '0', metrics), eager);
     const oneClass = be.graphs.capturedRows.length - before;
+    // Every step after the prompts' chunk replays a graph, and the step-time metric says so.
+    const text = await metrics.metricsText();
+    assert.ok(metricValue(text, 'tandem_engine_step_seconds_count{kind="graph"}') >= 19, text);
+    assert.equal(metricSum(text, 'tandem_engine_step_seconds_count'), metricValue(text, 'tandem_engine_step_seconds_count{kind="graph"}') + metricValue(text, 'tandem_engine_step_seconds_count{kind="prefill"}'));
     assert.deepEqual(await run(true, '16'), eager);
     const twoClasses = be.graphs.capturedRows.length - before - oneClass;
     // Bucket 2 (both rows decoding) gets a short and a long graph; without the bound one.

@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Metrics } from '../../src/metrics.ts';
+import { metricSum } from '../metrics-text.ts';
 import { collect, makeEngine, randomPrompt, request, tinyModel, type TinyModel } from './helpers.ts';
 
 /** The value of one sample line, e.g. `tandem_kv_cache_blocks_total 64`. */
@@ -46,7 +47,14 @@ describe('metrics', () => {
     assert.ok(sample(text, 'tandem_backend_memory_bytes{category="kv_cache"}') > 0);
     assert.ok(sample(text, 'tandem_backend_memory_bytes{category="weights"}') > 0);
     assert.ok(sample(text, 'tandem_process_resident_memory_bytes') > 0);
-    assert.ok(sample(text, 'tandem_engine_step_seconds_count') > 0);
+    // Steps by kind (no graphs on the cpu backend): the prompts' chunks, then one-token decodes.
+    // The second identical prompt, a step behind the first, runs its chunk beside the first's decode.
+    const steps = (kind: string): number => sample(text, `tandem_engine_step_seconds_count{kind="${kind}"}`);
+    assert.ok(steps('prefill') >= 1, `prefill steps ${steps('prefill')}`);
+    assert.ok(steps('mixed') >= 1, `mixed steps ${steps('mixed')}`);
+    assert.ok(steps('decode') >= 3, `decode steps ${steps('decode')}`);
+    assert.ok(!text.includes('tandem_engine_step_seconds_count{kind="graph"}'), 'no graph steps without cudaGraphs');
+    assert.equal(metricSum(text, 'tandem_engine_step_seconds_count'), steps('prefill') + steps('mixed') + steps('decode'));
 
     const otherText = await other.metrics.metricsText();
     assert.equal(sample(otherText, 'tandem_generation_tokens_total'), 0);

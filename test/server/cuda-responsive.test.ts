@@ -24,6 +24,7 @@ import { makeModel } from '../../src/model/make-model.ts';
 import { expectedTensors } from '../../src/model/weights.ts';
 import { SeededRandom } from '../../src/util/random.ts';
 import { OutputWatcher, tandem, tandemSpawn } from '../cli/helpers.ts';
+import { metricSum, metricValue } from '../metrics-text.ts';
 
 const skipReason = cudaUnavailableReason();
 const HEALTH_LIMIT_MS = 50;
@@ -53,12 +54,6 @@ function makeWideModel(out: string): ModelConfig {
 
 // Not from ./helpers.ts: that imports the openai client, a devDependency the GPU machine's
 // production node_modules lack.
-function metricValue(text: string, name: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'));
-  if (!line) throw new Error(`metric ${name} not found`);
-  return Number(line.slice(line.lastIndexOf(' ') + 1));
-}
-
 async function scrape(base: string): Promise<string> {
   return (await fetch(base + '/metrics')).text();
 }
@@ -160,8 +155,9 @@ if (skipReason !== null) {
       flood.abort();
       await Promise.all(requests);
 
-      const steps = metricValue(afterM, 'tandem_engine_step_seconds_count') - metricValue(before, 'tandem_engine_step_seconds_count');
-      const stepSeconds = metricValue(afterM, 'tandem_engine_step_seconds_sum') - metricValue(before, 'tandem_engine_step_seconds_sum');
+      // Summed over the step kinds (graph, decode, mixed, prefill).
+      const steps = metricSum(afterM, 'tandem_engine_step_seconds_count') - metricSum(before, 'tandem_engine_step_seconds_count');
+      const stepSeconds = metricSum(afterM, 'tandem_engine_step_seconds_sum') - metricSum(before, 'tandem_engine_step_seconds_sum');
       const tokens = metricValue(afterM, 'tandem_generation_tokens_total') - metricValue(before, 'tandem_generation_tokens_total');
       const sorted = [...latencies].sort((a, b) => a - b);
       console.log(

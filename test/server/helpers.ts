@@ -133,12 +133,8 @@ export async function countTokens(base: string, body: { prompt: string } | { mes
   return r.body.count as number;
 }
 
-/** A gauge or counter's value in a Prometheus text exposition. */
-export function metricValue(text: string, name: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'));
-  if (!line) throw new Error(`metric ${name} not found`);
-  return Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+// Values out of a /metrics exposition.
+export { metricSum, metricValue } from '../metrics-text.ts';
 
 export async function scrape(base: string): Promise<string> {
   return (await fetch(base + '/metrics')).text();
