@@ -10,6 +10,7 @@ import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { createBackend } from '../backend/index.ts';
 import { parseMemorySize, planCategories } from '../backend/memory-plan.ts';
 import { checkAdapterName } from '../engine/adapters.ts';
+import { GraphCaptureError } from '../engine/decode-graphs.ts';
 import { Engine } from '../engine/engine.ts';
 import { Metrics } from '../metrics.ts';
 import { TrainingMetrics } from '../metrics-training.ts';
@@ -277,6 +278,17 @@ export async function runServe(argv: string[]): Promise<void> {
       cudaGraphs: cfg.cudaGraphs,
       asyncScheduling: cfg.asyncScheduling,
     });
+    if (cfg.cudaGraphs) {
+      // All decode graphs now, as vLLM does: a capture inside a step would stall the first users.
+      const t0 = performance.now();
+      try {
+        const n = await engine.captureGraphs();
+        log(`captured ${n} decode graphs in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+      } catch (err) {
+        if (!(err instanceof GraphCaptureError)) throw err;
+        log(`${err.message}; that bucket runs eagerly, larger ones capture on first use`);
+      }
+    }
     for (const { name, dir } of cfg.loras) {
       const v = engine.adapters.loadPeft(name, dir);
       process.stdout.write(`adapter '${name}' loaded from ${dir}: rank ${v.lora.spec.rank}, ${v.lora.spec.targets.join(', ')} (${v.bytes} bytes) as ${v.id}\n`);

@@ -26,8 +26,8 @@
  * class (two splits) ran 2.601 against 2.579, so the default is the one bound where the plan drops
  * the merge (128, the decode kernel's min split keys).
  *
- * Graphs are captured lazily, on a bucket's first use; a context class's first step captures the
- * larger classes with it (contexts grow, and a capture later would stall one step in a stream). A
+ * Graphs are captured on a bucket's first use, or all at once by captureAll() (serve --cuda-graphs
+ * at startup); a context class's first step captures the larger classes with it (contexts grow, and a capture later would stall one step in a stream). A
  * step whose rows all run one LoRA adapter (a GRPO rollout's batch, or one adapter's users) replays
  * a graph of its own for (bucket, adapter version), the adapter added on every row (padding rows'
  * results are discarded): its weights have fixed addresses for the version's life, and forget()
@@ -225,30 +225,58 @@ export class DecodeGraphs {
       byClass = new Map();
       bucket.graphs.set(lora, byClass);
     }
-    if (!byClass.has(cls)) {
-      // A class's first step captures the larger classes too: contexts only grow, and a capture
-      // (an eager run, then the capture: tens of ms) in the middle of a stream of steps would
-      // show as one slow step. All before the replay: a sizing run must not overwrite its output.
-      for (const c of [cls, ...this.classesAbove(cls)]) {
-        if (byClass.has(c)) continue;
-        const base = this.deviceBatch(bucket, c);
-        const batch = { ...base, ...(lora === null ? {} : { lora: [{ start: 0, end: size, lora }] }) };
-        try {
-          byClass.set(c, this.graphs.capture(() => this.model.forwardDevice(batch, this.cache)));
-        } catch (err) {
-          // The eager sizing run may have written some K/V already: the caller's eager step writes
-          // the same values again.
-          bucket.refused.add(lora);
-          if (byClass.size === 0) bucket.graphs.delete(lora);
-          throw new GraphCaptureError(`decode graph for ${size} rows: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-        }
-      }
-    }
+    // A class's first step captures the larger classes too: contexts only grow, and a capture
+    // (an eager run, then the capture: tens of ms) in the middle of a stream of steps would show
+    // as one slow step. All before the replay: a sizing run must not overwrite its output.
+    if (!byClass.has(cls)) this.capture(bucket, byClass, [cls, ...this.classesAbove(cls)], lora);
     const graph = byClass.get(cls)!;
     this.lastClass = cls;
     this.graphs.replay(graph);
     const logits = graph.output;
     return n === size ? logits : be.viewAt(logits, 0, [n, logits.shape[1]]);
+  }
+
+  /**
+   * Capture every bucket's base-model graphs, each context class, before any request (serve does
+   * this at startup, as vLLM does, so no capture stalls a step of the first users). The buckets'
+   * rows are all padding meanwhile: they write no K/V. Returns how many graphs were captured.
+   * Throws GraphCaptureError as run() does (that bucket then runs eagerly; the smaller ones keep
+   * their graphs).
+   */
+  captureAll(): number {
+    let count = 0;
+    for (const size of this.buckets) {
+      const bucket = this.bucket(size);
+      this.upload(bucket, this.fill(bucket, [], new Set()));
+      let byClass = bucket.graphs.get(null);
+      if (byClass === undefined) {
+        byClass = new Map();
+        bucket.graphs.set(null, byClass);
+      }
+      const missing = [...this.shortContexts, this.longContext].filter((c) => !byClass.has(c));
+      this.capture(bucket, byClass, missing, null);
+      count += missing.length;
+    }
+    return count;
+  }
+
+  /** Capture `classes` of (bucket, lora) into byClass, in order, from the bucket's current inputs. */
+  private capture(bucket: Bucket, byClass: Map<number, CapturedGraph>, classes: readonly number[], lora: DeviceLora | null): void {
+    const size = bucket.size;
+    for (const c of classes) {
+      if (byClass.has(c)) continue;
+      const base = this.deviceBatch(bucket, c);
+      const batch = { ...base, ...(lora === null ? {} : { lora: [{ start: 0, end: size, lora }] }) };
+      try {
+        byClass.set(c, this.graphs.capture(() => this.model.forwardDevice(batch, this.cache)));
+      } catch (err) {
+        // The eager sizing run may have written some K/V already: the caller's eager step writes
+        // the same values again.
+        bucket.refused.add(lora);
+        if (byClass.size === 0) bucket.graphs.delete(lora);
+        throw new GraphCaptureError(`decode graph for ${size} rows: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+    }
   }
 
   /** Free every graph and input tensor. */

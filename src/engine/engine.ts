@@ -193,6 +193,18 @@ export class Engine {
     });
   }
 
+  /**
+   * Capture every decode graph of the base model now (each batch bucket and context class), in
+   * the device queue, so that no step of the first requests waits for a capture (serve does this
+   * at startup with --cuda-graphs). Returns how many were captured (0 without cudaGraphs). A
+   * bucket whose capture fails runs its steps eagerly, as when a lazy capture fails.
+   */
+  async captureGraphs(): Promise<number> {
+    const graphs = this.#graphs;
+    if (graphs === null) return 0;
+    return this.deviceQueue.run(() => graphs.captureAll());
+  }
+
   /** Whether decode steps are queued behind the one in flight (EngineOptions.asyncScheduling, resolved). */
   get asyncScheduling(): boolean {
     return this.#async;

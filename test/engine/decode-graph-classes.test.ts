@@ -14,7 +14,7 @@ import { DecodeGraphs, DEFAULT_SHORT_CONTEXTS, shortContextFromEnv } from '../..
 import { loadModel } from '../../src/model/load.ts';
 import { makeModel } from '../../src/model/make-model.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
-import { generateIds, randomPrompt } from './helpers.ts';
+import { collect, generateIds, makeEngine, randomPrompt, request } from './helpers.ts';
 
 describe('short-context decode graphs', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tandem-graph-classes-'));
@@ -54,6 +54,45 @@ describe('short-context decode graphs', () => {
     assert.deepEqual(await run(true, '12,16'), eager);
     const threeClasses = be.graphs.capturedRows.length - before - oneClass - twoClasses;
     assert.ok(threeClasses > twoClasses, `captures with two bounds ${threeClasses}, with one ${twoClasses}`);
+  });
+
+  it('captureGraphs() captures every bucket and class up front: no capture while serving, tokens as eager', async () => {
+    const be = new GraphCpuBackend();
+    const loaded = loadModel(dir, be);
+    const prompts = [randomPrompt(6, 1), randomPrompt(9, 2), randomPrompt(3, 3)];
+    const opts = { blockSize: 4, maxModelLen: 64, maxNumSeqs: 3 };
+    const eager = await generateIds(loaded, { ...opts, cudaGraphs: false }, prompts, { maxTokens: 20 });
+    const saved = process.env.TANDEM_SHORT_CONTEXT_GRAPHS;
+    process.env.TANDEM_SHORT_CONTEXT_GRAPHS = '16';
+    const engine = makeEngine(loaded, { ...opts, cudaGraphs: true });
+    try {
+      const before = be.graphs.capturedRows.length;
+      // Buckets 1, 2 and 4 (maxNumSeqs 3), each for contexts <= 16 and for the whole table.
+      assert.equal(await engine.captureGraphs(), 6);
+      assert.deepEqual(be.graphs.capturedRows.slice(before), [1, 1, 2, 2, 4, 4]);
+      assert.equal(await engine.captureGraphs(), 0, 'a second call has nothing left to capture');
+      const ids = (await Promise.all(prompts.map((p) => collect(engine.add(request(p, { maxTokens: 20 })))))).map((c) => c.ids);
+      assert.deepEqual(ids, eager);
+      assert.equal(be.graphs.capturedRows.length, before + 6, 'no capture during generation');
+    } finally {
+      if (saved === undefined) delete process.env.TANDEM_SHORT_CONTEXT_GRAPHS;
+      else process.env.TANDEM_SHORT_CONTEXT_GRAPHS = saved;
+      await engine.close();
+    }
+    // A bucket whose capture fails runs its steps eagerly; the others keep their graphs.
+    be.graphs.failRows.add(2);
+    const failing = makeEngine(loaded, { ...opts, cudaGraphs: true });
+    try {
+      await assert.rejects(failing.captureGraphs(), /decode graph for 2 rows/);
+      const ids = (await Promise.all(prompts.map((p) => collect(failing.add(request(p, { maxTokens: 20 })))))).map((c) => c.ids);
+      assert.deepEqual(ids, eager);
+    } finally {
+      be.graphs.failRows.delete(2);
+      await failing.close();
+    }
+    const plain = makeEngine(loaded, { cudaGraphs: false });
+    assert.equal(await plain.captureGraphs(), 0, 'without cudaGraphs: nothing to capture');
+    await plain.close();
   });
 
   it('DecodeGraphs: classes per bucket, a bound as long as the tables means one class, bad bounds are errors', () => {
