@@ -24,6 +24,7 @@ import { packBatch } from '../../src/model/transformer.ts';
 import { GraphCpuBackend } from './emulated-graphs.ts';
 import { collect, generateIds, makeEngine, randomPrompt, request, tinyModel, trainedAdapter } from './helpers.ts';
 import { uploadLora } from '../../src/model/lora-device.ts';
+import { metricValue } from '../metrics-text.ts';
 import type { Engine } from '../../src/engine/engine.ts';
 
 describe('write and the graphs option on the CPU', () => {
@@ -433,6 +434,33 @@ describe('CUDA graph decode', { skip: skip ?? false }, () => {
       for (let i = 0; i < prompts.length; i++) assert.deepEqual(graphed[i].slice(0, 8), eager[i].slice(0, 8), `sequence ${i}: first tokens differ`);
       const same = graphed.filter((ids, i) => ids.join() === eager[i].join()).length;
       assert.ok(same >= 5, `only ${same}/6 sequences identical`);
+    } finally {
+      dispose();
+    }
+  });
+
+  it('graphs captured up front (serve at startup) give the tokens of eager steps', async () => {
+    const { loaded, dispose } = await cudaModel();
+    const opts = { maxModelLen: 256, numBlocks: 400, maxNumSeqs: 8 };
+    try {
+      const prompts = Array.from({ length: 3 }, (_, i) => randomPrompt(6 + i, 500 + i));
+      const eager = await generateIds(loaded, { ...opts, cudaGraphs: false }, prompts, { maxTokens: 140 });
+      const engine = makeEngine(loaded, { ...opts, cudaGraphs: true });
+      try {
+        // Buckets 1, 2, 4, 8, each for contexts <= 128 (the default class) and for the whole table.
+        assert.equal(await engine.captureGraphs(), 8);
+        assert.equal(await engine.captureGraphs(), 0);
+        const graphed = (await Promise.all(prompts.map((p) => collect(engine.add(request(p, { maxTokens: 140 })))))).map((c) => c.ids);
+        // Contexts run from 7-9 past 128 to 146-148: both classes replay.
+        for (let i = 0; i < prompts.length; i++) assert.deepEqual(graphed[i].slice(0, 8), eager[i].slice(0, 8), `sequence ${i}: first tokens differ`);
+        const same = graphed.filter((ids, i) => ids.join() === eager[i].join()).length;
+        console.log(`# captured up front: ${same}/3 sequences identical to eager over 140 tokens`);
+        assert.ok(same >= 2, `only ${same}/3 sequences identical`);
+        const graphSteps = metricValue(await engine.metrics.metricsText(), 'tandem_engine_step_seconds_count{kind="graph"}');
+        assert.ok(graphSteps >= 130, `${graphSteps} steps replayed a graph`);
+      } finally {
+        await engine.close();
+      }
     } finally {
       dispose();
     }
