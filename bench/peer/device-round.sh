@@ -16,6 +16,9 @@
 #   gbbest  the same under the replay part's fastest setting (opt-in part)
 #   optin   the CUDA suite with the opt-in and off-by-switch kernels (one-wave norm + q/k/v, one block per KV
 #           head) and short-context graphs for 128 and 256 tokens
+#   engine  (not in the default list) bench/gpu-decode.ts at ENGINE_BATCHES (default 1) once per setting of
+#           ROUND_ENGINE_AB (default "- TANDEM_GEMV_FEW_ROWS=0"), the settings interleaved, twice
+#   serve   (not in the default list) bench/peer/device-serve-ab.sh: serve c64 per setting of SERVE_AB
 #   grpo    GRPO steps with --cuda-graphs under the defaults
 # A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
 # Every figure is printed as it is measured ("figure:" lines); logs and JSON under $OUT, one archive
@@ -102,8 +105,40 @@ PY
       fi ;;
     # An opt-in kernel only runs under its switch: the suite with it.
     optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=1 TANDEM_SHORT_CONTEXT_GRAPHS=128,256 ;;
+    # The engine (bench/gpu-decode.ts: scheduling, sampling, graphs) per setting, the settings
+    # interleaved twice: what a change of default does to the acceptance figure, without HF and serve.
+    engine)
+      if [ "$(left)" -gt 90 ]; then
+        mkdir -p "$R/engine"
+        card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+        for run in 1 2; do
+          for s in ${ROUND_ENGINE_AB:-- TANDEM_GEMV_FEW_ROWS=0}; do
+            [ "$(left)" -gt 45 ] || break 2
+            tag=$([ "$s" = - ] && echo defaults || sed 's/[^A-Za-z0-9]/_/g' <<<"$s")
+            envs=()
+            [ "$s" = - ] || mapfile -t envs < <(sed 's/,\([A-Za-z_][A-Za-z0-9_]*=\)/\n\1/g' <<<"$s")
+            env ${envs[@]+"${envs[@]}"} timeout 90 node --import tsx bench/gpu-decode.ts --model "${GPU_BENCH_MODEL_DIR:-/tmp/tandem-qwen2.5-3b-random}" \
+              --batch "${ENGINE_BATCHES:-1}" --cuda-graphs --card "$card" --out "$R/engine/engine-$tag-$run.json" >"$R/engine/engine-$tag-$run.log" 2>&1
+            python3 - "$R/engine/engine-$tag-$run.json" "$s" "$run" <<'PY' || echo "figure: engine $s run $run: no results"
+import json, re, sys
+d = json.load(open(sys.argv[1]))["results"]
+ms = "  ".join("b%s %.3f ms" % (re.search(r"_b(\d+)_", r["name"]).group(1), r["value"]) for r in d if re.fullmatch(r"decode_b\d+_ms_per_step", r["name"]))
+print("figure: engine %-36s run %s: %s" % (sys.argv[2], sys.argv[3], ms))
+PY
+          done
+        done
+        (cd "$R/engine" && tar czf ../engine.tgz .) && rm -rf "$R/engine"
+      fi ;;
+    # Serving per setting (bench/peer/device-serve-ab.sh: SERVE_AB, SERVE_RUNS; tree:REV settings
+    # need ab-trees/ carried).
+    serve)
+      if [ "$(left)" -gt 120 ]; then
+        mkdir -p "$R/serve"
+        OUT="$R/serve" LIMIT_S=$(($(left) - 20)) bash bench/peer/device-serve-ab.sh 2>&1 | grep --line-buffered -E '^(figure|card):|failed|not ready'
+        [ -f "$R/serve/serve-ab.tgz" ] && mv "$R/serve/serve-ab.tgz" "$R/serve.tgz" && rm -rf "$R/serve"
+      fi ;;
     grpo) [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1 ;;
-    *) echo "device-round: unknown part '$part' (suite, replay, split, trace, gb, gbbest, optin, grpo)"; exit 2 ;;
+    *) echo "device-round: unknown part '$part' (suite, replay, split, trace, gb, gbbest, optin, engine, serve, grpo)"; exit 2 ;;
   esac
 done
 ls "$R"

@@ -62,7 +62,7 @@ serve_once() {
     sleep 1
   done
   timeout 120 node --import tsx bench/serve.ts --base-url "http://127.0.0.1:$port" --concurrency 64 --num-prompts "${SERVE_PROMPTS:-256}" \
-    --input-len "${SERVE_IN:-128}" --output-len "${SERVE_OUT:-128}" --card "$card (tandem serve --backend $backend ${SERVE_ARGS:---cuda-graphs}; $s)" \
+    --input-len "${SERVE_IN:-128}" --output-len "${SERVE_OUT:-128}" --card "${card:-$(hostname) (no GPU)}" \
     --out "$out/serve-$tag-$run.json" >"$out/serve-$tag-$run.txt" 2>&1
   python3 - "$out/serve-$tag-$run.json" "$s" "$run" <<'PY' || echo "figure: serve $s run $run: no results"
 import json, sys

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Turns the archives of one bench/peer/device-round.sh call (the files the device returns:
-suite.tgz, replay.tgz, split.tgz, trace.tgz, gb.tgz, gbbest.tgz, optin.tgz, grpo.tgz) into bench/results JSON
+suite.tgz, replay.tgz, split.tgz, trace.tgz, gb.tgz, gbbest.tgz, optin.tgz, engine.tgz, serve.tgz, grpo.tgz) into bench/results JSON
 files, so a session spends its minutes on the figures, not on reformatting them:
 
   python3 bench/peer/round-results.py FILES_AT --tag run6 --commit abc1234 [--out bench/results]
@@ -12,6 +12,8 @@ Writes, for the parts present (each file in the {"card", "date", "command", "res
   gpu-{decode,peer-hf,serve-c64,summary}-DATE-TAG-CARD.json               gb
   gpu-{decode,peer-hf,serve-c64,summary}-best-DATE-TAG-CARD.json          gbbest (its setting first in "command")
   grpo-step-3b-DATE-TAG-CARD.json       grpo
+  gpu-decode-ab-DATE-TAG-CARD.json      engine: every run's figures, named SETTING-RUN_figure
+  gpu-serve-ab-DATE-TAG-CARD.json       serve: the same
 and prints one line per file. CARD is h100 / h200 from the card's name. Existing files are not
 overwritten (pass a new --tag). The results table lines in bench/results/README.md stay to write
 by hand: they say what the figures mean.
@@ -150,6 +152,20 @@ def main():
                     replay.append(dict(r, name="%s_%s_%s" % (part, setting, r["name"])))
     if replay:
         write("decode-replay-ab", {"card": card, "date": date, "command": "bench/decode-replay.ts once per setting, parts replay (context 128) and split (context 160)" + at, "results": replay})
+
+    # engine and serve: one file each, every run's figures prefixed by its setting and run number.
+    for part, prefix, stem, what in (("engine", "engine-", "gpu-decode-ab", "bench/gpu-decode.ts --cuda-graphs per setting, interleaved (part engine)"),
+                                     ("serve", "serve-", "gpu-serve-ab", "bench/serve.ts c64 against a server per setting (part serve, bench/peer/device-serve-ab.sh)")):
+        d = parts.get(part)
+        if d is None:
+            continue
+        rows = []
+        for f in sorted(os.listdir(d)):
+            if f.startswith(prefix) and f.endswith(".json"):
+                run = f[len(prefix):-len(".json")]  # SETTING-RUN
+                rows += [dict(r, name="%s_%s" % (run, r["name"])) for r in load(os.path.join(d, f))["results"]]
+        if rows:
+            write(stem, {"card": card, "date": date, "command": what + at, "results": rows})
 
     if "trace" in parts and os.path.exists(os.path.join(parts["trace"], "trace.json")):
         doc = load(os.path.join(parts["trace"], "trace.json"))
