@@ -26,7 +26,8 @@ port=${AB_PORT:-8124}
 # shellcheck source=bench/peer/step.sh
 source bench/peer/step.sh
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-echo "card: $card  date: $(date -u +%F)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+# (No commit here: the device machine's copy of .git can lag the working tree it runs; round-results.py takes --commit.)
+echo "card: $card  date: $(date -u +%F)"
 # SKIP_BUILD=1: a later call on the same warm machine reuses the addon the first one built.
 if [ "${SKIP_BUILD:-0}" != 1 ] && ! step build 150 bash kernels/build.sh; then tail -20 "$out/build.log"; exit 1; fi
 table=()
