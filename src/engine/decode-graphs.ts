@@ -13,26 +13,27 @@
  * change; the kernels route rows by their real lengths on the device.
  *
  * Short contexts (shortContexts, TANDEM_SHORT_CONTEXT_GRAPHS=N[,N2...] tokens; default 128, "0"
- * turns them off) get graphs of their own, captured with a maximum context of N instead of the whole table: the
- * attention grid is then planned for N (a few context splits, where a grid planned for 32k-token
- * contexts launches up to 64 per row and KV head, most of them empty at short contexts, and a
- * merge kernel after them; at most the decode kernel's min split keys, 128, it is one block per KV
- * head and no merge). A step replays the graph of the smallest bound that covers every row's
- * context, else the one for the whole table. Every graph gives the same logits for any context
- * (rows are routed by their real lengths); the class only picks the faster grid. Measured on an
- * H100 on 2026-12-07 (bench/results/decode-replay-ab-2026-12-07-run7-h100.json), batch-1 graph
- * replay: at context 128 the 128-token class runs 2.496 ms against 2.526 / 2.533 for the whole-table
- * graph (no merge kernel, 4 attention blocks per layer instead of 256); at context 160 a 256-token
- * class (two splits) ran 2.601 against 2.579, so the default is the one bound where the plan drops
- * the merge (128, the decode kernel's min split keys).
+ * turns them off) get graphs of their own, captured with a maximum context of N instead of the
+ * whole table: the attention grid is then planned for N (a few context splits, where a grid
+ * planned for 32k-token contexts launches up to 64 per row and KV head, most of them empty at
+ * short contexts, and a merge kernel after them; at most the decode kernel's min split keys, 128,
+ * it is one block per KV head and no merge). A step replays the graph of the smallest bound that
+ * covers every row's context, else the one for the whole table. Every graph gives the same logits
+ * for any context (rows are routed by their real lengths); the class only picks the faster grid.
+ * Measured on an H100 on 2026-12-07 (bench/results/decode-replay-ab-2026-12-07-run7-h100.json),
+ * batch-1 graph replay: at context 128 the 128-token class runs 2.496 ms against 2.526 / 2.533 for
+ * the whole-table graph (no merge kernel, 4 attention blocks per layer instead of 256); at context
+ * 160 a 256-token class (two splits) ran 2.601 against 2.579, so the default is the one bound
+ * where the plan drops the merge (128, the decode kernel's min split keys).
  *
  * Graphs are captured on a bucket's first use, or all at once by captureAll() (serve --cuda-graphs
- * at startup); a context class's first step captures the larger classes with it (contexts grow, and a capture later would stall one step in a stream). A
- * step whose rows all run one LoRA adapter (a GRPO rollout's batch, or one adapter's users) replays
- * a graph of its own for (bucket, adapter version), the adapter added on every row (padding rows'
- * results are discarded): its weights have fixed addresses for the version's life, and forget()
- * frees its graphs when the version is freed. Mixed batches and prefill stay eager (the engine
- * decides which steps come here).
+ * at startup); a context class's first step captures the larger classes with it (contexts grow,
+ * and a capture later would stall one step in a stream). A step whose rows all run one LoRA
+ * adapter (a GRPO rollout's batch, or one adapter's users) replays a graph of its own for (bucket,
+ * adapter version), the adapter added on every row (padding rows' results are discarded): its
+ * weights have fixed addresses for the version's life, and forget() frees its graphs when the
+ * version is freed. Mixed batches and prefill stay eager (the engine decides which steps come
+ * here).
  */
 import type { CapturedGraph, GraphOps, KvCache, Tensor } from '../backend/backend.ts';
 import type { DeviceLora } from '../model/lora-device.ts';
