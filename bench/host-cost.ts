@@ -25,13 +25,13 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
-import type { NativeCuda } from '../src/backend/cuda/native.ts';
 import { Engine } from '../src/engine/engine.ts';
 import type { GenerationRequest } from '../src/engine/types.ts';
 import { loadModel } from '../src/model/load.ts';
 import { makeModel } from '../src/model/make-model.ts';
 import { initLoraAdapter, LORA_TARGETS } from '../src/model/lora.ts';
 import { uploadLora } from '../src/model/lora-device.ts';
+import { calls, standInAddon } from './stand-in-addon.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -49,46 +49,6 @@ const batches = v.batch!.split(',').map(Number);
 const steps = Number(v.steps);
 if (!Number.isInteger(layers) || layers < 1 || batches.some((b) => !Number.isInteger(b) || b < 1) || !Number.isInteger(steps) || steps < 10) {
   throw new Error('usage: bench/host-cost.ts [--layers N >= 1] [--batch 1,6,64] [--steps N >= 10] [--lora] [--async] [--cuda-graphs] [--out FILE.json]');
-}
-
-/**
- * An addon stand-in: distinct addresses from malloc, every op a no-op that reports it ran (the
- * fast paths' "taken"), zeros from downloads, and the planning queries answered as an H100 would.
- */
-/** Calls of each addon function that queues GPU work, counted by the stand-in. */
-const calls = new Map<string, number>();
-/** Addon functions that answer a question or manage memory: no GPU work, not counted. */
-const QUERIES = new Set(['probe', 'init', 'malloc', 'free', 'emptyCache', 'memStats', 'attentionPlan', 'attentionHeadDimSupported', 'attentionPackedHeadDimSupported', 'greedySampleWorkspaceBytes', 'sampleLimits', 'sumSquaresPartials']);
-
-function standInAddon(): NativeCuda {
-  let next = 1 << 20;
-  let graphs = 0;
-  const fixed: Partial<Record<keyof NativeCuda, unknown>> = {
-    probe: () => ({ count: 1, error: null }),
-    init: (device: number) => ({ name: 'stand-in (no GPU)', device, totalMemory: 80 * 2 ** 30, multiprocessors: 132, l2CacheBytes: 50 * 2 ** 20, major: 9, minor: 0 }),
-    malloc: (bytes: number) => {
-      const p = next;
-      next += Math.ceil(bytes / 4096) * 4096 + 4096;
-      return p;
-    },
-    memStats: () => ({ live: 0, cached: 0, workspace: 0, pinned: 0 }),
-    download: (_src: number, n: number, dtype: number) => Promise.resolve(dtype === 2 ? new Int32Array(n) : new Float32Array(n)),
-    synchronize: () => Promise.resolve(),
-    graphEnd: () => ++graphs,
-    attentionPlan: () => ({ splits: 1, workspaceBytes: 0 }),
-    attentionHeadDimSupported: () => true,
-    attentionPackedHeadDimSupported: () => true,
-    greedySampleWorkspaceBytes: () => 0,
-    sampleLimits: () => ({ maxTopLogprobs: 1024, maxPenaltyVocab: 1 << 20 }),
-    sumSquaresPartials: () => 64,
-  };
-  const count = (name: string, fn: (...args: never[]) => unknown) => (...args: never[]) => {
-    if (!QUERIES.has(name)) calls.set(name, (calls.get(name) ?? 0) + 1);
-    return fn(...args);
-  };
-  return new Proxy(fixed, {
-    get: (target, name: string) => count(name, (name in target ? target[name as keyof NativeCuda] : () => true) as (...args: never[]) => unknown),
-  }) as NativeCuda;
 }
 
 /** after - before, per name. */

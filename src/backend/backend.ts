@@ -62,6 +62,15 @@ export interface AttnMeta {
   maxContextLen: number;
 }
 
+/**
+ * A row's penalty inputs counted: the distinct ids its penalties touch, ascending, each with its
+ * count among the output tokens (0: in the prompt only, which only the repetition penalty reads).
+ */
+export interface PenaltyCounts {
+  ids: Int32Array;
+  counts: Int32Array;
+}
+
 /** Per-row sampling parameters. A row is greedy when temperature is 0. */
 export interface SamplingParams {
   temperature: number; // 0 = greedy (argmax)
@@ -85,6 +94,11 @@ export interface SamplingParams {
   outputTokens?: readonly number[];
   /** The row's prompt (repetition penalty only). */
   promptTokens?: readonly number[];
+  /**
+   * The same penalty inputs counted already (the engine keeps them per sequence, token by token):
+   * when present, backends read this instead of outputTokens / promptTokens.
+   */
+  penaltyCounts?: PenaltyCounts;
   /** Also return this many most likely tokens with their logprobs (0 or absent: none). */
   topLogprobs?: number;
 }

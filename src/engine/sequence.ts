@@ -11,6 +11,7 @@
 import type { SamplingParams } from '../backend/backend.ts';
 import type { AdapterVersion } from './adapters.ts';
 import { BlockHashChain, chainRoot, type HashedTokens } from './kv-cache.ts';
+import { PenaltyCounter } from './penalty-counts.ts';
 
 export type SequenceStatus = 'waiting' | 'running' | 'finished';
 
@@ -36,6 +37,8 @@ export class Sequence implements HashedTokens {
   /** Global tiebreak among equal priorities: the order add() saw the requests in. */
   readonly arrivalOrder = nextArrivalOrder++;
   readonly #hashes: BlockHashChain;
+  /** The penalties' counts, made on the first penalised draw and kept up to date after it. */
+  #penalties: PenaltyCounter | undefined;
 
   // Timestamps in seconds (performance.now() / 1000), for metrics.
   readonly arrivalTime: number;
@@ -88,6 +91,7 @@ export class Sequence implements HashedTokens {
   /** Record a sampled token (its K/V are computed by the next step). */
   appendToken(id: number): void {
     this.tokens.push(id);
+    this.#penalties?.add(id);
   }
 
   /**
@@ -98,7 +102,9 @@ export class Sequence implements HashedTokens {
     if (!Number.isInteger(at) || at < this.promptLength || at >= this.tokens.length) {
       throw new Error(`setToken: ${at} is not an output token of ${this.requestId} (${this.promptLength} + ${this.numOutputTokens} tokens)`);
     }
+    this.#penalties?.remove(this.tokens[at]);
     this.tokens[at] = id;
+    this.#penalties?.add(id);
     this.#hashes.forgetFrom(at);
   }
 
@@ -109,8 +115,9 @@ export class Sequence implements HashedTokens {
       (s.presencePenalty ?? 0) !== 0 || (s.frequencyPenalty ?? 0) !== 0 || (s.repetitionPenalty ?? 1) !== 1;
     const params: SamplingParams = { ...s, step: this.numOutputTokens };
     if (penalised) {
-      params.outputTokens = this.outputTokens;
-      if ((s.repetitionPenalty ?? 1) !== 1) params.promptTokens = this.promptTokens;
+      // Counted as tokens arrive (penalty-counts.ts), not from the whole context every step.
+      this.#penalties ??= new PenaltyCounter((s.repetitionPenalty ?? 1) !== 1 ? this.promptTokens : [], this.outputTokens);
+      params.penaltyCounts = this.#penalties.snapshot();
     }
     return params;
   }

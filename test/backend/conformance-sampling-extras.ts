@@ -64,6 +64,59 @@ export function runSamplingExtrasConformance(name: string, make: () => Backend, 
       be.resetScratch();
     });
 
+    it('counted penalty inputs (penaltyCounts, as the engine passes them) draw as the token lists do', async () => {
+      const be = make();
+      const V = 1000;
+      const rng = new SeededRandom(31);
+      const S = 6;
+      const logits = Float32Array.from({ length: S * V }, () => 3 * rng.normal());
+      const t = be.upload(logits, [S, V], 'f32', 'scratch');
+      // Each row: a prompt and outputs drawn from the row's most likely ids (so penalties matter).
+      const rows: SamplingParams[] = Array.from({ length: S }, (_, r) => {
+        const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => logits[r * V + b] - logits[r * V + a]);
+        const pick = (n: number): number[] => Array.from({ length: n }, () => order[Math.floor(rng.uniform() * 12)]);
+        const sampled = r % 2 === 1;
+        return {
+          ...base,
+          temperature: sampled ? 0.8 : 0,
+          topK: sampled ? 50 : 0,
+          seed: 100 + r,
+          step: r,
+          repetitionPenalty: [1, 1.3, 2, 1.05, 1, 1.5][r],
+          frequencyPenalty: [0.4, 0, 0.5, 0, 0.3, 0.2][r],
+          presencePenalty: [0.6, 0, 0, 0.1, 1, 0][r],
+          promptTokens: pick(20),
+          outputTokens: pick(15),
+          topLogprobs: 2,
+        };
+      });
+      const counted = rows.map((p) => {
+        const counts = new Map<number, number>();
+        if ((p.repetitionPenalty ?? 1) !== 1) for (const id of p.promptTokens!) counts.set(id, 0);
+        for (const id of p.outputTokens!) counts.set(id, (counts.get(id) ?? 0) + 1);
+        const ids = Int32Array.from([...counts.keys()].sort((a, b) => a - b));
+        const { outputTokens: _o, promptTokens: _p, ...rest } = p;
+        return { ...rest, penaltyCounts: { ids, counts: Int32Array.from(ids, (id) => counts.get(id)!) } };
+      });
+      const fromLists = await be.sample(t, rows);
+      const fromCounts = await be.sample(t, counted);
+      const unpenalised = await be.sample(t, rows.map((p) => ({ ...p, repetitionPenalty: 1, frequencyPenalty: 0, presencePenalty: 0 })));
+      assert.deepEqual(Array.from(fromCounts.ids), Array.from(fromLists.ids));
+      for (let r = 0; r < S; r++) {
+        assert.ok(Math.abs(fromCounts.logprobs[r] - fromLists.logprobs[r]) <= logprobTol, `row ${r} logprob`);
+        assert.deepEqual(Array.from(fromCounts.top[r].ids), Array.from(fromLists.top[r].ids), `row ${r} top ids`);
+      }
+      const moved = Array.from(fromLists.ids).filter((id, r) => id !== unpenalised.ids[r]).length;
+      assert.ok(moved >= 3, `penalties moved only ${moved} of ${S} draws: the case does not test them`);
+      // Malformed counted inputs are refused, as bad token lists are.
+      const bad = (penaltyCounts: { ids: Int32Array; counts: Int32Array }) => be.sample(t, [{ ...base, presencePenalty: 1, penaltyCounts }, ...rows.slice(1)]);
+      await assert.rejects(bad({ ids: Int32Array.of(5, 3), counts: Int32Array.of(1, 1) }), /ascending/);
+      await assert.rejects(bad({ ids: Int32Array.of(3, V), counts: Int32Array.of(1, 1) }), /outside the vocabulary/);
+      await assert.rejects(bad({ ids: Int32Array.of(3), counts: Int32Array.of(-1) }), /negative/);
+      await assert.rejects(bad({ ids: Int32Array.of(3, 4), counts: Int32Array.of(1) }), /ids but/);
+      be.resetScratch();
+    });
+
     it('top logprobs are the k most likely raw tokens, best first, ties by lower id', async () => {
       const be = make();
       const rng = new SeededRandom(3);

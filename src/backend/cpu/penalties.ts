@@ -6,10 +6,26 @@
  * the prompt or the output is divided by the penalty when positive, multiplied when not), then
  * logit -= frequency * count + presence * (count > 0) over the output tokens only.
  */
-import type { SamplingParams } from '../backend.ts';
+import type { PenaltyCounts, SamplingParams } from '../backend.ts';
 
 export function hasPenalties(p: SamplingParams): boolean {
   return (p.presencePenalty ?? 0) !== 0 || (p.frequencyPenalty ?? 0) !== 0 || (p.repetitionPenalty ?? 1) !== 1;
+}
+
+const NONE: PenaltyCounts = { ids: new Int32Array(0), counts: new Int32Array(0) };
+
+/**
+ * The row's penalty inputs counted (see PenaltyCounts): p.penaltyCounts as given, else counted
+ * from its outputTokens / promptTokens (empty: no penalties).
+ */
+export function penaltyCounts(p: SamplingParams): PenaltyCounts {
+  if (!hasPenalties(p)) return NONE;
+  if (p.penaltyCounts) return p.penaltyCounts;
+  const counts = new Map<number, number>();
+  if ((p.repetitionPenalty ?? 1) !== 1) for (const id of p.promptTokens ?? []) counts.set(id, 0);
+  for (const id of p.outputTokens ?? []) counts.set(id, (counts.get(id) ?? 0) + 1);
+  const ids = Int32Array.from(counts.keys()).sort();
+  return { ids, counts: Int32Array.from(ids, (id) => counts.get(id)!) };
 }
 
 export function checkPenalties(p: SamplingParams, row: number, V: number): void {
@@ -20,6 +36,16 @@ export function checkPenalties(p: SamplingParams, row: number, V: number): void 
   if (!(rep > 0) || !Number.isFinite(rep)) bad(`repetitionPenalty must be a finite number > 0, got ${rep}`);
   if (!Number.isFinite(p.presencePenalty ?? 0)) bad(`presencePenalty must be finite, got ${p.presencePenalty}`);
   if (!Number.isFinite(p.frequencyPenalty ?? 0)) bad(`frequencyPenalty must be finite, got ${p.frequencyPenalty}`);
+  if (p.penaltyCounts) {
+    const { ids, counts } = p.penaltyCounts;
+    if (ids.length !== counts.length) bad(`penaltyCounts: ${ids.length} ids but ${counts.length} counts`);
+    for (let i = 0; i < ids.length; i++) {
+      if (!(ids[i] >= 0 && ids[i] < V)) bad(`penalty token ${ids[i]} is outside the vocabulary [0, ${V})`);
+      if (i > 0 && ids[i] <= ids[i - 1]) bad('penaltyCounts: ids must be distinct and ascending');
+      if (counts[i] < 0) bad(`penaltyCounts: count ${counts[i]} of token ${ids[i]} is negative`);
+    }
+    return;
+  }
   for (const list of [p.outputTokens, p.promptTokens]) {
     for (const id of list ?? []) {
       if (!Number.isInteger(id) || id < 0 || id >= V) bad(`penalty token ${id} is outside the vocabulary [0, ${V})`);
@@ -30,6 +56,10 @@ export function checkPenalties(p: SamplingParams, row: number, V: number): void 
 /** out = penalised copy of x[o .. o+V). `counts` is a zeroed workspace of V entries, left zeroed. */
 export function applyPenalties(out: Float32Array, x: Float32Array, o: number, V: number, p: SamplingParams, counts: Int32Array): void {
   for (let i = 0; i < V; i++) out[i] = x[o + i];
+  if (p.penaltyCounts) {
+    applyCounted(out, p, p.penaltyCounts);
+    return;
+  }
   const rep = p.repetitionPenalty ?? 1;
   const outputs = p.outputTokens ?? [];
   if (rep !== 1) {
@@ -54,5 +84,18 @@ export function applyPenalties(out: Float32Array, x: Float32Array, o: number, V:
         counts[id] = 0; // each distinct token once
       }
     }
+  }
+}
+
+/** applyPenalties from counted inputs: the same order and semantics, over distinct ids. */
+function applyCounted(out: Float32Array, p: SamplingParams, pc: PenaltyCounts): void {
+  const rep = p.repetitionPenalty ?? 1;
+  const freq = p.frequencyPenalty ?? 0;
+  const pres = p.presencePenalty ?? 0;
+  for (let i = 0; i < pc.ids.length; i++) {
+    const id = pc.ids[i];
+    if (rep !== 1) out[id] = out[id] > 0 ? out[id] / rep : out[id] * rep;
+    const c = pc.counts[i];
+    if (c > 0 && (freq !== 0 || pres !== 0)) out[id] -= freq * c + pres;
   }
 }

@@ -17,7 +17,7 @@
  *   native.upload(buf.ptr, packed.words, DTYPE_CODE.i32);
  */
 import type { SamplingParams } from '../backend.ts';
-import { hasPenalties } from '../cpu/penalties.ts';
+import { penaltyCounts } from '../cpu/penalties.ts';
 
 /** 32-bit words per row (80 bytes, sizeof(RowParams)). */
 export const ROW_WORDS = 20;
@@ -41,20 +41,11 @@ function highWord(x: number): number {
   return Math.floor(x / TWO_POW_32) >>> 0;
 }
 
-/** Distinct ids a row penalises with their output counts, ids ascending (empty: no penalties). */
-export function penaltyEntries(p: SamplingParams): Array<[number, number]> {
-  if (!hasPenalties(p)) return [];
-  const counts = new Map<number, number>();
-  if ((p.repetitionPenalty ?? 1) !== 1) for (const id of p.promptTokens ?? []) counts.set(id, 0);
-  for (const id of p.outputTokens ?? []) counts.set(id, (counts.get(id) ?? 0) + 1);
-  return [...counts.entries()].sort((a, b) => a[0] - b[0]);
-}
-
 /** The batch's parameters as the device reads them; params must already be validated. */
 export function packSamplingParams(params: readonly SamplingParams[], V: number): PackedSampling {
   const S = params.length;
-  const entries = params.map(penaltyEntries);
-  const totalEntries = entries.reduce((n, e) => n + e.length, 0);
+  const entries = params.map(penaltyCounts);
+  const totalEntries = entries.reduce((n, e) => n + e.ids.length, 0);
   const buffer = new ArrayBuffer(4 * (S * ROW_WORDS + 2 * totalEntries));
   const words = new Int32Array(buffer);
   const doubles = new Float64Array(buffer, 0, (S * ROW_WORDS) / 2);
@@ -77,10 +68,11 @@ export function packSamplingParams(params: readonly SamplingParams[], V: number)
     words[w + 4] = lowWord(p.step) | 0;
     words[w + 5] = highWord(p.step) | 0;
     words[w + 6] = next;
-    words[w + 7] = entries[s].length;
-    for (const [id, count] of entries[s]) {
-      words[S * ROW_WORDS + 2 * next] = id;
-      words[S * ROW_WORDS + 2 * next + 1] = count;
+    const { ids, counts } = entries[s];
+    words[w + 7] = ids.length;
+    for (let i = 0; i < ids.length; i++) {
+      words[S * ROW_WORDS + 2 * next] = ids[i];
+      words[S * ROW_WORDS + 2 * next + 1] = counts[i];
       next++;
     }
     maxTop = Math.max(maxTop, top);
