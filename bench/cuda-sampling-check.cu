@@ -35,7 +35,7 @@ struct Case {
 };
 
 sampling::RowParams row(double temperature, double topP, double minP, unsigned seed, unsigned step) {
-  return sampling::RowParams{temperature, topP, minP, 1.0, 0.0, 0.0, 0, 0, seed, 0u, step, 0u, 0, 0};
+  return sampling::RowParams{temperature, topP, minP, 1.0, 0.0, 0.0, 0, 0, seed, 0u, step, 0u, 0, 0, -1, 0};
 }
 
 std::vector<int> run(const Case& c) {
@@ -47,8 +47,8 @@ std::vector<int> run(const Case& c) {
   cudaCheck(cudaMalloc(&dOut, 8 * c.S));
   cudaCheck(cudaMemcpy(dLogits, c.logits.data(), c.logits.size() * 4, cudaMemcpyHostToDevice));
   cudaCheck(cudaMemcpy(dParams, c.params.data(), c.params.size() * sizeof(sampling::RowParams), cudaMemcpyHostToDevice));
-  sample(dOut, reinterpret_cast<float*>(dOut + c.S), nullptr, nullptr, 0, dLogits, c.S, c.V, kF32, dParams, nullptr, false,
-         nullptr);
+  sample(dOut, reinterpret_cast<float*>(dOut + c.S), nullptr, nullptr, 0, dLogits, c.S, c.V, kF32, dParams, nullptr, nullptr,
+         false, nullptr);
   cudaCheck(cudaDeviceSynchronize());
   std::vector<int> ids(c.S);
   cudaCheck(cudaMemcpy(ids.data(), dOut, 4 * c.S, cudaMemcpyDeviceToHost));

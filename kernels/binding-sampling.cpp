@@ -8,13 +8,13 @@ namespace tandem {
 namespace {
 
 // (ids i32 [S], logprobs f32 [S], topIds i32 [S, topStride], topLogprobs f32 [S, topStride], topStride,
-//  logits, S, V, dt, params, penalties, anyPenalties)
+//  logits, S, V, dt, params, penalties, pendingIds (0: none), anyPenalties)
 napi_value Sample(napi_env env, napi_callback_info info) {
-  Args a(env, info, 12, "sample");
+  Args a(env, info, 13, "sample");
   requireReady("sample");
   sample(static_cast<int*>(a.ptr(0)), static_cast<float*>(a.ptr(1)), static_cast<int*>(a.ptr(2)),
          static_cast<float*>(a.ptr(3)), a.i32(4), a.ptr(5), a.i32(6), a.i32(7), a.i32(8), a.ptr(9), a.ptr(10),
-         a.num(11) != 0, bindingStream());
+         static_cast<const int*>(a.ptr(11)), a.num(12) != 0, bindingStream());
   return undefinedValue(env);
 }
 

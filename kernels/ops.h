@@ -86,16 +86,18 @@ size_t greedySampleWorkspaceBytes(int S, int V);
 void greedySample(int* ids, int* keep, float* logprobs, const void* logits, int S, int V, int dt, void* workspace,
                   cudaStream_t stream);
 
-// sampling.cu: one token per row of logits (S, V) on the device. params holds S RowParams (80 bytes
+// sampling.cu: one token per row of logits (S, V) on the device. params holds S RowParams (88 bytes
 // each, packed by src/backend/cuda/sampling-params.ts), penalties the rows' (id, count) entries;
-// ids (S) i32, logprobs (S) f32, topIds / topLogprobs (S, topStride). anyPenalties: some row has
-// entries (the kernel then keeps a V-bit bitmap in shared memory, V <= sampleMaxPenaltyVocab()).
-// Rows ask for at most sampleMaxTopLogprobs() top logprobs.
+// ids (S) i32, logprobs (S) f32, topIds / topLogprobs (S, topStride). pendingIds (or null): the
+// previous step's ids; a row's pending index names one more output token its penalties count.
+// anyPenalties: some row has entries or a pending token (the kernel then keeps a V-bit bitmap in
+// shared memory, V <= sampleMaxPenaltyVocab()). Rows ask for at most sampleMaxTopLogprobs() top logprobs.
 int sampleMaxTopLogprobs();
 int sampleMaxPenaltyVocab();
 size_t samplePenaltyBitmapBytes(int V);
 void sample(int* ids, float* logprobs, int* topIds, float* topLogprobs, int topStride, const void* logits, int S, int V,
-            int dt, const void* params, const void* penalties, bool anyPenalties, cudaStream_t stream);
+            int dt, const void* params, const void* penalties, const int* pendingIds, bool anyPenalties,
+            cudaStream_t stream);
 // sampling.cu: out (S) f32 = the uniform uniformAt(seed, step) of each row of params (a check hook).
 void sampleUniforms(float* out, const void* params, int S, cudaStream_t stream);
 

@@ -73,6 +73,7 @@ struct RowView {
   double m;     // the row's max value (the top token weighs exactly 1)
   double temp;  // temperature > 0
   double invTemp;
+  int pending = -1;  // one more output token, not among the entries' counts (marked in the bitmap), or -1
 
   __device__ float raw(int i) const {
     const float v = toF(x[i]);
@@ -89,7 +90,9 @@ struct RowView {
       if (pen[mid].id < i) lo = mid + 1;
       else hi = mid;
     }
-    const int count = pen[lo].count;
+    // (a marked token without an entry is the pending one)
+    int count = penCount > 0 && pen[lo].id == i ? pen[lo].count : 0;
+    if (i == pending) count++;
     if (repetition != 1.0) {
       const double d = v;
       v = static_cast<float>(d > 0 ? d / repetition : d * repetition);

@@ -2,6 +2,8 @@
 Sampling on the device: one token per row of logits, so only ids and logprobs go to the host.
   logits is (S, V) f32 or bf16; params is (S) RowParams (src/backend/cuda/sampling-params.ts
   packs them); penalties holds each row's (id, output count) entries, ids ascending;
+  pendingIds (or null) the previous step's ids, of which a row's `pending` index names one more
+  output token for its penalties (the engine's async scheduling: the host has not seen it yet);
   ids (S) i32, logprobs (S) f32, topIds / topLogprobs (S, topStride) for rows asking for them.
 
 The contract is the CPU sampler's (src/backend/cpu/sampling.ts, penalties.ts, top-logprobs.ts):
@@ -44,8 +46,10 @@ struct RowParams {
   unsigned seedLo, seedHi, stepLo, stepHi;
   int penaltyOffset;  // first entry of the row in `penalties`
   int penaltyCount;
+  int pending;  // index into pendingIds of one more output token the host has not seen, or -1
+  int pad;
 };
-static_assert(sizeof(RowParams) == 80, "RowParams must match sampling-params.ts");
+static_assert(sizeof(RowParams) == 88, "RowParams must match sampling-params.ts");
 
 // uniformAt(seed, step) of src/backend/rng.ts: Philox4x32-10, key = seed, counter = (step, 0, 0).
 __host__ __device__ inline float philoxUniform(unsigned seedLo, unsigned seedHi, unsigned stepLo, unsigned stepHi) {
@@ -157,7 +161,7 @@ __device__ void topTokens(const RowView<T>& raw, OrderShared<NT>& sh, int K, flo
 template <typename T, int NT>
 __global__ void __launch_bounds__(NT)
     sampleKernel(int* ids, float* logprobs, int* topIds, float* topLogprobs, int topStride, const T* logits, int V,
-                 const RowParams* params, const PenaltyEntry* penalties) {
+                 const RowParams* params, const PenaltyEntry* penalties, const int* pendingIds) {
   extern __shared__ float4 dynamicSmem[];  // the penalty bitmap, when any row has penalties
   __shared__ SampleShared<NT> sh;
   const int row = blockIdx.x;
@@ -167,7 +171,11 @@ __global__ void __launch_bounds__(NT)
 
   RowView<T> view{x, V, nullptr, penalties + p.penaltyOffset, p.penaltyCount, p.repetition, p.frequency, p.presence,
                   0.0, 1.0, 1.0};
-  if (p.penaltyCount > 0) {
+  // The previous step's id of this row, kept on the device: one more output token to count.
+  int pendingId = p.pending >= 0 && pendingIds != nullptr ? pendingIds[p.pending] : -1;
+  if (pendingId >= V) pendingId = -1;
+  view.pending = pendingId;
+  if (p.penaltyCount > 0 || pendingId >= 0) {
     unsigned* bitmap = reinterpret_cast<unsigned*>(dynamicSmem);
     for (int i = t; i < (V + 31) / 32; i += NT) bitmap[i] = 0;
     __syncthreads();
@@ -175,6 +183,7 @@ __global__ void __launch_bounds__(NT)
       const int id = view.pen[e].id;
       atomicOr(&bitmap[id >> 5], 1u << (id & 31));
     }
+    if (t == 0 && pendingId >= 0) atomicOr(&bitmap[pendingId >> 5], 1u << (pendingId & 31));
     __syncthreads();
     view.bitmap = bitmap;
   }
@@ -268,7 +277,8 @@ constexpr int kThreads = 1024;
 
 template <typename T>
 void launchSample(int* ids, float* logprobs, int* topIds, float* topLogprobs, int topStride, const void* logits, int S,
-                  int V, const void* params, const void* penalties, size_t bitmapBytes, cudaStream_t stream) {
+                  int V, const void* params, const void* penalties, const int* pendingIds, size_t bitmapBytes,
+                  cudaStream_t stream) {
   auto kernel = sampling::sampleKernel<T, kThreads>;
   // Shared memory past 48 KiB must be asked for; remember what this kernel was granted.
   static size_t granted = 0;
@@ -278,7 +288,7 @@ void launchSample(int* ids, float* logprobs, int* topIds, float* topLogprobs, in
   }
   kernel<<<S, kThreads, bitmapBytes, stream>>>(ids, logprobs, topIds, topLogprobs, topStride, static_cast<const T*>(logits),
                                               V, static_cast<const sampling::RowParams*>(params),
-                                              static_cast<const sampling::PenaltyEntry*>(penalties));
+                                              static_cast<const sampling::PenaltyEntry*>(penalties), pendingIds);
 }
 }  // namespace
 
@@ -291,7 +301,8 @@ int sampleMaxPenaltyVocab() { return static_cast<int>(kMaxBitmapBytes * 8); }
 size_t samplePenaltyBitmapBytes(int V) { return static_cast<size_t>((V + 31) / 32) * 4; }
 
 void sample(int* ids, float* logprobs, int* topIds, float* topLogprobs, int topStride, const void* logits, int S, int V,
-            int dt, const void* params, const void* penalties, bool anyPenalties, cudaStream_t stream) {
+            int dt, const void* params, const void* penalties, const int* pendingIds, bool anyPenalties,
+            cudaStream_t stream) {
   if (S == 0) return;
   if (V <= 0) throw Error("sample: empty vocabulary");
   const size_t bitmapBytes = anyPenalties ? samplePenaltyBitmapBytes(V) : 0;
@@ -300,7 +311,7 @@ void sample(int* ids, float* logprobs, int* topIds, float* topLogprobs, int topS
   }
   DISPATCH_FLOAT(dt, T,
                  launchSample<T>(ids, logprobs, topIds, topLogprobs, topStride, logits, S, V, params, penalties,
-                                 bitmapBytes, stream));
+                                 pendingIds, bitmapBytes, stream));
   launchCheck();
 }
 

@@ -71,6 +71,18 @@ export interface PenaltyCounts {
   counts: Int32Array;
 }
 
+/**
+ * Output tokens not on the host yet, one per row at most (Backend.sample's `pending`): the engine
+ * queues a step before the previous one's ids are back, and a penalised row must still count the
+ * previous id.
+ */
+export interface PendingTokens {
+  /** The previous step's ids, on the device (its sample()'s keepIds), i32. */
+  ids: Tensor;
+  /** Per row of this sample: the index into `ids` of the row's pending token, or -1 for none. */
+  rows: Int32Array;
+}
+
 /** Per-row sampling parameters. A row is greedy when temperature is 0. */
 export interface SamplingParams {
   temperature: number; // 0 = greedy (argmax)
@@ -300,8 +312,11 @@ export interface Backend {
    * keepIds (an i32 tensor of at least S elements): the ids are also stored there, on the device,
    * ahead of any op queued after this call returns; a backend that would draw these rows on the
    * host throws instead (nothing queued).
+   * pending: one more output token per row that the host does not have yet (the previous step's
+   * id, kept on the device by that step's keepIds), counted by the row's penalties; rows without
+   * penalties ignore it. Same host-drawn rule as keepIds.
    */
-  sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor): Promise<SampleResult>;
+  sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor, pending?: PendingTokens): Promise<SampleResult>;
   /**
    * dst[slots[i]] = src[i] along the first dim, in place, for every i whose slot is a row of dst
    * (others, e.g. -1, are skipped); dst and src share dtype and row size, slots is [src rows] i32.

@@ -30,7 +30,7 @@ import { KvBlockManager } from './kv-cache.ts';
 import { OutputProcessor, TokenTexts, type SampledToken } from './output.ts';
 import { groupByAdapter, prepareStep, type PreparedStep, type StepDevice } from './step-inputs.ts';
 import { StepFence } from './step-fence.ts';
-import { PLACEHOLDER, canRunAhead, feedSlots, keepable, type AheadStep } from './run-ahead.ts';
+import { PLACEHOLDER, canRunAhead, feedSlots, keepable, pendingRows, type AheadStep } from './run-ahead.ts';
 import { DeviceQueue } from '../backend/device-queue.ts';
 import { RequestStream } from './request-stream.ts';
 import { validateRequest } from './validate.ts';
@@ -68,8 +68,8 @@ export interface EngineOptions {
   overlapSteps?: boolean;
   /**
    * Async scheduling (needs overlapSteps): while step N runs, queue step N+1 behind it when every
-   * running sequence just continues (nothing waiting, no penalties, none ending by length), its
-   * tokens read from N's ids on the device. The device then never waits for the host between
+   * running sequence just continues (nothing waiting, none ending by length), its tokens read
+   * from N's ids on the device, and penalised rows' counts too (sample()'s pending). The device then never waits for the host between
    * decode steps. Default: on where the backend queues work (cuda); off where ops compute before
    * they return (cpu): nothing runs behind the host there, so it cannot gain (tandem-small on 2
    * cores, serve with 16 clients, 3 runs each: 325 vs 314 output tokens/s, within the runs'
@@ -407,7 +407,10 @@ export class Engine {
       const params = sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
       if (this.#keep !== null && params.every(keepable)) keep = this.#keep[this.#keepTurn++ % 2];
       const feed = prev === null ? undefined : { ids: prev.keep!, slots: feedSlots(prev, plan) };
-      work = prepareStep(this.#device, plan, sampleAt, params, { feed, keep: keep ?? undefined });
+      // Penalised rows count prev's ids too, read on the device (their host copies are placeholders).
+      const rows = prev === null ? null : pendingRows(prev, plan, sampleAt);
+      const pending = rows === null ? undefined : { ids: prev!.keep!, rows };
+      work = prepareStep(this.#device, plan, sampleAt, params, { feed, keep: keep ?? undefined, pending });
     } catch (err) {
       this.#failPlan(plan, err);
       return null;

@@ -27,15 +27,17 @@ export interface AheadStep {
   ahead: unknown;
 }
 
-/** A row whose ids may stay on the device: the device sampler takes it, with no penalties. */
+/**
+ * A row whose ids may stay on the device: the device sampler takes it. Penalised rows too: the
+ * step after reads their last id from the device (pendingRows) for the penalties' counts.
+ */
 export function keepable(p: SamplingParams): boolean {
-  return !hasPenalties(p) && (p.topLogprobs ?? 0) <= KEEP_MAX_TOP_LOGPROBS;
+  return (p.topLogprobs ?? 0) <= KEEP_MAX_TOP_LOGPROBS;
 }
 
 /**
  * Whether the step after `prev` can be queued before prev's ids are back: prev keeps its ids on
- * the device (so none of its rows has penalties, which read the output tokens: see keepable),
- * and every running sequence is one of prev's sampled rows and simply continues (nothing waits to
+ * the device, and every running sequence is one of prev's sampled rows and simply continues (nothing waits to
  * be admitted, so no prompt needs host tokens; none ends by length at prev; each has its next
  * block free, so nothing is preempted).
  */
@@ -65,4 +67,17 @@ export function feedSlots(prev: AheadStep, plan: StepPlan): Int32Array {
     offset += numTokens;
   }
   return Int32Array.from(prev.sampleAt, (i) => at.get(prev.plan.scheduled[i].seq) ?? -1);
+}
+
+/**
+ * For a step queued behind `prev`: per sampled row (sampleAt order), the row of prev's kept ids
+ * holding its sequence's last token, which the host has not seen yet (Backend.sample's pending),
+ * or -1. Only penalised rows read it (their counts include every output token); null when no
+ * sampled row has penalties, so the sampler gets nothing to look up.
+ */
+export function pendingRows(prev: AheadStep, plan: StepPlan, sampleAt: readonly number[]): Int32Array | null {
+  if (!sampleAt.some((i) => hasPenalties(plan.scheduled[i].seq.sampling))) return null;
+  const row = new Map<object, number>();
+  prev.sampleAt.forEach((i, r) => row.set(prev.plan.scheduled[i].seq, r));
+  return Int32Array.from(sampleAt, (i) => row.get(plan.scheduled[i].seq) ?? -1);
 }

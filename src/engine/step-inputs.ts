@@ -7,7 +7,7 @@
  * positions, block tables and sampling parameters are copied here, at launch, and the work reads
  * only the copies.
  */
-import type { Backend, KvCache, SampleResult, SamplingParams, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, PendingTokens, SampleResult, SamplingParams, Tensor } from '../backend/backend.ts';
 import { packBatch, type TokenFeed, type Transformer } from '../model/transformer.ts';
 import { GraphCaptureError, type DecodeGraphs } from './decode-graphs.ts';
 import type { ScheduledSeq, StepPlan } from './scheduler.ts';
@@ -27,6 +27,8 @@ export interface StepIds {
   feed?: TokenFeed;
   /** Keep this step's sampled ids here on the device (sample()'s keepIds), for a step launched after it. */
   keep?: Tensor;
+  /** Penalised rows' last ids, still on the device (sample()'s pending). */
+  pending?: PendingTokens;
 }
 
 /**
@@ -55,8 +57,8 @@ function eagerKind(plan: StepPlan): StepKind {
 export function prepareStep(
   d: StepDevice, plan: StepPlan, sampleAt: readonly number[], params: readonly SamplingParams[], ids: StepIds = {},
 ): PreparedStep {
-  const { feed, keep } = ids;
-  const sample = (logits: Tensor): Promise<SampleResult> => d.backend.sample(logits, params, keep);
+  const { feed, keep, pending } = ids;
+  const sample = (logits: Tensor): Promise<SampleResult> => d.backend.sample(logits, params, keep, pending);
   if (d.graphs !== null && graphable(d.graphs, plan, sampleAt)) {
     const graphs = d.graphs;
     const rows = plan.scheduled.map(({ seq }) => ({ token: seq.tokens[seq.numComputed], position: seq.numComputed, blockTable: [...seq.blockTable] }));

@@ -59,6 +59,49 @@ export function runFeedConformance(be: () => Backend, floatDtype: DType): void {
       assert.throws(() => be().placeRows(i, upI([4, 5]), upI([0])), /placeRows: slots/);
     });
 
+    it('sample counts a pending token per penalised row: the previous step\'s id kept on the device, never awaited', async () => {
+      const V = 300;
+      // Step N: three greedy rows whose ids stay on the device.
+      const keep = upI([0, 0, 0], 'persistent');
+      const xN = randn(3 * V, 50, 1);
+      const winners = [17, 123, 250];
+      winners.forEach((id, r) => (xN[r * V + id] = 9));
+      const stepN = be().sample(be().upload(xN, [3, V], floatDtype), [0, 1, 2].map(() => params({ temperature: 0 })), keep);
+      // Step N+1, queued before N's ids are awaited. Row r's logits peak at the token N's row
+      // pending[r] drew (3.0), a runner-up at 2.5: counted as one more output, the peak falls to
+      // 3 / 1.5 - 0.4 - 0.6 = 1.0 and the runner-up wins; not counted, the peak stays.
+      const rows = Int32Array.from([2, 0, -1, 1, 1]);
+      const S = rows.length;
+      const xNext = randn(S * V, 51, 0.3);
+      const runnerUp = [40, 41, 42, 43, 44];
+      for (let r = 0; r < S; r++) {
+        if (rows[r] >= 0) xNext[r * V + winners[rows[r]]] = 3;
+        xNext[r * V + runnerUp[r]] = 2.5;
+      }
+      const pen = { repetitionPenalty: 1.5, frequencyPenalty: 0.4, presencePenalty: 0.6 };
+      const ps = [
+        params({ temperature: 0, ...pen, outputTokens: [5, 5] }),
+        params({ temperature: 0.7, topK: 2, seed: 9, step: 3, ...pen, promptTokens: [7], outputTokens: [] }),
+        params({ temperature: 0, ...pen, outputTokens: [8] }),
+        params({ temperature: 0 }), // no penalties: its pending token changes nothing
+        params({ temperature: 0, frequencyPenalty: 1.5, outputTokens: [2] }),
+      ];
+      const xt = be().upload(xNext, [S, V], floatDtype);
+      const withPending = be().sample(xt, ps, undefined, { ids: keep, rows });
+      const [resN, got] = await Promise.all([stepN, withPending]);
+      assert.deepEqual(Array.from(resN.ids), winners);
+      // The same draw with the pending ids written into the rows' outputs on the host.
+      const explicit = ps.map((p, r) => (rows[r] >= 0 && p.outputTokens !== undefined ? { ...p, outputTokens: [...p.outputTokens, winners[rows[r]]] } : p));
+      const want = await be().sample(xt, explicit);
+      assert.deepEqual(Array.from(got.ids), Array.from(want.ids));
+      assert.deepEqual(Array.from(got.logprobs), Array.from(want.logprobs));
+      assert.deepEqual([got.ids[0], got.ids[2], got.ids[3], got.ids[4]], [40, 42, winners[1], 44], 'the pending token moved rows 0 and 4, not the unpenalised row 3');
+      // Bad pending rows are refused.
+      await assert.rejects(be().sample(xt, ps, undefined, { ids: keep, rows: Int32Array.from([0, 0]) }), /pending/);
+      await assert.rejects(be().sample(xt, ps, undefined, { ids: keep, rows: Int32Array.from([0, 0, 3, 0, 0]) }), /pending/);
+      be().free(keep);
+    });
+
     it("the next step's embedding reads sampled ids placed on the device, nothing awaited in between", async () => {
       const [V, C, S] = [64, 8, 3];
       const table = be().upload(randn(V * C, 40), [V, C], floatDtype);

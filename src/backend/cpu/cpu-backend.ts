@@ -28,6 +28,7 @@ import type {
   Lifetime,
   LinearPart,
   NormSpec,
+  PendingTokens,
   SampleResult,
   SamplingParams,
   Tensor,
@@ -49,7 +50,7 @@ import { linearForward, linearPlan } from './matmul.ts';
 import { CpuThreadPool, cpuThreadsDefault } from './pool.ts';
 import { addRmsnormForward, rmsnormForward } from './norm.ts';
 import { ropeForward } from './rope.ts';
-import { applyPenalties, hasPenalties } from './penalties.ts';
+import { applyPenalties, checkPendingRows, hasPenalties, penaltyCounts, withOutputToken } from './penalties.ts';
 import { SamplingWorkspace, argmax, sampleFiltered } from './sampling.ts';
 import { topLogprobs } from './top-logprobs.ts';
 import { logSoftmaxForward, logSumExp } from './softmax.ts';
@@ -416,12 +417,14 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  async sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor): Promise<SampleResult> {
+  async sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor, pending?: PendingTokens): Promise<SampleResult> {
     const lt = this.f32('sample', 'logits', logits, 2);
     const [S, V] = lt.shape;
     sampleArgs(lt.shape, params);
     const keep = keepIds === undefined ? null : this.i32('sample', 'keepIds', keepIds, 1);
     if (keep !== null && keep.size < S) throw new Error(`sample: keepIds ${fmtShape(keep.shape)} holds fewer than the ${S} rows`);
+    const pendingIds = pending === undefined ? null : this.i32('sample', 'pending.ids', pending.ids, 1);
+    if (pending !== undefined) checkPendingRows(pending.rows, S, pendingIds!.size);
     const ids = new Int32Array(S);
     const logprobs = new Float32Array(S);
     const top: SampleResult['top'] = [];
@@ -435,7 +438,11 @@ export class CpuBackend implements Backend {
           this.penalized = new Float32Array(V);
           this.penaltyCounts = new Int32Array(V);
         }
-        applyPenalties(this.penalized, lt.data, o, V, p, this.penaltyCounts);
+        // A pending id (the previous step's, still "on the device") counts as one more output.
+        const at = pending === undefined ? -1 : pending.rows[s];
+        const pendingId = at >= 0 ? pendingIds!.data[at] : -1;
+        const counted = pendingId >= 0 && pendingId < V ? { ...p, penaltyCounts: withOutputToken(penaltyCounts(p), pendingId) } : p;
+        applyPenalties(this.penalized, lt.data, o, V, counted, this.penaltyCounts);
         src = this.penalized;
         o = 0;
       }

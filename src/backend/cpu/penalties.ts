@@ -8,7 +8,7 @@
  */
 import type { PenaltyCounts, SamplingParams } from '../backend.ts';
 
-export function hasPenalties(p: SamplingParams): boolean {
+export function hasPenalties(p: Pick<SamplingParams, 'presencePenalty' | 'frequencyPenalty' | 'repetitionPenalty'>): boolean {
   return (p.presencePenalty ?? 0) !== 0 || (p.frequencyPenalty ?? 0) !== 0 || (p.repetitionPenalty ?? 1) !== 1;
 }
 
@@ -26,6 +26,44 @@ export function penaltyCounts(p: SamplingParams): PenaltyCounts {
   for (const id of p.outputTokens ?? []) counts.set(id, (counts.get(id) ?? 0) + 1);
   const ids = Int32Array.from(counts.keys()).sort();
   return { ids, counts: Int32Array.from(ids, (id) => counts.get(id)!) };
+}
+
+/** pc with one more output token `id` (a copy; pc is left as it is). */
+export function withOutputToken(pc: PenaltyCounts, id: number): PenaltyCounts {
+  let lo = 0;
+  let hi = pc.ids.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (pc.ids[mid] < id) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo < pc.ids.length && pc.ids[lo] === id) {
+    const counts = pc.counts.slice();
+    counts[lo]++;
+    return { ids: pc.ids, counts };
+  }
+  const ids = new Int32Array(pc.ids.length + 1);
+  const counts = new Int32Array(pc.ids.length + 1);
+  ids.set(pc.ids.subarray(0, lo));
+  counts.set(pc.counts.subarray(0, lo));
+  ids[lo] = id;
+  counts[lo] = 1;
+  ids.set(pc.ids.subarray(lo), lo + 1);
+  counts.set(pc.counts.subarray(lo), lo + 1);
+  return { ids, counts };
+}
+
+/**
+ * The pending rows' checks (Backend.sample's `pending`): one index per row, each -1 or an index
+ * into ids (of `available` elements).
+ */
+export function checkPendingRows(rows: Int32Array, S: number, available: number): void {
+  if (rows.length !== S) throw new Error(`sample: pending.rows has ${rows.length} entries for ${S} rows`);
+  for (let r = 0; r < S; r++) {
+    if (rows[r] !== -1 && !(rows[r] >= 0 && rows[r] < available)) {
+      throw new Error(`sample: pending.rows[${r}] = ${rows[r]} is neither -1 nor an index into the ${available} pending ids`);
+    }
+  }
 }
 
 export function checkPenalties(p: SamplingParams, row: number, V: number): void {

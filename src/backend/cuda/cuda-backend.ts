@@ -33,6 +33,7 @@ import type {
   Lifetime,
   LinearPart,
   NormSpec,
+  PendingTokens,
   SampleResult,
   SamplingParams,
   Tensor,
@@ -562,9 +563,10 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  async sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor): Promise<SampleResult> {
+  async sample(logits: Tensor, params: readonly SamplingParams[], keepIds?: Tensor, pending?: PendingTokens): Promise<SampleResult> {
     const keep = keepIds === undefined ? undefined : this.i32('sample', 'keepIds', keepIds, 1);
-    return this.samplingOps.sample(logits, params, keep);
+    const pendingIds = pending === undefined ? undefined : { ids: this.i32('sample', 'pending.ids', pending.ids, 1), rows: pending.rows };
+    return this.samplingOps.sample(logits, params, keep, pendingIds);
   }
 
   placeRows(dst: Tensor, src: Tensor, slots: Tensor): void {

@@ -112,10 +112,13 @@ export interface NativeCuda {
   greedySampleWorkspaceBytes(S: number, V: number): number;
 
   // sampling on the device (kernels/binding-sampling.cpp, kernels/sampling.cu)
-  /** params and penalties: the words of packSamplingParams() (sampling-params.ts), uploaded. */
+  /**
+   * params and penalties: the words of packSamplingParams() (sampling-params.ts), uploaded.
+   * pendingIds: the previous step's kept ids that the rows' pending indices point into, or 0.
+   */
   sample(
     ids: number, logprobs: number, topIds: number, topLogprobs: number, topStride: number, logits: number,
-    S: number, V: number, dt: number, params: number, penalties: number, anyPenalties: number,
+    S: number, V: number, dt: number, params: number, penalties: number, pendingIds: number, anyPenalties: number,
   ): void;
   /** Rows asking for more top logprobs, or penalties over a larger vocabulary, sample on the host. */
   sampleLimits(): { maxTopLogprobs: number; maxPenaltyVocab: number };

@@ -6,7 +6,7 @@
  * names them) download their logits and sample on the host.
  */
 import type { SampleResult, SamplingParams, Tensor } from '../backend.ts';
-import { hasPenalties } from '../cpu/penalties.ts';
+import { checkPendingRows, hasPenalties } from '../cpu/penalties.ts';
 import { sampleArgs } from '../op-shapes.ts';
 import { HostSampler, deviceCanSample, unpackSampleResult } from './host-sampling.ts';
 import { DTYPE_CODE } from './native.ts';
@@ -34,23 +34,31 @@ export class CudaSamplingOps {
 
   constructor(private readonly ctx: SamplingOpContext) {}
 
-  /** keep: also store the ids there on the device (Backend.sample's keepIds, checked i32 by the caller). */
-  async sample(logits: Tensor, params: readonly SamplingParams[], keep?: CudaTensor): Promise<SampleResult> {
+  /**
+   * keep: also store the ids there on the device (Backend.sample's keepIds, checked i32 by the
+   * caller); pending: Backend.sample's pending tokens (ids checked i32 by the caller).
+   */
+  async sample(logits: Tensor, params: readonly SamplingParams[], keep?: CudaTensor, pending?: { ids: CudaTensor; rows: Int32Array }): Promise<SampleResult> {
     const { native } = this.ctx;
     const lt = this.ctx.float('sample', 'logits', logits, 2);
     const [S, V] = lt.shape;
     sampleArgs(lt.shape, params);
     if (keep !== undefined && keep.size < S) throw new Error(`sample: keepIds [${keep.shape.join(', ')}] holds fewer than the ${S} rows`);
+    if (pending !== undefined) checkPendingRows(pending.rows, S, pending.ids.size);
     if (S === 0) return { ids: new Int32Array(0), logprobs: new Float32Array(0), top: [] };
     if (!deviceCanSample(params, V, native.sampleLimits())) {
-      // The ids would exist only after the logits came back: too late for work queued meanwhile.
-      if (keep !== undefined) throw new Error('sample: keepIds asked for rows drawn on the host (more top logprobs or a larger penalised vocabulary than the device sampler takes)');
+      // The ids would exist only after the logits came back: too late for work queued meanwhile;
+      // and pending ids exist only on the device.
+      if (keep !== undefined || pending !== undefined) {
+        throw new Error(`sample: ${keep !== undefined ? 'keepIds' : 'pending tokens'} asked for rows drawn on the host (more top logprobs or a larger penalised vocabulary than the device sampler takes)`);
+      }
       const x = (await native.download(lt.ptr, lt.size, DTYPE_CODE[lt.dtype])) as Float32Array;
       return this.host.sample(x, S, V, params);
     }
+    // (plain greedy rows have no penalties: a pending token changes nothing for them)
     if (GREEDY_KERNEL && params.every(plainGreedy)) return this.greedy(lt, S, V, keep);
     // One upload of every row's parameters; ids, logprobs and top lists come back in one download.
-    const packed = packSamplingParams(params, V);
+    const packed = packSamplingParams(params, V, pending?.rows);
     const pbuf = this.ctx.scratch([packed.words.length], 'i32');
     native.upload(pbuf.ptr, packed.words, DTYPE_CODE.i32);
     const K = packed.maxTop;
@@ -58,7 +66,7 @@ export class CudaSamplingOps {
     const topIds = out.ptr + 8 * S;
     native.sample(
       out.ptr, out.ptr + 4 * S, topIds, topIds + 4 * S * K, K, lt.ptr, S, V, DTYPE_CODE[lt.dtype],
-      pbuf.ptr, pbuf.ptr + 4 * S * ROW_WORDS, packed.anyPenalties ? 1 : 0,
+      pbuf.ptr, pbuf.ptr + 4 * S * ROW_WORDS, pending?.ids.ptr ?? 0, packed.anyPenalties ? 1 : 0,
     );
     if (keep !== undefined) native.copy(keep.ptr, out.ptr, 4 * S);
     const words = (await native.download(out.ptr, out.size, DTYPE_CODE.i32)) as Int32Array;

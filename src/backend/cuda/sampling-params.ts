@@ -4,8 +4,10 @@
  *
  * Layout, as 32-bit words: S rows of ROW_WORDS words, then the penalty entries (id, output count)
  * of every row, each row's ids ascending. A row is 6 doubles (temperature, topP, minP,
- * repetition, frequency, presence) then 8 ints (topK, topLogprobs, seed low / high word,
- * step low / high word, first penalty entry, penalty entry count).
+ * repetition, frequency, presence) then 10 ints (topK, topLogprobs, seed low / high word,
+ * step low / high word, first penalty entry, penalty entry count, pending index, padding).
+ * The pending index (-1: none) picks the row's pending token from the ids the kernel is given
+ * (Backend.sample's `pending`); only rows with penalties carry one.
  *
  * The seed and step split into 32-bit words exactly as src/backend/rng.ts splits them (two's
  * complement for negative seeds), so the device's Philox draws the host's uniformAt(seed, step).
@@ -17,15 +19,15 @@
  *   native.upload(buf.ptr, packed.words, DTYPE_CODE.i32);
  */
 import type { SamplingParams } from '../backend.ts';
-import { penaltyCounts } from '../cpu/penalties.ts';
+import { hasPenalties, penaltyCounts } from '../cpu/penalties.ts';
 
-/** 32-bit words per row (80 bytes, sizeof(RowParams)). */
-export const ROW_WORDS = 20;
+/** 32-bit words per row (88 bytes, sizeof(RowParams)). */
+export const ROW_WORDS = 22;
 
 export interface PackedSampling {
   /** Row params then penalty entries (see the file comment). */
   words: Int32Array;
-  /** Whether any row carries penalty entries (the kernel then needs its bitmap). */
+  /** Whether any row carries penalty entries or a pending token (the kernel then needs its bitmap). */
   anyPenalties: boolean;
   /** The largest topLogprobs of the batch (capped at V): the stride of the top lists. */
   maxTop: number;
@@ -42,7 +44,7 @@ function highWord(x: number): number {
 }
 
 /** The batch's parameters as the device reads them; params must already be validated. */
-export function packSamplingParams(params: readonly SamplingParams[], V: number): PackedSampling {
+export function packSamplingParams(params: readonly SamplingParams[], V: number, pendingRows?: Int32Array): PackedSampling {
   const S = params.length;
   const entries = params.map(penaltyCounts);
   const totalEntries = entries.reduce((n, e) => n + e.ids.length, 0);
@@ -51,6 +53,7 @@ export function packSamplingParams(params: readonly SamplingParams[], V: number)
   const doubles = new Float64Array(buffer, 0, (S * ROW_WORDS) / 2);
   let next = 0;
   let maxTop = 0;
+  let anyPending = false;
   params.forEach((p, s) => {
     const d = s * (ROW_WORDS / 2);
     doubles[d] = p.temperature;
@@ -70,6 +73,10 @@ export function packSamplingParams(params: readonly SamplingParams[], V: number)
     words[w + 6] = next;
     const { ids, counts } = entries[s];
     words[w + 7] = ids.length;
+    const pending = pendingRows !== undefined && hasPenalties(p) ? pendingRows[s] : -1;
+    words[w + 8] = pending;
+    words[w + 9] = 0;
+    if (pending >= 0) anyPending = true;
     for (let i = 0; i < ids.length; i++) {
       words[S * ROW_WORDS + 2 * next] = ids[i];
       words[S * ROW_WORDS + 2 * next + 1] = counts[i];
@@ -77,5 +84,5 @@ export function packSamplingParams(params: readonly SamplingParams[], V: number)
     }
     maxTop = Math.max(maxTop, top);
   });
-  return { words, anyPenalties: totalEntries > 0, maxTop };
+  return { words, anyPenalties: totalEntries > 0 || anyPending, maxTop };
 }
