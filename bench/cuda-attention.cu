@@ -169,7 +169,7 @@ void callVariant(const Batch& b, int splits) {
   groupedDecodeKernel<__nv_bfloat16, 4, 8, WARPS, UNROLL><<<dim3(b.T, Hkv, splits), WARPS * 32>>>(
       b.out, b.workspace, b.q, b.k, b.v, b.cu, b.lens, b.tables, b.S, H, Hkv, kBlock, b.maxBlocks, b.numBlocks,
       1.0f / sqrtf(D), splits, 0);
-  if (splits > 1) mergeSplitsKernel<__nv_bfloat16><<<dim3(b.T, H), 128>>>(b.out, b.workspace, b.cu, b.S, H, D, splits, 0);
+  if (splits > 1) mergeSplitsKernel<__nv_bfloat16><<<dim3(b.T, H), 128>>>(b.out, b.workspace, b.cu, b.lens, b.S, H, D, splits, 0);
 }
 
 void attentionBench(std::vector<Result>& results, double bandwidth) {
@@ -260,13 +260,13 @@ void samplingBench(std::vector<Result>& results, double bandwidth) {
       std::vector<sampling::RowParams> ps(S);
       for (int s = 0; s < S; s++) {
         ps[s] = sampling::RowParams{st.temperature, st.topP, st.minP, 1.0, 0.0, 0.0, st.topK, st.topLogprobs,
-                                    static_cast<unsigned>(s), 0u, 5u, 0u, 0, 0};
+                                    static_cast<unsigned>(s), 0u, 5u, 0u, 0, 0, -1, 0};
       }
       cudaCheck(cudaMemcpy(dParams, ps.data(), S * sizeof(sampling::RowParams), cudaMemcpyHostToDevice));
       const double us = timeUs(
           [&] {
             sample(dOut, reinterpret_cast<float*>(dOut + S), dOut + 2 * S, reinterpret_cast<float*>(dOut + 2 * S + 20 * S),
-                   20, dLogits, S, V, kF32, dParams, nullptr, false, nullptr);
+                   20, dLogits, S, V, kF32, dParams, nullptr, nullptr, false, nullptr);
           },
           20);
       const double floorUs = 4.0 * S * V / bandwidth * 1e6;
