@@ -198,6 +198,11 @@ export interface Backend {
    * there by default (see EngineOptions.asyncScheduling).
    */
   readonly queuesWork: boolean;
+  /**
+   * The largest vocabulary whose penalised rows sample() draws on the device (keepIds and pending
+   * need that); absent: any (cpu). The CUDA sampler marks penalised ids in a shared-memory bitmap.
+   */
+  readonly devicePenaltyVocab?: number;
 
   // ---- memory ----
   /**

@@ -405,7 +405,8 @@ export class Engine {
     let keep: Tensor | null = null;
     try {
       const params = sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
-      if (this.#keep !== null && params.every(keepable)) keep = this.#keep[this.#keepTurn++ % 2];
+      const V = this.#device.model.config.vocabSize;
+      if (this.#keep !== null && params.every((p) => keepable(p, V, this.#backend.devicePenaltyVocab))) keep = this.#keep[this.#keepTurn++ % 2];
       const feed = prev === null ? undefined : { ids: prev.keep!, slots: feedSlots(prev, plan) };
       // Penalised rows count prev's ids too, read on the device (their host copies are placeholders).
       const rows = prev === null ? null : pendingRows(prev, plan, sampleAt);

@@ -28,11 +28,12 @@ export interface AheadStep {
 }
 
 /**
- * A row whose ids may stay on the device: the device sampler takes it. Penalised rows too: the
- * step after reads their last id from the device (pendingRows) for the penalties' counts.
+ * A row whose ids may stay on the device: the device sampler takes it. Penalised rows too (the
+ * step after reads their last id from the device, pendingRows), where the backend samples
+ * penalised rows of this vocabulary on the device (Backend.devicePenaltyVocab).
  */
-export function keepable(p: SamplingParams): boolean {
-  return (p.topLogprobs ?? 0) <= KEEP_MAX_TOP_LOGPROBS;
+export function keepable(p: SamplingParams, vocabSize: number, devicePenaltyVocab = Infinity): boolean {
+  return (p.topLogprobs ?? 0) <= KEEP_MAX_TOP_LOGPROBS && (vocabSize <= devicePenaltyVocab || !hasPenalties(p));
 }
 
 /**

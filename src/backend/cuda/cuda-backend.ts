@@ -135,6 +135,9 @@ export class CudaBackend implements Backend {
   readonly jointProjections: boolean;
   /** Ops queue work on the stream and return at once. */
   readonly queuesWork: boolean = true;
+  get devicePenaltyVocab(): number {
+    return this.native.sampleLimits().maxPenaltyVocab;
+  }
   /** The GPU in use (name, memory, multiprocessors, compute capability). */
   readonly device: DeviceInfo;
   private readonly native: NativeCuda;
