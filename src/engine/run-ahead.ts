@@ -38,9 +38,9 @@ export function keepable(p: SamplingParams, vocabSize: number, devicePenaltyVoca
 
 /**
  * Whether the step after `prev` can be queued before prev's ids are back: prev keeps its ids on
- * the device, and every running sequence is one of prev's sampled rows and simply continues (nothing waits to
- * be admitted, so no prompt needs host tokens; none ends by length at prev; each has its next
- * block free, so nothing is preempted).
+ * the device, and every running sequence is one of prev's sampled rows and simply continues
+ * (nothing waits to be admitted, so no prompt needs host tokens; none ends by length at prev;
+ * each has its next block free, so nothing is preempted).
  */
 export function canRunAhead(prev: AheadStep, scheduler: Scheduler, blocks: KvBlockManager): boolean {
   if (prev.keep === null || prev.ahead !== null) return false;
