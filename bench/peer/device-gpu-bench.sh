@@ -37,6 +37,8 @@ status=0
 phases=()
 
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+GPU_BENCH_HOST="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+export GPU_BENCH_HOST
 [ -n "$card" ] || card="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') (no GPU)"
 
 # Seconds a phase may take: its cap, or what is left of the budget after reserving `keep` seconds
@@ -136,6 +138,8 @@ knobs = " ".join(f"{k}='{os.environ[k]}'" for k in ("GPU_BENCH_DECODE_ARGS", "GP
 print(f"command: source .device/env.sh && {knobs + ' ' if knobs else ''}bash bench/peer/device-gpu-bench.sh")
 if "copy_bandwidth" in hf:
     print(f"floors from: copy {hf['copy_bandwidth']['value']} GB/s, bf16 GEMM {hf['gemm_bf16_8192']['value']} TFLOP/s")
+# The host matters too: serving and transformers' batch-1 generate are bound by it.
+print(f"host: {os.environ.get('GPU_BENCH_HOST', '?')}")
 if dec_doc:
     print(f"model: {dec_doc['floors']['weight_bytes_per_step'] / 1e9:.3f} GB of weights read per step ({dec_doc['config']['weight_dtype']})")
 print(f"{'figure':<34}{'Tandem':>10}{'floor':>10}{'% floor':>9}{'HF':>9}{'x HF':>7}  target")
