@@ -9,7 +9,8 @@
  * head_dim 128 (Qwen2.5-3B's launch pattern; host work scales with launches, not tensor sizes).
  *
  *   node --import tsx bench/host-serve.ts [--concurrency 64] [--num-prompts 256] [--input-len 128]
- *     [--output-len 128] [--layers 36] [--no-graphs] [--no-async] [--out FILE.json]
+ *     [--output-len 128] [--request-rate inf] [--layers 36] [--no-graphs] [--no-async] [--out FILE.json]
+ * (--request-rate N: Poisson arrivals, so prompts join running decodes: mixed steps.)
  */
 import { serve } from '@hono/node-server';
 import { spawn } from 'node:child_process';
@@ -35,6 +36,7 @@ const { values: v } = parseArgs({
     'num-prompts': { type: 'string', default: '256' },
     'input-len': { type: 'string', default: '128' },
     'output-len': { type: 'string', default: '128' },
+    'request-rate': { type: 'string', default: 'inf' },
     layers: { type: 'string', default: '36' },
     'no-graphs': { type: 'boolean', default: false },
     'no-async': { type: 'boolean', default: false },
@@ -73,7 +75,7 @@ try {
   const out = join(dir, 'serve.json');
   const cpu = `${cpus()[0]?.model ?? '?'} (${cpus().length} cores)`;
   const args = ['--import', 'tsx', 'bench/serve.ts', '--base-url', base, '--concurrency', v.concurrency!, '--num-prompts', v['num-prompts']!,
-    '--input-len', v['input-len']!, '--output-len', v['output-len']!, '--card', `none (host only: ${cpu}; stand-in addon)`, '--out', out];
+    '--input-len', v['input-len']!, '--output-len', v['output-len']!, '--request-rate', v['request-rate']!, '--card', `none (host only: ${cpu}; stand-in addon)`, '--out', out];
   const cpu0 = process.cpuUsage();
   const status = await new Promise<number | null>((resolve) => {
     const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
