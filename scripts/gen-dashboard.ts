@@ -125,6 +125,13 @@ export const ROWS: RowSpec[] = [
         ],
       },
       {
+        title: 'Engine steps by kind',
+        description:
+          'Engine steps per second: graph (a replayed decode graph), decode (one token per row, eager), mixed (prompt chunks beside decodes, eager), prefill. Eager decode steps where graphs are on mean a bucket without a graph.',
+        unit: 'short',
+        queries: [q(`sum by (kind) (rate(tandem_engine_step_seconds_count{${M}}${RATE}))`, '{{kind}}')],
+      },
+      {
         title: 'Request lengths',
         description: 'Median prompt and generated tokens of finished requests.',
         unit: 'short',
