@@ -15,11 +15,11 @@
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
 #   gbbest  the same under the replay part's fastest setting (opt-in part)
 #   optin   the CUDA suite with the opt-in and off-by-switch kernels (one-wave norm + q/k/v, one block per KV
-#           head) and short-context graphs for 128 and 256 tokens
+#           head, thin products of 5-8 rows) and short-context graphs for 128 and 256 tokens
 #   engine  (not in the default list) bench/gpu-decode.ts at ENGINE_BATCHES (default 1) once per setting of
 #           ROUND_ENGINE_AB (default "- TANDEM_GEMV_FEW_ROWS=0"), the settings interleaved, twice
 #   serve   (not in the default list) bench/peer/device-serve-ab.sh: serve c64 per setting of SERVE_AB
-#   grpo    GRPO steps with --cuda-graphs under the defaults
+#   grpo    GRPO steps with --cuda-graphs once per setting of ROUND_GRPO_AB (default: the defaults only)
 # A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
 # Every figure is printed as it is measured ("figure:" lines); logs and JSON under $OUT, one archive
 # per part (the device returns at most 8 files).
@@ -104,7 +104,7 @@ PY
         (cd "$R/gbbest" && tar czf ../gbbest.tgz .) && rm -rf "$R/gbbest"
       fi ;;
     # An opt-in kernel only runs under its switch: the suite with it.
-    optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=1 TANDEM_SHORT_CONTEXT_GRAPHS=128,256 ;;
+    optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=1 TANDEM_SHORT_CONTEXT_GRAPHS=128,256 TANDEM_GEMV_THIN_ROWS=1 ;;
     # The engine (bench/gpu-decode.ts: scheduling, sampling, graphs) per setting, the settings
     # interleaved twice: what a change of default does to the acceptance figure, without HF and serve.
     engine)
@@ -137,7 +137,8 @@ PY
         OUT="$R/serve" LIMIT_S=$(($(left) - 20)) bash bench/peer/device-serve-ab.sh 2>&1 | grep --line-buffered -E '^(figure|card):|failed|not ready'
         [ -f "$R/serve/serve-ab.tgz" ] && mv "$R/serve/serve-ab.tgz" "$R/serve.tgz" && rm -rf "$R/serve"
       fi ;;
-    grpo) [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB=- SKIP_EAGER_GRPO=1 ;;
+    # GRPO steps with --cuda-graphs once per setting of ROUND_GRPO_AB (default: the defaults only).
+    grpo) [ "$(left)" -gt 100 ] && round grpo "" SKIP_BUILD=1 SKIP_TESTS=1 SKIP_REPLAY=1 SKIP_SERVE=1 GRPO_AB=- GRPO_GRAPHS_AB="${ROUND_GRPO_AB:--}" SKIP_EAGER_GRPO=1 ;;
     *) echo "device-round: unknown part '$part' (suite, replay, split, trace, gb, gbbest, optin, engine, serve, grpo)"; exit 2 ;;
   esac
 done

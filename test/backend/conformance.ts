@@ -212,6 +212,10 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
         [2, 64, 33],
         [8, 520, 33],
         [6, 1032, 21],
+        // Thin products at 5-8 rows (a LoRA shrink and expand of a GRPO rollout's 8-row steps):
+        // the decode kernels take them under TANDEM_GEMV_THIN_ROWS=1.
+        [8, 2048, 32],
+        [7, 32, 512],
         [1, 2056, 12],
         // Rows of K >= 4096 (the MLP's down projection): the decode kernels split each over 4 warps.
         [1, 4104, 20],
@@ -245,6 +249,9 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
         [3, 16, 40],
         [4, 32, 2048],
         [6, 32, 256],
+        [8, 32, 2048],
+        [5, 128, 96],
+        [8, 136, 40],
         [33, 8, 48],
         [2, 72, 20],
       ];
