@@ -405,8 +405,11 @@ export class Engine {
     let keep: Tensor | null = null;
     try {
       const params = sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
-      const V = this.#device.model.config.vocabSize;
-      if (this.#keep !== null && params.every((p) => keepable(p, V, this.#backend.devicePenaltyVocab))) keep = this.#keep[this.#keepTurn++ % 2];
+      if (this.#keep !== null) {
+        const V = this.#device.model.config.vocabSize;
+        const limit = this.#backend.devicePenaltyVocab;
+        if (params.every((p) => keepable(p, V, limit))) keep = this.#keep[this.#keepTurn++ % 2];
+      }
       const feed = prev === null ? undefined : { ids: prev.keep!, slots: feedSlots(prev, plan) };
       // Penalised rows count prev's ids too, read on the device (their host copies are placeholders).
       const rows = prev === null ? null : pendingRows(prev, plan, sampleAt);

@@ -2,9 +2,9 @@
  * A sequence's penalty counts, kept up to date token by token: the distinct ids its penalties
  * touch, ascending, each with its count among the output tokens (0: seen in the prompt only).
  * Rebuilding them from the whole prompt and output every step (a Map and a sort per row) cost
- * ~1.5 ms of host time per 64-row serving step with Qwen's default repetition penalty
- * (bench/host-serve.ts profile, 2026-12-07); an update here is a binary search and, for a new id,
- * one shift of the arrays.
+ * ~0.9 ms of host time per 64-row serving step with Qwen's default repetition penalty, besides
+ * the slices of the token lists (bench/host-serve.ts profile on the 2-core development machine,
+ * 2026-12-07); an update here is a binary search and, for a new id, one shift of the arrays.
  */
 import type { PenaltyCounts } from '../backend/backend.ts';
 

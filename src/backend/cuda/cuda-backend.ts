@@ -135,8 +135,10 @@ export class CudaBackend implements Backend {
   readonly jointProjections: boolean;
   /** Ops queue work on the stream and return at once. */
   readonly queuesWork: boolean = true;
+  #penaltyVocab: number | undefined;
   get devicePenaltyVocab(): number {
-    return this.native.sampleLimits().maxPenaltyVocab;
+    this.#penaltyVocab ??= this.native.sampleLimits().maxPenaltyVocab; // (a constant of the build: asked once)
+    return this.#penaltyVocab;
   }
   /** The GPU in use (name, memory, multiprocessors, compute capability). */
   readonly device: DeviceInfo;
