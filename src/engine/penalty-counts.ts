@@ -7,6 +7,7 @@
  * 2026-12-07); an update here is a binary search and, for a new id, one shift of the arrays.
  */
 import type { PenaltyCounts } from '../backend/backend.ts';
+import { lowerBound } from '../backend/cpu/penalties.ts';
 
 export class PenaltyCounter {
   #ids = new Int32Array(64);
@@ -46,13 +47,7 @@ export class PenaltyCounter {
 
   /** Index of id, or -(insertion point) - 1. */
   #find(id: number): number {
-    let lo = 0;
-    let hi = this.#n;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.#ids[mid] < id) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = lowerBound(this.#ids, this.#n, id);
     return lo < this.#n && this.#ids[lo] === id ? lo : -lo - 1;
   }
 

@@ -111,7 +111,6 @@ export class CpuBackend implements Backend {
   private sin = new Float64Array(0);
   private readonly sampling = new SamplingWorkspace();
   private penalized = new Float32Array(0);
-  private penaltyCounts = new Int32Array(0);
   private readonly training = new CpuTrainingOps({
     f32: (op, name, t, rank) => this.f32(op, name, t, rank),
     i32: (op, name, t, rank) => this.i32(op, name, t, rank),
@@ -434,15 +433,12 @@ export class CpuBackend implements Backend {
       let src = lt.data;
       let o = s * V;
       if (hasPenalties(p)) {
-        if (this.penalized.length < V) {
-          this.penalized = new Float32Array(V);
-          this.penaltyCounts = new Int32Array(V);
-        }
+        if (this.penalized.length < V) this.penalized = new Float32Array(V);
         // A pending id (the previous step's, still "on the device") counts as one more output.
         const at = pending === undefined ? -1 : pending.rows[s];
         const pendingId = at >= 0 ? pendingIds!.data[at] : -1;
-        const counted = pendingId >= 0 && pendingId < V ? { ...p, penaltyCounts: withOutputToken(penaltyCounts(p), pendingId) } : p;
-        applyPenalties(this.penalized, lt.data, o, V, counted, this.penaltyCounts);
+        const counts = penaltyCounts(p);
+        applyPenalties(this.penalized, lt.data, o, V, p, pendingId >= 0 && pendingId < V ? withOutputToken(counts, pendingId) : counts);
         src = this.penalized;
         o = 0;
       }

@@ -28,15 +28,21 @@ export function penaltyCounts(p: SamplingParams): PenaltyCounts {
   return { ids, counts: Int32Array.from(ids, (id) => counts.get(id)!) };
 }
 
-/** pc with one more output token `id` (a copy; pc is left as it is). */
-export function withOutputToken(pc: PenaltyCounts, id: number): PenaltyCounts {
+/** The first index of ids[0 .. n) (ascending) whose id is not below `id`: where id is, or would go. */
+export function lowerBound(ids: Int32Array, n: number, id: number): number {
   let lo = 0;
-  let hi = pc.ids.length;
+  let hi = n;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (pc.ids[mid] < id) lo = mid + 1;
+    if (ids[mid] < id) lo = mid + 1;
     else hi = mid;
   }
+  return lo;
+}
+
+/** pc with one more output token `id` (a copy; pc is left as it is). */
+export function withOutputToken(pc: PenaltyCounts, id: number): PenaltyCounts {
+  const lo = lowerBound(pc.ids, pc.ids.length, id);
   if (lo < pc.ids.length && pc.ids[lo] === id) {
     const counts = pc.counts.slice();
     counts[lo]++;
@@ -91,42 +97,13 @@ export function checkPenalties(p: SamplingParams, row: number, V: number): void 
   }
 }
 
-/** out = penalised copy of x[o .. o+V). `counts` is a zeroed workspace of V entries, left zeroed. */
-export function applyPenalties(out: Float32Array, x: Float32Array, o: number, V: number, p: SamplingParams, counts: Int32Array): void {
+/**
+ * out = penalised copy of x[o .. o+V), from the row's counted inputs (penaltyCounts: given, or
+ * counted from its token lists). One pass over the distinct ids: repetition on every one, then
+ * frequency and presence on those the output holds.
+ */
+export function applyPenalties(out: Float32Array, x: Float32Array, o: number, V: number, p: SamplingParams, pc: PenaltyCounts = penaltyCounts(p)): void {
   for (let i = 0; i < V; i++) out[i] = x[o + i];
-  if (p.penaltyCounts) {
-    applyCounted(out, p, p.penaltyCounts);
-    return;
-  }
-  const rep = p.repetitionPenalty ?? 1;
-  const outputs = p.outputTokens ?? [];
-  if (rep !== 1) {
-    // Mark every token seen in prompt or output once (count -1 as a "seen" flag), penalise it.
-    for (const list of [p.promptTokens ?? [], outputs]) {
-      for (const id of list) {
-        if (counts[id] === 0) {
-          counts[id] = -1;
-          out[id] = out[id] > 0 ? out[id] / rep : out[id] * rep;
-        }
-      }
-    }
-    for (const list of [p.promptTokens ?? [], outputs]) for (const id of list) counts[id] = 0;
-  }
-  const freq = p.frequencyPenalty ?? 0;
-  const pres = p.presencePenalty ?? 0;
-  if (freq !== 0 || pres !== 0) {
-    for (const id of outputs) counts[id]++;
-    for (const id of outputs) {
-      if (counts[id] > 0) {
-        out[id] -= freq * counts[id] + pres;
-        counts[id] = 0; // each distinct token once
-      }
-    }
-  }
-}
-
-/** applyPenalties from counted inputs: the same order and semantics, over distinct ids. */
-function applyCounted(out: Float32Array, p: SamplingParams, pc: PenaltyCounts): void {
   const rep = p.repetitionPenalty ?? 1;
   const freq = p.frequencyPenalty ?? 0;
   const pres = p.presencePenalty ?? 0;

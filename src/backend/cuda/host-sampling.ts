@@ -51,7 +51,6 @@ export function unpackSampleResult(words: Int32Array, params: readonly SamplingP
 export class HostSampler {
   private readonly ws = new SamplingWorkspace();
   private penalized = new Float32Array(0);
-  private counts = new Int32Array(0);
 
   /** Sample every row of logits x (S, V); params were validated by the caller. */
   sample(x: Float32Array, S: number, V: number, params: readonly SamplingParams[]): SampleResult {
@@ -64,11 +63,8 @@ export class HostSampler {
       let src = x;
       let o = s * V;
       if (hasPenalties(p)) {
-        if (this.penalized.length < V) {
-          this.penalized = new Float32Array(V);
-          this.counts = new Int32Array(V);
-        }
-        applyPenalties(this.penalized, x, o, V, p, this.counts);
+        if (this.penalized.length < V) this.penalized = new Float32Array(V);
+        applyPenalties(this.penalized, x, o, V, p);
         src = this.penalized;
         o = 0;
       }
@@ -83,6 +79,6 @@ export class HostSampler {
   }
 
   get bytes(): number {
-    return this.ws.bytes + this.penalized.byteLength + this.counts.byteLength;
+    return this.ws.bytes + this.penalized.byteLength;
   }
 }
