@@ -221,11 +221,7 @@ export class DecodeGraphs {
     let longest = 0;
     for (const r of rows) longest = Math.max(longest, r.position + 1);
     const cls = this.contextClass(longest);
-    let byClass = bucket.graphs.get(lora);
-    if (byClass === undefined) {
-      byClass = new Map();
-      bucket.graphs.set(lora, byClass);
-    }
+    const byClass = this.graphsOf(bucket, lora);
     // A class's first step captures the larger classes too: contexts only grow, and a capture
     // (an eager run, then the capture: tens of ms) in the middle of a stream of steps would show
     // as one slow step. All before the replay: a sizing run must not overwrite its output.
@@ -249,16 +245,22 @@ export class DecodeGraphs {
     for (const size of this.buckets) {
       const bucket = this.bucket(size);
       this.upload(bucket, this.fill(bucket, [], new Set()));
-      let byClass = bucket.graphs.get(null);
-      if (byClass === undefined) {
-        byClass = new Map();
-        bucket.graphs.set(null, byClass);
-      }
+      const byClass = this.graphsOf(bucket, null);
       const missing = [...this.shortContexts, this.longContext].filter((c) => !byClass.has(c));
       this.capture(bucket, byClass, missing, null);
       count += missing.length;
     }
     return count;
+  }
+
+  /** The bucket's graphs for `lora` by context class, made empty on first use. */
+  private graphsOf(bucket: Bucket, lora: DeviceLora | null): Map<number, CapturedGraph> {
+    let byClass = bucket.graphs.get(lora);
+    if (byClass === undefined) {
+      byClass = new Map();
+      bucket.graphs.set(lora, byClass);
+    }
+    return byClass;
   }
 
   /** Capture `classes` of (bucket, lora) into byClass, in order, from the bucket's current inputs. */

@@ -69,8 +69,8 @@ export interface EngineOptions {
   /**
    * Async scheduling (needs overlapSteps): while step N runs, queue step N+1 behind it when every
    * running sequence just continues (nothing waiting, none ending by length), its tokens read
-   * from N's ids on the device, and penalised rows' counts too (sample()'s pending). The device then never waits for the host between
-   * decode steps. Default: on where the backend queues work (cuda); off where ops compute before
+   * from N's ids on the device, and penalised rows' counts too (sample()'s pending). The device
+   * then never waits for the host between decode steps. Default: on where the backend queues work (cuda); off where ops compute before
    * they return (cpu): nothing runs behind the host there, so it cannot gain (tandem-small on 2
    * cores, serve with 16 clients, 3 runs each: 325 vs 314 output tokens/s, within the runs'
    * spread of 280-345; 2026-12-07), and an eos would still cost a step whose row is dropped.
