@@ -59,23 +59,6 @@ export class ChoiceSet {
    * events stay in order). Leaving the loop early, or an error, aborts the unfinished choices.
    */
   async *events(): AsyncGenerator<ChoiceEvent> {
-    if (this.#streams.length === 1) {
-      // One choice (the usual request): its events as they come, without a race per token.
-      const it = this.#streams[0][Symbol.asyncIterator]();
-      try {
-        for (;;) {
-          const r = await it.next();
-          if (r.done) return;
-          if (r.value.finishReason !== undefined) this.#open.delete(0);
-          yield { index: 0, event: r.value };
-        }
-      } finally {
-        if (this.#open.size > 0) {
-          this.abort();
-          void it.return?.().catch(() => {});
-        }
-      }
-    }
     const iterators = this.#streams.map((s) => s[Symbol.asyncIterator]());
     type Next = { index: number; result: IteratorResult<TokenEvent> };
     const pending = new Map<number, Promise<Next>>();
