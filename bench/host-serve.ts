@@ -5,8 +5,9 @@
  * step inputs, launches, sampling's bookkeeping, detokenizing, SSE chunks), so the output
  * tokens/s here is what this host allows whatever the GPU: where a GPU run's serving figure is
  * near it, serving is host-bound there. The server's CPU time per output token (the client runs
- * in its own process) is the steadier figure to compare changes by. The model is `make-model --preset small` with 36 layers and
- * head_dim 128 (Qwen2.5-3B's launch pattern; host work scales with launches, not tensor sizes).
+ * in its own process) is the steadier figure to compare changes by. The model is `make-model
+ * --preset small` with 36 layers and head_dim 128 (Qwen2.5-3B's launch pattern; host work scales
+ * with launches, not tensor sizes).
  *
  *   node --import tsx bench/host-serve.ts [--concurrency 64] [--num-prompts 256] [--input-len 128]
  *     [--output-len 128] [--request-rate inf] [--layers 36] [--no-graphs] [--no-async] [--out FILE.json]
