@@ -2,7 +2,8 @@
 # One device call of A/B runs for the questions bench/NOTES.md leaves open, within one call's 600 s
 # (SKIP_* splits it over calls on a warm machine):
 #   source .device/env.sh && bash bench/peer/device-ab-round.sh
-# 0. The CUDA suite (test/backend/cuda.test.ts, test/engine/cuda-graphs.test.ts) first: kernel
+# 0. The CUDA suite (test/backend/cuda.test.ts, test/engine/cuda-graphs.test.ts, test/backend/cuda-training.test.ts,
+#    then test/server/cuda-responsive.test.ts alone) first: kernel
 #    changes since the last GPU run must pass before figures count.
 # 1. The decode graph replayed (bench/decode-replay.ts, batch REPLAY_BATCHES (default 1,64), context REPLAY_CONTEXT
 #    (default 128)) once per setting
@@ -40,9 +41,16 @@ if [ ! -f "$model/.complete" ]; then
   maker=$!
 fi
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  step cuda-tests 150 node --import tsx --test --test-reporter=spec test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts
+  step cuda-tests 210 node --import tsx --test --test-reporter=spec test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts \
+    test/backend/cuda-training.test.ts
   figure "cuda suite: $(grep -E '^ℹ (pass|fail) ' "$out/cuda-tests.log" | tr '\n' ' ')"
   sed -n '/failing tests:/,$p' "$out/cuda-tests.log" | grep -v "^\s*at " | head -30
+  # The serve-level GPU test alone (it times /health while the GPU is saturated).
+  if [ "${SKIP_RESPONSIVE:-0}" != 1 ]; then
+    step responsive 120 node --import tsx --test --test-reporter=spec test/server/cuda-responsive.test.ts
+    figure "cuda responsive: $(grep -E '^ℹ (pass|fail) ' "$out/responsive.log" | tr '\n' ' ')"
+    grep -E "health|budget|not ok" "$out/responsive.log" | head -8
+  fi
 fi
 [ -n "$maker" ] && wait "$maker"
 [ -f "$model/.complete" ] || { echo "model not made:"; tail -5 "$out/make-model.log"; exit 1; }
