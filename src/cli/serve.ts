@@ -52,8 +52,10 @@ export const SERVE_USAGE = `tandem serve [--model DIR] [options]
   --shutdown-grace-seconds S    on SIGTERM, wait this long for requests in flight (default 30)
   --lora NAME=DIR               serve the PEFT LoRA adapter in DIR as model NAME (repeatable)
   --rewards FILE                a JS/TS module whose exported functions become training rewards (repeatable)
-  --cuda-graphs                 replay decode steps as CUDA graphs per batch-size bucket (cuda only;
-                                experimental, default off; env TANDEM_CUDA_GRAPHS=1)
+  --cuda-graphs                 replay decode steps as CUDA graphs per batch-size bucket, all captured at
+                                start (the default with --backend cuda; env TANDEM_CUDA_GRAPHS=1)
+  --enforce-eager               launch every kernel of every step instead (env TANDEM_CUDA_GRAPHS=0); the
+                                cpu backend is always eager
   --no-async-scheduling         each decode step waits for the previous one's tokens on the host instead of
                                 reading them on the device (env TANDEM_ASYNC_SCHEDULING=0)
   --async-scheduling            queue each decode step before the previous one's tokens are back (env
@@ -86,8 +88,11 @@ interface ServeConfig {
   loras: { name: string; dir: string }[];
   /** --rewards FILE: reward modules for training jobs. */
   rewardModules: string[];
-  /** --cuda-graphs / TANDEM_CUDA_GRAPHS=1: decode steps as CUDA graph replays. */
-  cudaGraphs: boolean;
+  /**
+   * --cuda-graphs / TANDEM_CUDA_GRAPHS=1: true; --enforce-eager / TANDEM_CUDA_GRAPHS=0: false; else
+   * undefined: on for the cuda backend, off for cpu (which has no graphs).
+   */
+  cudaGraphs: boolean | undefined;
   /**
    * --async-scheduling / TANDEM_ASYNC_SCHEDULING=1: true; --no-async-scheduling /
    * TANDEM_ASYNC_SCHEDULING=0: false; else undefined, the engine's default for the backend (on
@@ -96,13 +101,21 @@ interface ServeConfig {
   asyncScheduling: boolean | undefined;
 }
 
-/** The serve flags and TANDEM_ASYNC_SCHEDULING as an engine option (undefined: the engine's default). */
-function asyncSchedulingOption(on: boolean, off: boolean, env: string | undefined): boolean | undefined {
-  if (on && off) throw new UsageError('--async-scheduling and --no-async-scheduling contradict each other');
-  if (on || off) return on;
+/**
+ * A switch with a flag each way and an environment variable of 0 or 1 (a flag wins over the
+ * variable): true, false, or undefined where neither says (the default is decided later).
+ */
+function switchOption(
+  onFlag: { name: string; set: boolean },
+  offFlag: { name: string; set: boolean },
+  envName: string,
+  env: string | undefined,
+): boolean | undefined {
+  if (onFlag.set && offFlag.set) throw new UsageError(`--${onFlag.name} and --${offFlag.name} contradict each other`);
+  if (onFlag.set || offFlag.set) return onFlag.set;
   if (env === undefined || env === '') return undefined;
   if (env === '1' || env === '0') return env === '1';
-  throw new UsageError(`TANDEM_ASYNC_SCHEDULING must be 0 or 1, got ${JSON.stringify(env)}`);
+  throw new UsageError(`${envName} must be 0 or 1, got ${JSON.stringify(env)}`);
 }
 
 function parseServeArgs(argv: string[]): ServeConfig {
@@ -118,6 +131,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
       lora: { type: 'string', multiple: true },
       rewards: { type: 'string', multiple: true },
       'cuda-graphs': { type: 'boolean' },
+      'enforce-eager': { type: 'boolean' },
       'no-async-scheduling': { type: 'boolean' },
       'async-scheduling': { type: 'boolean' },
     },
@@ -156,8 +170,18 @@ function parseServeArgs(argv: string[]): ServeConfig {
     graceSeconds: floatOption('shutdown-grace-seconds', v['shutdown-grace-seconds'], 30, 0, 86400),
     loras: parseLoras(v.lora ?? [], servedModelName),
     rewardModules: v.rewards ?? [],
-    cudaGraphs: v['cuda-graphs'] === true || env.TANDEM_CUDA_GRAPHS === '1',
-    asyncScheduling: asyncSchedulingOption(v['async-scheduling'] === true, v['no-async-scheduling'] === true, env.TANDEM_ASYNC_SCHEDULING),
+    cudaGraphs: switchOption(
+      { name: 'cuda-graphs', set: v['cuda-graphs'] === true },
+      { name: 'enforce-eager', set: v['enforce-eager'] === true },
+      'TANDEM_CUDA_GRAPHS',
+      env.TANDEM_CUDA_GRAPHS,
+    ),
+    asyncScheduling: switchOption(
+      { name: 'async-scheduling', set: v['async-scheduling'] === true },
+      { name: 'no-async-scheduling', set: v['no-async-scheduling'] === true },
+      'TANDEM_ASYNC_SCHEDULING',
+      env.TANDEM_ASYNC_SCHEDULING,
+    ),
   };
 }
 
@@ -224,6 +248,8 @@ export async function runServe(argv: string[]): Promise<void> {
     const log = (line: string): void => void process.stdout.write(line + '\n');
     const backend = createBackend(cfg.backend, log);
     const cuda = backend instanceof CudaBackend ? backend : null;
+    // Graphs by default where there are graphs (as vLLM); --cuda-graphs on cpu fails in the engine with the reason.
+    const cudaGraphs = cfg.cudaGraphs ?? cuda !== null;
     const started = performance.now();
     const maxModelLenOf = (maxPositions: number): number => cfg.maxModelLen ?? maxPositions;
     // Explicit KV sizes; without one, cpu takes 32768 tokens and cuda what the budget leaves.
@@ -237,7 +263,7 @@ export async function runServe(argv: string[]): Promise<void> {
       maxNumSeqs: cfg.maxNumSeqs,
       maxNumBatchedTokens: cfg.maxNumBatchedTokens,
       requestedBlocks: requestedBlocks(maxModelLen),
-      cudaGraphs: cfg.cudaGraphs,
+      cudaGraphs,
     });
     const checkKvHoldsOneRequest = (numBlocks: number, maxModelLen: number): void => {
       // As vLLM refuses to start: a KV cache smaller than one full-length request would turn
@@ -275,10 +301,10 @@ export async function runServe(argv: string[]): Promise<void> {
       maxWaiting: cfg.maxWaiting,
       maxModelLen,
       metrics,
-      cudaGraphs: cfg.cudaGraphs,
+      cudaGraphs,
       asyncScheduling: cfg.asyncScheduling,
     });
-    if (cfg.cudaGraphs) {
+    if (cudaGraphs) {
       // All decode graphs now, as vLLM does: a capture inside a step would stall the first users.
       const t0 = performance.now();
       try {
@@ -315,7 +341,7 @@ export async function runServe(argv: string[]): Promise<void> {
       `model ready in ${((performance.now() - started) / 1000).toFixed(2)} s: ${c.architecture}, ${c.numLayers} layers, ` +
         `hidden ${c.hiddenSize}, vocab ${c.vocabSize}, backend ${backend.name}; serving '${cfg.servedModelName}', ` +
         `context ${engine.maxModelLen}, KV cache ${numBlocks} blocks x ${cfg.blockSize} tokens, ` +
-        `async scheduling ${engine.asyncScheduling ? 'on' : 'off'}\n`,
+        `async scheduling ${engine.asyncScheduling ? 'on' : 'off'}, cuda graphs ${cudaGraphs ? 'on' : 'off'}\n`,
     );
   } catch (err) {
     state.status = 'failed';

@@ -129,12 +129,35 @@ describe('tandem CLI', () => {
     assert.equal(await complete([], 'off'), sync);
   });
 
-  it('serve: --async-scheduling with --no-async-scheduling is a usage error', async () => {
-    const child = tandemSpawn(['serve', '--model', model, '--port', '0', '--async-scheduling', '--no-async-scheduling']);
-    const out = new OutputWatcher(child);
-    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-    assert.notEqual(code, 0);
-    assert.match(out.stderr, /contradict/);
+  it('serve: contradicting switches, a switch variable other than 0/1, and graphs on cpu exit with the reason', async () => {
+    const cases: { args: string[]; env?: Record<string, string>; message: RegExp }[] = [
+      { args: ['--async-scheduling', '--no-async-scheduling'], message: /--async-scheduling and --no-async-scheduling contradict/ },
+      { args: ['--cuda-graphs', '--enforce-eager'], message: /--cuda-graphs and --enforce-eager contradict/ },
+      { args: [], env: { TANDEM_CUDA_GRAPHS: 'yes' }, message: /TANDEM_CUDA_GRAPHS must be 0 or 1, got "yes"/ },
+      { args: [], env: { TANDEM_ASYNC_SCHEDULING: 'on' }, message: /TANDEM_ASYNC_SCHEDULING must be 0 or 1/ },
+      { args: ['--backend', 'cpu', '--cuda-graphs'], message: /no CUDA graphs \(use the cuda backend/ },
+    ];
+    for (const { args, env, message } of cases) {
+      const child = tandemSpawn(['serve', '--model', model, '--port', '0', ...args], { ...process.env, ...env });
+      const out = new OutputWatcher(child);
+      const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+      assert.notEqual(code, 0, `serve ${args.join(' ')} ${JSON.stringify(env ?? {})}`);
+      assert.match(out.stderr + out.stdout, message);
+    }
+  });
+
+  it('serve on cpu: graphs off by default; --enforce-eager is accepted', async () => {
+    for (const args of [[], ['--enforce-eager']]) {
+      const child = tandemSpawn(['serve', '--model', model, '--port', '0', ...args]);
+      const out = new OutputWatcher(child);
+      try {
+        assert.equal((await out.waitFor(/model ready.*cuda graphs (on|off)/))[1], 'off', `serve ${args.join(' ')}`);
+      } finally {
+        const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+        child.kill('SIGTERM');
+        assert.equal(await exited, 0);
+      }
+    }
   });
 
   it('serve: a broken model dir makes /health report failed and the process exit 1', async () => {

@@ -10,8 +10,8 @@ export function tandem(args: string[], opts: { timeoutMs?: number } = {}): { cod
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-export function tandemSpawn(args: string[]): ChildProcess {
-  return spawn(process.execPath, [...CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+export function tandemSpawn(args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
+  return spawn(process.execPath, [...CLI, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /**

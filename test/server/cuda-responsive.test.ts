@@ -5,7 +5,7 @@
  * - while long generations keep the engine stepping back to back, GET /health answers in
  *   under 50 ms (waiting for the GPU is an await, never a blocked event loop);
  * - a request larger than the context gets a 4xx, not a crash.
- * The server runs with --cuda-graphs, so the graphs' shared arena is inside the budget's workspace too.
+ * The server runs with its defaults, CUDA graphs on, so the graphs' shared arena is inside the budget's workspace too.
  *
  * Needs the addon and a GPU; elsewhere (CI) it is skipped with the reason on one line. The model
  * is random, wider than make-model's small preset (hidden 1024, 8 layers, head dim 128) so that
@@ -90,12 +90,14 @@ if (skipReason !== null) {
 
     it(`answers /health in under ${HEALTH_LIMIT_MS} ms while long generations keep the GPU busy`, async () => {
       child = tandemSpawn([
-        'serve', '--backend', 'cuda', '--model', model, '--port', '0', '--gpu-memory', '8GiB', '--max-num-seqs', '64', '--cuda-graphs',
+        'serve', '--backend', 'cuda', '--model', model, '--port', '0', '--gpu-memory', '8GiB', '--max-num-seqs', '64',
         '--shutdown-grace-seconds', '1',
       ]);
       const out = new OutputWatcher(child);
       const base = (await out.waitFor(/listening on (http:\/\/[\d.]+:\d+)/))[1];
-      await out.waitFor(/model ready/, 120_000);
+      // CUDA graphs are serve's default on cuda (all captured before "model ready").
+      assert.equal((await out.waitFor(/model ready.*cuda graphs (on|off)/, 120_000))[1], 'on');
+      assert.match(out.stdout + out.stderr, /captured \d+ decode graphs/);
       console.log(out.stdout.split('\n').find((l) => l.startsWith('GPU memory budget')));
 
       // The plan adds up to the budget; what the backend holds stays inside its parts.
