@@ -31,3 +31,20 @@ export function idListOption(name: string, raw: string | undefined): number[] {
     return v;
   });
 }
+
+/**
+ * A switch with a flag each way and an environment variable of 0 or 1 (a flag wins over the
+ * variable): true, false, or undefined where neither says (the default is decided later).
+ */
+export function switchOption(
+  onFlag: { name: string; set: boolean },
+  offFlag: { name: string; set: boolean },
+  envName: string,
+  env: string | undefined,
+): boolean | undefined {
+  if (onFlag.set && offFlag.set) throw new UsageError(`--${onFlag.name} and --${offFlag.name} contradict each other`);
+  if (onFlag.set || offFlag.set) return onFlag.set;
+  if (env === undefined || env === '') return undefined;
+  if (env === '1' || env === '0') return env === '1';
+  throw new UsageError(`${envName} must be 0 or 1, got ${JSON.stringify(env)}`);
+}

@@ -24,7 +24,7 @@ import { VERSION } from '../server/version.ts';
 import { JobManager } from '../train/job-manager.ts';
 import { registerRewardModule } from '../train/reward-module.ts';
 import { createRewardRegistry } from '../train/reward-registry.ts';
-import { choiceOption, floatOption, intOption, UsageError } from './args.ts';
+import { choiceOption, floatOption, intOption, switchOption, UsageError } from './args.ts';
 import { applyGpuMemoryBudget, checkModelFits, DEFAULT_GPU_MEMORY, type GpuMemoryOptions } from './gpu-memory.ts';
 
 export const SERVE_USAGE = `tandem serve [--model DIR] [options]
@@ -99,23 +99,6 @@ interface ServeConfig {
    * for cuda, off for cpu; EngineOptions.asyncScheduling).
    */
   asyncScheduling: boolean | undefined;
-}
-
-/**
- * A switch with a flag each way and an environment variable of 0 or 1 (a flag wins over the
- * variable): true, false, or undefined where neither says (the default is decided later).
- */
-function switchOption(
-  onFlag: { name: string; set: boolean },
-  offFlag: { name: string; set: boolean },
-  envName: string,
-  env: string | undefined,
-): boolean | undefined {
-  if (onFlag.set && offFlag.set) throw new UsageError(`--${onFlag.name} and --${offFlag.name} contradict each other`);
-  if (onFlag.set || offFlag.set) return onFlag.set;
-  if (env === undefined || env === '') return undefined;
-  if (env === '1' || env === '0') return env === '1';
-  throw new UsageError(`${envName} must be 0 or 1, got ${JSON.stringify(env)}`);
 }
 
 function parseServeArgs(argv: string[]): ServeConfig {

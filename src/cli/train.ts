@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
+import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { createBackend } from '../backend/index.ts';
 import { Engine } from '../engine/engine.ts';
 import { loadModelAsync } from '../model/load.ts';
@@ -14,7 +15,7 @@ import { JobConfigError, parseJobConfig } from '../train/job-config.ts';
 import { registerRewardModule } from '../train/reward-module.ts';
 import { createRewardRegistry } from '../train/reward-registry.ts';
 import { TrainingJob } from '../train/trainer.ts';
-import { choiceOption, intOption, UsageError } from './args.ts';
+import { choiceOption, intOption, switchOption, UsageError } from './args.ts';
 
 export const TRAIN_USAGE = `tandem train --config JOB.json [--model DIR] [options]
   --config FILE        the job (GRPO or SFT), as POST /admin/jobs takes it
@@ -22,8 +23,9 @@ export const TRAIN_USAGE = `tandem train --config JOB.json [--model DIR] [option
   --rewards FILE       a JS/TS module whose exported functions become rewards (by export name)
   --kv-cache-tokens N  KV cache for rollouts, in tokens (default 16384)
   --backend cpu|cuda|auto
-  --cuda-graphs        replay rollout decode steps as CUDA graphs (cuda only; a graph per batch
-                       bucket and adapter version)`;
+  --cuda-graphs        replay rollout decode steps as CUDA graphs, a graph per batch bucket and
+                       adapter version (the default with --backend cuda; env TANDEM_CUDA_GRAPHS=1)
+  --enforce-eager      launch every kernel of every rollout step instead (env TANDEM_CUDA_GRAPHS=0)`;
 
 export async function runTrain(argv: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -36,6 +38,7 @@ export async function runTrain(argv: string[]): Promise<void> {
       rewards: { type: 'string', multiple: true },
       backend: { type: 'string' },
       'cuda-graphs': { type: 'boolean' },
+      'enforce-eager': { type: 'boolean' },
     },
   });
   if (values.config === undefined) throw new UsageError('--config is required (a JSON job file)');
@@ -60,6 +63,12 @@ export async function runTrain(argv: string[]): Promise<void> {
       throw new UsageError((err as Error).message);
     }
   }
+  const graphsSwitch = switchOption(
+    { name: 'cuda-graphs', set: values['cuda-graphs'] === true },
+    { name: 'enforce-eager', set: values['enforce-eager'] === true },
+    'TANDEM_CUDA_GRAPHS',
+    process.env.TANDEM_CUDA_GRAPHS,
+  );
   const backend = createBackend(choiceOption('backend', values.backend, ['cpu', 'cuda', 'auto'] as const, 'auto'));
   const loaded = await loadModelAsync(values.model ?? DEFAULT_MODEL_DIR, backend);
   const blockSize = 16;
@@ -72,7 +81,8 @@ export async function runTrain(argv: string[]): Promise<void> {
     maxNumBatchedTokens: 4096,
     maxWaiting: 4096,
     maxModelLen,
-    cudaGraphs: values['cuda-graphs'] === true,
+    // Graphs by default where there are graphs, as serve does.
+    cudaGraphs: graphsSwitch ?? backend instanceof CudaBackend,
   });
   const job = new TrainingJob(config, {
     loaded,
