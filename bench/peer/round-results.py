@@ -137,8 +137,14 @@ def main():
         if part in parts and os.path.exists(log):
             for k, v in suite_counts(log).items():
                 checks.append({"name": "%s_%s" % (label, k), "value": v, "unit": "tests"})
+    # The serve-level GPU test, run alone after the suite (suite part only).
+    log = os.path.join(parts.get("suite", ""), "responsive.log")
+    if "suite" in parts and os.path.exists(log):
+        for k, v in suite_counts(log).items():
+            checks.append({"name": "responsive_%s" % k, "value": v, "unit": "tests"})
     if checks:
-        write("cuda-checks", {"card": card, "date": date, "command": "node --import tsx --test test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts, parts suite and optin" + at, "results": checks})
+        write("cuda-checks", {"card": card, "date": date, "command": "node --import tsx --test test/backend/cuda.test.ts test/engine/cuda-graphs.test.ts test/backend/cuda-training.test.ts "
+                              "(parts suite and optin), then test/server/cuda-responsive.test.ts alone (part suite)" + at, "results": checks})
 
     replay = []
     for part in ("replay", "split"):
