@@ -104,7 +104,7 @@ PY
         (cd "$R/gbbest" && tar czf ../gbbest.tgz .) && rm -rf "$R/gbbest"
       fi ;;
     # An opt-in kernel only runs under its switch: the suite with it.
-    optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=1 TANDEM_SHORT_CONTEXT_GRAPHS=128,256 TANDEM_GEMV_THIN_ROWS=1 ;;
+    optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_RESPONSIVE=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=1 TANDEM_SHORT_CONTEXT_GRAPHS=128,256 TANDEM_GEMV_THIN_ROWS=1 ;;
     # The engine (bench/gpu-decode.ts: scheduling, sampling, graphs) per setting, the settings
     # interleaved twice: what a change of default does to the acceptance figure, without HF and serve.
     engine)
