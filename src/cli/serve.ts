@@ -53,7 +53,7 @@ export const SERVE_USAGE = `tandem serve [--model DIR] [options]
   --lora NAME=DIR               serve the PEFT LoRA adapter in DIR as model NAME (repeatable)
   --rewards FILE                a JS/TS module whose exported functions become training rewards (repeatable)
   --cuda-graphs                 replay decode steps as CUDA graphs per batch-size bucket, all captured at
-                                start (the default with --backend cuda; env TANDEM_CUDA_GRAPHS=1)
+                                start (default on the cuda backend; env TANDEM_CUDA_GRAPHS=1)
   --enforce-eager               launch every kernel of every step instead (env TANDEM_CUDA_GRAPHS=0); the
                                 cpu backend is always eager
   --no-async-scheduling         each decode step waits for the previous one's tokens on the host instead of

@@ -24,7 +24,7 @@ export const TRAIN_USAGE = `tandem train --config JOB.json [--model DIR] [option
   --kv-cache-tokens N  KV cache for rollouts, in tokens (default 16384)
   --backend cpu|cuda|auto
   --cuda-graphs        replay rollout decode steps as CUDA graphs, a graph per batch bucket and
-                       adapter version (the default with --backend cuda; env TANDEM_CUDA_GRAPHS=1)
+                       adapter version (default on the cuda backend; env TANDEM_CUDA_GRAPHS=1)
   --enforce-eager      launch every kernel of every rollout step instead (env TANDEM_CUDA_GRAPHS=0)`;
 
 export async function runTrain(argv: string[]): Promise<void> {
