@@ -48,3 +48,16 @@ export function switchOption(
   if (env === '1' || env === '0') return env === '1';
   throw new UsageError(`${envName} must be 0 or 1, got ${JSON.stringify(env)}`);
 }
+
+/**
+ * --cuda-graphs / --enforce-eager / TANDEM_CUDA_GRAPHS (serve and train): undefined where none
+ * says, and then the caller turns graphs on where the backend has them (cuda).
+ */
+export function cudaGraphsOption(values: { 'cuda-graphs'?: boolean; 'enforce-eager'?: boolean }, env: string | undefined): boolean | undefined {
+  return switchOption(
+    { name: 'cuda-graphs', set: values['cuda-graphs'] === true },
+    { name: 'enforce-eager', set: values['enforce-eager'] === true },
+    'TANDEM_CUDA_GRAPHS',
+    env,
+  );
+}

@@ -24,7 +24,7 @@ import { VERSION } from '../server/version.ts';
 import { JobManager } from '../train/job-manager.ts';
 import { registerRewardModule } from '../train/reward-module.ts';
 import { createRewardRegistry } from '../train/reward-registry.ts';
-import { choiceOption, floatOption, intOption, switchOption, UsageError } from './args.ts';
+import { choiceOption, cudaGraphsOption, floatOption, intOption, switchOption, UsageError } from './args.ts';
 import { applyGpuMemoryBudget, checkModelFits, DEFAULT_GPU_MEMORY, type GpuMemoryOptions } from './gpu-memory.ts';
 
 export const SERVE_USAGE = `tandem serve [--model DIR] [options]
@@ -153,12 +153,7 @@ function parseServeArgs(argv: string[]): ServeConfig {
     graceSeconds: floatOption('shutdown-grace-seconds', v['shutdown-grace-seconds'], 30, 0, 86400),
     loras: parseLoras(v.lora ?? [], servedModelName),
     rewardModules: v.rewards ?? [],
-    cudaGraphs: switchOption(
-      { name: 'cuda-graphs', set: v['cuda-graphs'] === true },
-      { name: 'enforce-eager', set: v['enforce-eager'] === true },
-      'TANDEM_CUDA_GRAPHS',
-      env.TANDEM_CUDA_GRAPHS,
-    ),
+    cudaGraphs: cudaGraphsOption(v, env.TANDEM_CUDA_GRAPHS),
     asyncScheduling: switchOption(
       { name: 'async-scheduling', set: v['async-scheduling'] === true },
       { name: 'no-async-scheduling', set: v['no-async-scheduling'] === true },

@@ -15,7 +15,7 @@ import { JobConfigError, parseJobConfig } from '../train/job-config.ts';
 import { registerRewardModule } from '../train/reward-module.ts';
 import { createRewardRegistry } from '../train/reward-registry.ts';
 import { TrainingJob } from '../train/trainer.ts';
-import { choiceOption, intOption, switchOption, UsageError } from './args.ts';
+import { choiceOption, cudaGraphsOption, intOption, UsageError } from './args.ts';
 
 export const TRAIN_USAGE = `tandem train --config JOB.json [--model DIR] [options]
   --config FILE        the job (GRPO or SFT), as POST /admin/jobs takes it
@@ -63,12 +63,7 @@ export async function runTrain(argv: string[]): Promise<void> {
       throw new UsageError((err as Error).message);
     }
   }
-  const graphsSwitch = switchOption(
-    { name: 'cuda-graphs', set: values['cuda-graphs'] === true },
-    { name: 'enforce-eager', set: values['enforce-eager'] === true },
-    'TANDEM_CUDA_GRAPHS',
-    process.env.TANDEM_CUDA_GRAPHS,
-  );
+  const graphsSwitch = cudaGraphsOption(values, process.env.TANDEM_CUDA_GRAPHS);
   const backend = createBackend(choiceOption('backend', values.backend, ['cpu', 'cuda', 'auto'] as const, 'auto'));
   const loaded = await loadModelAsync(values.model ?? DEFAULT_MODEL_DIR, backend);
   const blockSize = 16;
