@@ -36,6 +36,7 @@ import { RequestStream } from './request-stream.ts';
 import { validateRequest } from './validate.ts';
 import { Scheduler, type StepPlan } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
+import { SnapshotArena } from './penalty-counts.ts';
 import { DecodeGraphs } from './decode-graphs.ts';
 import { EngineError, type EngineStats, type FinishReason, type GenerationRequest, type StepKind, type TokenEvent } from './types.ts';
 
@@ -404,7 +405,8 @@ export class Engine {
     let work: PreparedStep;
     let keep: Tensor | null = null;
     try {
-      const params = sampleAt.map((i) => plan.scheduled[i].seq.samplingParams());
+      const arena = new SnapshotArena();
+      const params = sampleAt.map((i) => plan.scheduled[i].seq.samplingParams(arena));
       if (this.#keep !== null) {
         const V = this.#device.model.config.vocabSize;
         const limit = this.#backend.devicePenaltyVocab;

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { SamplingParams } from '../../src/backend/backend.ts';
-import { packSamplingParams, ROW_WORDS } from '../../src/backend/cuda/sampling-params.ts';
+import { PackScratch, packSamplingParams, ROW_WORDS } from '../../src/backend/cuda/sampling-params.ts';
 
 const root = join(import.meta.dirname, '..', '..');
 
@@ -70,5 +70,21 @@ describe('sampling parameters: the packed layout is the kernel struct', () => {
     const alone = packSamplingParams([{ temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, step: 0, presencePenalty: 1, outputTokens: [] }], V, Int32Array.of(0));
     assert.equal(alone.anyPenalties, true);
     assert.equal(packSamplingParams([rows[1]], V).anyPenalties, false);
+  });
+
+  it('packed into a reused scratch buffer, every step\'s words equal a fresh pack (a larger step, then a smaller one)', () => {
+    const V = 5000;
+    const row = (seed: number, n: number): SamplingParams => ({
+      temperature: 0.7, topK: 20, topP: 0.8, minP: 0, seed, step: seed + 1, repetitionPenalty: 1.05,
+      penaltyCounts: { ids: Int32Array.from({ length: n }, (_, i) => 3 * i + seed), counts: Int32Array.from({ length: n }, (_, i) => i % 3) },
+    });
+    const scratch = new PackScratch();
+    for (const batch of [[row(1, 40), row(2, 300)], [row(3, 5)], [row(4, 700), row(5, 0), row(6, 9)], [row(7, 1)]]) {
+      const fresh = packSamplingParams(batch, V);
+      const reused = packSamplingParams(batch, V, undefined, scratch);
+      assert.equal(reused.words.length, fresh.words.length, 'exactly the words of this step (the buffer may be longer)');
+      assert.deepEqual(Array.from(reused.words), Array.from(fresh.words));
+      assert.equal(reused.anyPenalties, fresh.anyPenalties);
+    }
   });
 });

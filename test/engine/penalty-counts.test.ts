@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { SamplingParams } from '../../src/backend/backend.ts';
 import { penaltyCounts } from '../../src/backend/cpu/penalties.ts';
-import { PenaltyCounter } from '../../src/engine/penalty-counts.ts';
+import { PenaltyCounter, SnapshotArena } from '../../src/engine/penalty-counts.ts';
 import { Sequence } from '../../src/engine/sequence.ts';
 import { SeededRandom } from '../../src/util/random.ts';
 
@@ -57,5 +57,33 @@ describe('penalty counts', () => {
     assert.deepEqual(plain(p.penaltyCounts!), plain(penaltyCounts({ ...p, penaltyCounts: undefined, promptTokens: seq.promptTokens, outputTokens: seq.outputTokens })));
     assert.deepEqual(plain(p.penaltyCounts!), { ids: [5, 6, 8], counts: [0, 2, 1] });
     assert.equal(new Sequence('q', [1], 10, { ...base }, 0, 0).samplingParams().penaltyCounts, undefined, 'no penalties: no counts');
+  });
+
+  it('snapshots in one arena equal their own copies, stay apart, and do not change with later tokens', () => {
+    const rng = new SeededRandom(11);
+    const counters = Array.from({ length: 12 }, (_, r) => {
+      const prompt = Array.from({ length: 40 + 30 * r }, () => Math.floor(rng.uniform() * 900));
+      return new PenaltyCounter(prompt, prompt.slice(0, r));
+    });
+    const arena = new SnapshotArena();
+    const inArena = counters.map((c) => c.snapshot(arena)); // past the first block: later blocks too
+    const copies = counters.map((c) => plain(c.snapshot()));
+    assert.deepEqual(inArena.map(plain), copies);
+    for (const c of counters) c.add(Math.floor(rng.uniform() * 2000)); // may insert before, shifting its arrays
+    assert.deepEqual(inArena.map(plain), copies, 'later tokens leave the step\'s snapshots as they were');
+    const fresh = new SnapshotArena();
+    assert.deepEqual(counters.map((c) => plain(c.snapshot(fresh))), counters.map((c) => plain(c.snapshot())));
+  });
+
+  it('sampling params list one shape of fields, with counts in the arena when given', () => {
+    const seq = new Sequence('r', [5, 6, 5], 10, { ...base, repetitionPenalty: 1.2, topLogprobs: 2 }, 0, 0);
+    seq.appendToken(6);
+    const p = seq.samplingParams(new SnapshotArena());
+    assert.deepEqual(plain(p.penaltyCounts!), { ids: [5, 6], counts: [0, 1] });
+    assert.equal(p.step, 1);
+    assert.equal(p.topLogprobs, 2);
+    assert.equal(p.repetitionPenalty, 1.2);
+    const greedy = new Sequence('q', [1], 10, { ...base }, 0, 0).samplingParams(new SnapshotArena());
+    assert.deepEqual(Object.keys(greedy), Object.keys(p), 'the same keys, penalised or not');
   });
 });

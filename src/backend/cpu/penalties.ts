@@ -7,6 +7,7 @@
  * logit -= frequency * count + presence * (count > 0) over the output tokens only.
  */
 import type { PenaltyCounts, SamplingParams } from '../backend.ts';
+import { badRow } from './sampling.ts';
 
 export function hasPenalties(p: Pick<SamplingParams, 'presencePenalty' | 'frequencyPenalty' | 'repetitionPenalty'>): boolean {
   return (p.presencePenalty ?? 0) !== 0 || (p.frequencyPenalty ?? 0) !== 0 || (p.repetitionPenalty ?? 1) !== 1;
@@ -73,26 +74,23 @@ export function checkPendingRows(rows: Int32Array, S: number, available: number)
 }
 
 export function checkPenalties(p: SamplingParams, row: number, V: number): void {
-  const bad = (what: string): never => {
-    throw new Error(`sample: row ${row}: ${what}`);
-  };
   const rep = p.repetitionPenalty ?? 1;
-  if (!(rep > 0) || !Number.isFinite(rep)) bad(`repetitionPenalty must be a finite number > 0, got ${rep}`);
-  if (!Number.isFinite(p.presencePenalty ?? 0)) bad(`presencePenalty must be finite, got ${p.presencePenalty}`);
-  if (!Number.isFinite(p.frequencyPenalty ?? 0)) bad(`frequencyPenalty must be finite, got ${p.frequencyPenalty}`);
+  if (!(rep > 0) || !Number.isFinite(rep)) badRow(row, `repetitionPenalty must be a finite number > 0, got ${rep}`);
+  if (!Number.isFinite(p.presencePenalty ?? 0)) badRow(row, `presencePenalty must be finite, got ${p.presencePenalty}`);
+  if (!Number.isFinite(p.frequencyPenalty ?? 0)) badRow(row, `frequencyPenalty must be finite, got ${p.frequencyPenalty}`);
   if (p.penaltyCounts) {
     const { ids, counts } = p.penaltyCounts;
-    if (ids.length !== counts.length) bad(`penaltyCounts: ${ids.length} ids but ${counts.length} counts`);
+    if (ids.length !== counts.length) badRow(row, `penaltyCounts: ${ids.length} ids but ${counts.length} counts`);
     for (let i = 0; i < ids.length; i++) {
-      if (!(ids[i] >= 0 && ids[i] < V)) bad(`penalty token ${ids[i]} is outside the vocabulary [0, ${V})`);
-      if (i > 0 && ids[i] <= ids[i - 1]) bad('penaltyCounts: ids must be distinct and ascending');
-      if (counts[i] < 0) bad(`penaltyCounts: count ${counts[i]} of token ${ids[i]} is negative`);
+      if (!(ids[i] >= 0 && ids[i] < V)) badRow(row, `penalty token ${ids[i]} is outside the vocabulary [0, ${V})`);
+      if (i > 0 && ids[i] <= ids[i - 1]) badRow(row, 'penaltyCounts: ids must be distinct and ascending');
+      if (counts[i] < 0) badRow(row, `penaltyCounts: count ${counts[i]} of token ${ids[i]} is negative`);
     }
     return;
   }
   for (const list of [p.outputTokens, p.promptTokens]) {
     for (const id of list ?? []) {
-      if (!Number.isInteger(id) || id < 0 || id >= V) bad(`penalty token ${id} is outside the vocabulary [0, ${V})`);
+      if (!Number.isInteger(id) || id < 0 || id >= V) badRow(row, `penalty token ${id} is outside the vocabulary [0, ${V})`);
     }
   }
 }

@@ -64,15 +64,18 @@ function sortCandidates(bits: Uint32Array, o: number, ids: Int32Array, n: number
 
 /** Throws a message naming the row and the parameter when a row's params are unusable. */
 export function checkSamplingParams(p: SamplingParams, row: number): void {
-  const bad = (what: string): never => {
-    throw new Error(`sample: row ${row}: ${what}`);
-  };
-  if (!(p.temperature >= 0) || !Number.isFinite(p.temperature)) bad(`temperature must be a finite number >= 0, got ${p.temperature}`);
-  if (!Number.isInteger(p.topK)) bad(`topK must be an integer (<= 0 disables it), got ${p.topK}`);
-  if (!(p.topP > 0 && p.topP <= 1)) bad(`topP must be in (0, 1] (1 disables it), got ${p.topP}`);
-  if (!(p.minP >= 0 && p.minP <= 1)) bad(`minP must be in [0, 1] (0 disables it), got ${p.minP}`);
-  if (!Number.isSafeInteger(p.seed)) bad(`seed must be a safe integer, got ${p.seed}`);
-  if (!Number.isSafeInteger(p.step) || p.step < 0) bad(`step must be an integer >= 0, got ${p.step}`);
+  // (no closure per call: this runs for every row of every step)
+  if (!(p.temperature >= 0) || !Number.isFinite(p.temperature)) badRow(row, `temperature must be a finite number >= 0, got ${p.temperature}`);
+  if (!Number.isInteger(p.topK)) badRow(row, `topK must be an integer (<= 0 disables it), got ${p.topK}`);
+  if (!(p.topP > 0 && p.topP <= 1)) badRow(row, `topP must be in (0, 1] (1 disables it), got ${p.topP}`);
+  if (!(p.minP >= 0 && p.minP <= 1)) badRow(row, `minP must be in [0, 1] (0 disables it), got ${p.minP}`);
+  if (!Number.isSafeInteger(p.seed)) badRow(row, `seed must be a safe integer, got ${p.seed}`);
+  if (!Number.isSafeInteger(p.step) || p.step < 0) badRow(row, `step must be an integer >= 0, got ${p.step}`);
+}
+
+/** The error of a row whose sampling params are unusable. */
+export function badRow(row: number, what: string): never {
+  throw new Error(`sample: row ${row}: ${what}`);
 }
 
 /** Index of the largest x[o + i], i < V; the lowest index on ties. */

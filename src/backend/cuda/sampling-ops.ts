@@ -11,7 +11,7 @@ import { sampleArgs } from '../op-shapes.ts';
 import { HostSampler, deviceCanSample, unpackSampleResult } from './host-sampling.ts';
 import { DTYPE_CODE } from './native.ts';
 import type { NativeCuda } from './native.ts';
-import { ROW_WORDS, packSamplingParams } from './sampling-params.ts';
+import { PackScratch, ROW_WORDS, packSamplingParams } from './sampling-params.ts';
 import type { CudaDType, CudaTensor } from './tensor.ts';
 import type { FloatTensor } from './training-ops.ts';
 
@@ -31,6 +31,8 @@ function plainGreedy(p: SamplingParams): boolean {
 
 export class CudaSamplingOps {
   private readonly host = new HostSampler();
+  /** The packed parameters' host buffer, reused: upload copies it before returning. */
+  private readonly packScratch = new PackScratch();
 
   constructor(private readonly ctx: SamplingOpContext) {}
 
@@ -58,7 +60,7 @@ export class CudaSamplingOps {
     // (plain greedy rows have no penalties: a pending token changes nothing for them)
     if (GREEDY_KERNEL && params.every(plainGreedy)) return this.greedy(lt, S, V, keep);
     // One upload of every row's parameters; ids, logprobs and top lists come back in one download.
-    const packed = packSamplingParams(params, V, pending?.rows);
+    const packed = packSamplingParams(params, V, pending?.rows, this.packScratch);
     const pbuf = this.ctx.scratch([packed.words.length], 'i32');
     native.upload(pbuf.ptr, packed.words, DTYPE_CODE.i32);
     const K = packed.maxTop;

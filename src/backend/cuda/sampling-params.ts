@@ -43,13 +43,19 @@ function highWord(x: number): number {
   return Math.floor(x / TWO_POW_32) >>> 0;
 }
 
-/** The batch's parameters as the device reads them; params must already be validated. */
-export function packSamplingParams(params: readonly SamplingParams[], V: number, pendingRows?: Int32Array): PackedSampling {
+/**
+ * The batch's parameters as the device reads them; params must already be validated. With
+ * `scratch`, the words are written into its buffer (grown when short) and valid until the next
+ * pack into it: for callers that upload them at once (upload copies), so a step allocates nothing.
+ */
+export function packSamplingParams(params: readonly SamplingParams[], V: number, pendingRows?: Int32Array, scratch?: PackScratch): PackedSampling {
   const S = params.length;
   const entries = params.map(penaltyCounts);
-  const totalEntries = entries.reduce((n, e) => n + e.ids.length, 0);
-  const buffer = new ArrayBuffer(4 * (S * ROW_WORDS + 2 * totalEntries));
-  const words = new Int32Array(buffer);
+  let totalEntries = 0;
+  for (const e of entries) totalEntries += e.ids.length;
+  const length = S * ROW_WORDS + 2 * totalEntries;
+  const buffer = scratch === undefined ? new ArrayBuffer(4 * length) : scratch.room(length);
+  const words = new Int32Array(buffer, 0, length);
   const doubles = new Float64Array(buffer, 0, (S * ROW_WORDS) / 2);
   let next = 0;
   let maxTop = 0;
@@ -77,12 +83,23 @@ export function packSamplingParams(params: readonly SamplingParams[], V: number,
     words[w + 8] = pending;
     words[w + 9] = 0;
     if (pending >= 0) anyPending = true;
-    for (let i = 0; i < ids.length; i++) {
-      words[S * ROW_WORDS + 2 * next] = ids[i];
-      words[S * ROW_WORDS + 2 * next + 1] = counts[i];
-      next++;
+    for (let i = 0, o = S * ROW_WORDS + 2 * next; i < ids.length; i++, o += 2) {
+      words[o] = ids[i];
+      words[o + 1] = counts[i];
     }
+    next += ids.length;
     maxTop = Math.max(maxTop, top);
   });
   return { words, anyPenalties: totalEntries > 0 || anyPending, maxTop };
+}
+
+/** A buffer packSamplingParams reuses from step to step (a sampler keeps one). */
+export class PackScratch {
+  #buffer = new ArrayBuffer(0);
+
+  /** An ArrayBuffer of at least `words` 32-bit words (contents undefined). */
+  room(words: number): ArrayBuffer {
+    if (this.#buffer.byteLength < 4 * words) this.#buffer = new ArrayBuffer(Math.max(4 * words, 2 * this.#buffer.byteLength));
+    return this.#buffer;
+  }
 }
