@@ -11,7 +11,7 @@ Writes, for the parts present (each file in the {"card", "date", "command", "res
   decode-trace-DATE-TAG-CARD.json       trace: the traced replay's per-kernel figures
   gpu-{decode,peer-hf,serve-c64,summary}-DATE-TAG-CARD.json               gb
   gpu-{decode,peer-hf,serve-c64,summary}-best-DATE-TAG-CARD.json          gbbest (its setting first in "command")
-  grpo-step-3b-DATE-TAG-CARD.json       grpo
+  grpo-step-3b[-SETTING]-DATE-TAG-CARD.json   grpo (one per setting; the defaults' without one)
   gpu-decode-ab-DATE-TAG-CARD.json      engine: every run's figures, named SETTING-RUN_figure
   gpu-serve-ab-DATE-TAG-CARD.json       serve: the same
 and prints one line per file. CARD is h100 / h200 from the card's name. Existing files are not
@@ -195,13 +195,21 @@ def main():
         if summary is not None:
             summary["command"] = setting + summary["command"].replace("(part gb)", "(part %s)" % part)
             write("gpu-summary" + extra, summary)
+    # grpo: one file per setting (grpo-graphs-SETTING.json); the defaults' keeps the plain name.
     if "grpo" in parts:
         for f in sorted(os.listdir(parts["grpo"])):
-            if f.endswith(".json"):
-                doc = load(os.path.join(parts["grpo"], f))
-                doc["command"] = re.sub(r"/\S*/grpo/", "", doc["command"]) + at
+            m = re.fullmatch(r"grpo-graphs-(.+)\.json", f)
+            if m is None:
+                continue
+            setting = m.group(1)
+            doc = load(os.path.join(parts["grpo"], f))
+            doc["command"] = re.sub(r"/\S*/grpo/", "", doc["command"]) + at
+            if setting == "defaults":
                 write("grpo-step-3b", doc)
-                break
+            else:
+                env = re.sub(r"_(\d+)$", r"=\1", setting)
+                doc["command"] = env + " " + doc["command"]
+                write("grpo-step-3b-" + re.sub(r"[^a-z0-9]+", "-", setting.lower()).strip("-"), doc)
     if not written:
         sys.exit("nothing to write: the archives held no figures")
 
