@@ -33,7 +33,7 @@ inline void cudaCheckImpl(cudaError_t err, const char* call, const char* file, i
 }  // namespace tandem
 
 // Whether environment variable `name` is set to "0": the switches that turn a fast path off for
-// comparisons (TANDEM_GEMV, TANDEM_GEMV_FEW_ROWS, TANDEM_PDL, TANDEM_TILED_DECODE,
+// comparisons (TANDEM_GEMV, TANDEM_PDL, TANDEM_TILED_DECODE,
 // TANDEM_FUSED_ROPE_ATTENTION). Read once per
 // switch by its caller (a static), so a benchmark sets them before the process starts.
 inline bool envSwitchOff(const char* name) {

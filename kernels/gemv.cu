@@ -1,7 +1,6 @@
 /*
-Small-batch products for decode: out (T, N) = x (T, K) @ w (N, K)^T + bias (N), T <= kGemvMaxRows
-(thin products, a LoRA branch's, up to kGemvThinMaxRows under TANDEM_GEMV_THIN_ROWS=1), bf16 x and
-w, fp32 accumulation, out bf16 or f32.
+Small-batch products for decode: out (T, N) = x (T, K) @ w (N, K)^T + bias (N), T <= kGemvMaxRows,
+bf16 x and w, fp32 accumulation, out bf16 or f32.
 
 At batch 1-8 a decode step is a stream of weight bytes; cuBLASLt's M=1 kernels reached 71-75% of
 the copy bandwidth on the MLP shapes of a 3B model (bench/results/decode-ops-h100.txt), so these
@@ -11,8 +10,8 @@ through L1 (every warp of the grid reads the same T rows), a warp-shuffle sum pe
 
 Rows of K >= 4096 (kLongRowChunks packs; the down projection) go 2 rows per pair of warps in a
 one-part product (each x pack read serves both rows; TANDEM_GEMV_LONG_ROWS picks other forms),
-else over 4 warps each; other rows over 2 warps in products of fewer than 8192 rows
-(TANDEM_GEMV_FEW_ROWS=0: one warp). Weights for the first
+else over 4 warps each; other rows one warp each (TANDEM_GEMV_FEW_ROWS=1: 2 warps per row in
+products of fewer than 8192 rows). Weights for the first
 round are requested before pdlWait() and the kernels are launched with launchPdl() (pdl.cuh), so
 a product's first loads overlap the previous kernel's tail.
 
@@ -318,40 +317,22 @@ bool normOneWave() {
   return enabled;
 }
 
-// Products of fewer rows than this (q/k/v and o on a 3B model: 2560 and 2048) split each row over
-// 2 warps, so the grid has twice the warps and each lane half the dependent loads.
+// TANDEM_GEMV_FEW_ROWS=1 (opt-in): products of fewer rows than kFewRows (q/k/v and o on a 3B
+// model: 2560 and 2048) split each row over 2 warps, so the grid has twice the warps and each lane
+// half the dependent loads. One warp per row was the faster at batch 1 on an H100 in three calls
+// (engine 2.490 vs 2.521 ms per step, replays 2.473 vs 2.491 and 2.508 vs 2.526), so it is the default.
 constexpr int kFewRows = 8192;
 bool fewRowsSplit(int rows) {
-  static const bool enabled = !envSwitchOff("TANDEM_GEMV_FEW_ROWS");
+  static const bool enabled = envSwitchOn("TANDEM_GEMV_FEW_ROWS");
   return enabled && rows < kFewRows;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Whether the fast path takes these operands (bias may be null; outs and ws are checked by the
-// caller; the row count by rowsSuit once the parts are known).
+// Whether the fast path takes these operands (bias may be null; outs and ws are checked by the caller).
 bool suits(int xwDt, int outDt, const void* x, int T, int K) {
-  return gemvEnabled() && xwDt == kBF16 && (outDt == kBF16 || outDt == kF32) && T >= 1 && K >= 8 && K % 8 == 0 &&
-         aligned16(x);
-}
-
-// TANDEM_GEMV_THIN_ROWS=1: thin products (see kGemvThinDim) of 5 to kGemvThinMaxRows rows here too.
-bool thinRowsOn() {
-  static const bool on = [] {
-    const char* v = std::getenv("TANDEM_GEMV_THIN_ROWS");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
-  return on;
-}
-
-// Whether T rows suit this product: up to kGemvMaxRows always; up to kGemvThinMaxRows for a thin
-// one (K or every part's N at most kGemvThinDim) under the switch, without a fused norm or SwiGLU.
-bool rowsSuit(int T, int K, const GemvArgs& a, bool fused) {
-  if (T <= kGemvMaxRows) return true;
-  if (fused || !thinRowsOn() || T > kGemvThinMaxRows) return false;
-  bool thinParts = true;
-  for (int p = 0; p < a.count; p++) thinParts = thinParts && a.n[p] <= kGemvThinDim;
-  return K <= kGemvThinDim || thinParts;
+  return gemvEnabled() && xwDt == kBF16 && (outDt == kBF16 || outDt == kF32) && T >= 1 && T <= kGemvMaxRows &&
+         K >= 8 && K % 8 == 0 && aligned16(x);
 }
 
 // TANDEM_GEMV_LONG_ROWS=UxKSPLIT[xNW] (A/B runs): packs in flight per lane, warps per row and rows
@@ -428,32 +409,15 @@ void launchRows(const GemvArgs& a, const GemvNormArgs& nm, int rows, bool swiglu
   }
 }
 
-// Thin products of 5 to kGemvThinMaxRows rows (rowsSuit): one warp per output row, 4 packs in
-// flight per lane. Never with a fused norm or SwiGLU (rowsSuit refuses those).
-template <int T, typename TO, bool NORM>
-void launchThin(const GemvArgs& a, const GemvNormArgs& nm, int rows, bool swiglu, cudaStream_t stream) {
-  if constexpr (NORM) {
-    throw Error("gemv: a fused norm takes at most kGemvMaxRows rows");
-  } else {
-    if (swiglu) throw Error("gemv: SwiGLU takes at most kGemvMaxRows rows");
-    launchPdl(gemvKernel<T, TO, 4, 1, false>, dim3(CEIL_DIV(rows, kGemvWarps)), dim3(kGemvWarps * 32), 0, stream, a,
-              nm);
-  }
-}
-
 template <typename TO, bool NORM>
 void dispatchRows(const GemvArgs& a, const GemvNormArgs& nm, int T, int rows, bool swiglu, cudaStream_t stream) {
-  static_assert(kGemvMaxRows == 4 && kGemvThinMaxRows == 8, "instantiate one kernel per row count");
+  static_assert(kGemvMaxRows == 4, "instantiate one kernel per row count up to kGemvMaxRows");
   switch (T) {
     case 1: return launchRows<1, TO, NORM>(a, nm, rows, swiglu, stream);
     case 2: return launchRows<2, TO, NORM>(a, nm, rows, swiglu, stream);
     case 3: return launchRows<3, TO, NORM>(a, nm, rows, swiglu, stream);
     case 4: return launchRows<4, TO, NORM>(a, nm, rows, swiglu, stream);
-    case 5: return launchThin<5, TO, NORM>(a, nm, rows, swiglu, stream);
-    case 6: return launchThin<6, TO, NORM>(a, nm, rows, swiglu, stream);
-    case 7: return launchThin<7, TO, NORM>(a, nm, rows, swiglu, stream);
-    case 8: return launchThin<8, TO, NORM>(a, nm, rows, swiglu, stream);
-    default: throw Error("gemv: " + std::to_string(T) + " rows is past kGemvThinMaxRows");
+    default: throw Error("gemv: " + std::to_string(T) + " rows is past kGemvMaxRows");
   }
 }
 
@@ -511,7 +475,6 @@ bool gemvMany(const GemvPart* parts, int count, int outDt, const void* x, int xw
   GemvArgs a;
   if (norm != nullptr) x = norm->x;
   if (!suits(xwDt, outDt, x, T, K) || !normSuits(norm, T, K) || !fill(a, parts, count, x, K)) return false;
-  if (!rowsSuit(T, K, a, norm != nullptr)) return false;
   if (a.rows == 0) return norm == nullptr;  // a norm with no product: the caller runs rmsnorm itself
   launch(a, norm, outDt, T, a.rows, false, stream);
   return true;
@@ -521,7 +484,7 @@ bool gemvAdd(void* out, int outDt, const void* x, const void* w, int xwDt, float
              cudaStream_t stream) {
   const GemvPart part{out, w, nullptr, outDt, N};
   GemvArgs a;
-  if (!suits(xwDt, outDt, x, T, K) || !fill(a, &part, 1, x, K) || !rowsSuit(T, K, a, false)) return false;
+  if (!suits(xwDt, outDt, x, T, K) || !fill(a, &part, 1, x, K)) return false;
   if (N == 0) return true;
   a.accumulate = 1;
   a.alpha = alpha;
@@ -536,7 +499,6 @@ bool gemvSwiglu(void* out, const void* x, const GemvPart& gate, const GemvPart& 
   const GemvPart parts[2] = {{out, gate.w, gate.bias, gate.biasDt, gate.N}, {out, up.w, up.bias, up.biasDt, up.N}};
   GemvArgs a;
   if (!suits(xwDt, xwDt, x, T, K) || !normSuits(norm, T, K) || !fill(a, parts, 2, x, K)) return false;
-  if (!rowsSuit(T, K, a, true)) return false;
   if (gate.N == 0) return norm == nullptr;
   launch(a, norm, xwDt, T, gate.N, true, stream);
   return true;

@@ -11,8 +11,7 @@ in the epilogue (CUBLASLT_EPILOGUE_BIAS) when cuBLASLt offers an algorithm for i
 kernel adds it afterwards. A plan (descriptors + the heuristic's algorithm) is cached per shape
 and dtype combination, so a repeated step only sets the bias pointer and calls cublasLtMatmul.
 
-Batches of at most kGemvMaxRows rows (decode; thin products up to kGemvThinMaxRows under
-TANDEM_GEMV_THIN_ROWS=1) go to gemv.cu's weight-streaming kernel first when
+Batches of at most kGemvMaxRows rows (decode) go to gemv.cu's weight-streaming kernel first when
 their operands suit it (bf16, K % 8 == 0, 16-byte aligned).
 
 Fallback: a plain tiled kernel (fp32 accumulate) for what cuBLASLt declines (no algorithm for
@@ -330,7 +329,7 @@ size_t linearWorkspaceBytes() { return lt.workspace != nullptr ? kWorkspaceBytes
 void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T, int K,
             int N, cudaStream_t stream) {
   if (T == 0 || N == 0) return;
-  if (T <= kGemvThinMaxRows && gemvSmall(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream)) return;
+  if (T <= kGemvMaxRows && gemvSmall(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream)) return;
   if (lt.handle == nullptr) throw Error("linear: linearInit() was not called");
   // cuBLASLt's heuristics assume 256-byte aligned operands unless told otherwise.
   const bool aligned = aligned256(out) && aligned256(x) && aligned256(w);
@@ -355,7 +354,7 @@ void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const 
 bool linearAdd(void* out, int outDt, const void* x, const void* w, int xwDt, float alpha, int T, int K, int N,
                cudaStream_t stream) {
   if (T == 0 || N == 0) return true;
-  if (T <= kGemvThinMaxRows && gemvAdd(out, outDt, x, w, xwDt, alpha, T, K, N, stream)) return true;
+  if (T <= kGemvMaxRows && gemvAdd(out, outDt, x, w, xwDt, alpha, T, K, N, stream)) return true;
   if (lt.handle == nullptr) throw Error("linearAdd: linearInit() was not called");
   // linear()'s plan for the shape (no bias), with beta = 1 and C = D = out: D = alpha (x w^T) + out.
   const bool aligned = aligned256(out) && aligned256(x) && aligned256(w);
@@ -492,14 +491,14 @@ size_t linearWorkspaceBytes() { return 0; }
 void linear(void* out, int outDt, const void* x, const void* w, int xwDt, const void* bias, int biasDt, int T, int K,
             int N, cudaStream_t stream) {
   if (T == 0 || N == 0) return;
-  if (T <= kGemvThinMaxRows && gemvSmall(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream)) return;
+  if (T <= kGemvMaxRows && gemvSmall(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream)) return;
   linearFallback(out, outDt, x, w, xwDt, bias, biasDt, T, K, N, stream);
 }
 
 bool linearAdd(void* out, int outDt, const void* x, const void* w, int xwDt, float alpha, int T, int K, int N,
                cudaStream_t stream) {
   if (T == 0 || N == 0) return true;
-  return T <= kGemvThinMaxRows && gemvAdd(out, outDt, x, w, xwDt, alpha, T, K, N, stream);
+  return T <= kGemvMaxRows && gemvAdd(out, outDt, x, w, xwDt, alpha, T, K, N, stream);
 }
 
 void linearBackwardInput(void* dx, int dxDt, const void* dy, const void* w, int abDt, int T, int K, int N,

@@ -104,11 +104,6 @@ void sampleUniforms(float* out, const void* params, int S, cudaStream_t stream);
 // gemv.cu: decode-sized products (T <= kGemvMaxRows rows of x), bf16 x and w, fp32 accumulation.
 // Each returns false, doing nothing, when the operands don't suit it (then use linear()).
 constexpr int kGemvMaxRows = 4;  // measured: at 8 rows cuBLASLt wins (bench/decode-replay.ts, H100)
-// Thin products (K, or every part's N, at most kGemvThinDim: a LoRA branch's shrink and expand)
-// take up to kGemvThinMaxRows rows when TANDEM_GEMV_THIN_ROWS=1 (opt-in until measured: a GRPO
-// rollout of 6 completions decodes 8-row graph steps, where each adapter product is a cuBLASLt call).
-constexpr int kGemvThinMaxRows = 8;
-constexpr int kGemvThinDim = 128;
 struct GemvPart {
   void* out;         // (T, N) of the call's outDt
   const void* w;     // (N, K) bf16

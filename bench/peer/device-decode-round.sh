@@ -55,7 +55,7 @@ wait $maker || tail -5 "$out/make-model.log"
 [ "${SKIP_REPLAY:-0}" = 1 ] || step replay 150 node --import tsx bench/decode-replay.ts --model "$model" --batch "${REPLAY_BATCHES:-1,4,64,256}" --context 128 --bandwidth-gbs "$bw" \
   --leave-out ropeAttentionDecode --unfused --card "$card" --out "$out/decode-replay.json"
 # A/B of the switches at batch 1 (REPLAY_AB: space-separated VAR=VALUE settings, one replay each).
-ab=${REPLAY_AB:-TANDEM_GEMV_FEW_ROWS=0 TANDEM_DECODE_MIN_SPLIT_KEYS=128}
+ab=${REPLAY_AB:-TANDEM_GEMV_FEW_ROWS=1 TANDEM_DECODE_MIN_SPLIT_KEYS=128}
 for sw in $ab; do
   [ "${SKIP_REPLAY:-0}" = 1 ] || step "replay-$sw" 60 env "$sw" node --import tsx bench/decode-replay.ts --model "$model" --batch 1 --context 128 \
     --bandwidth-gbs "$bw"

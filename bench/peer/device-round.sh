@@ -15,9 +15,9 @@
 #   gb      the acceptance benchmark with --cuda-graphs                         device-gpu-bench.sh
 #   gbbest  the same under the replay part's fastest setting (opt-in part)
 #   optin   the CUDA suite with the opt-in and off-by-switch kernels (one-wave norm + q/k/v, one block per KV
-#           head, thin products of 5-8 rows) and short-context graphs for 128 and 256 tokens
+#           head, two warps per row in few-row products) and short-context graphs for 128 and 256 tokens
 #   engine  (not in the default list) bench/gpu-decode.ts at ENGINE_BATCHES (default 1) once per setting of
-#           ROUND_ENGINE_AB (default "- TANDEM_GEMV_FEW_ROWS=0"), the settings interleaved, twice
+#           ROUND_ENGINE_AB (default "- TANDEM_GEMV_FEW_ROWS=1"), the settings interleaved, twice
 #   serve   (not in the default list) bench/peer/device-serve-ab.sh: serve c64 per setting of SERVE_AB
 #   grpo    GRPO steps with --cuda-graphs once per setting of ROUND_GRPO_AB (default: the defaults only)
 # A later call on the same warm machine leaves "suite" out (the addon and the model are kept).
@@ -41,7 +41,7 @@ round() {
   [ -f "$R/$name/ab-round.tgz" ] && mv "$R/$name/ab-round.tgz" "$R/$name.tgz" && rm -rf "${R:?}/$name"
 }
 # The replay part's settings (gbbest picks among them).
-replay_ab=${ROUND_REPLAY_AB:-- TANDEM_SHORT_CONTEXT_GRAPHS=128,256 TANDEM_GEMV_FEW_ROWS=0 TANDEM_GEMV_NORM_ONE_WAVE=1 -}
+replay_ab=${ROUND_REPLAY_AB:-- TANDEM_SHORT_CONTEXT_GRAPHS=128,256 TANDEM_GEMV_FEW_ROWS=1 TANDEM_GEMV_NORM_ONE_WAVE=1 -}
 for part in ${ROUND_PARTS:-suite replay split trace gb gbbest optin grpo}; do
   case $part in
     suite) round suite "" SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 ;;
@@ -104,7 +104,7 @@ PY
         (cd "$R/gbbest" && tar czf ../gbbest.tgz .) && rm -rf "$R/gbbest"
       fi ;;
     # An opt-in kernel only runs under its switch: the suite with it.
-    optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_RESPONSIVE=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=1 TANDEM_SHORT_CONTEXT_GRAPHS=128,256 TANDEM_GEMV_THIN_ROWS=1 ;;
+    optin) [ "$(left)" -gt 100 ] && round optin "opt-in kernels: " SKIP_BUILD=1 SKIP_RESPONSIVE=1 SKIP_REPLAY=1 SKIP_GRPO=1 SKIP_SERVE=1 TANDEM_GEMV_NORM_ONE_WAVE=1 TANDEM_DECODE_Q_SPLIT=1 TANDEM_SHORT_CONTEXT_GRAPHS=128,256 TANDEM_GEMV_FEW_ROWS=1 ;;
     # The engine (bench/gpu-decode.ts: scheduling, sampling, graphs) per setting, the settings
     # interleaved twice: what a change of default does to the acceptance figure, without HF and serve.
     engine)
@@ -112,7 +112,7 @@ PY
         mkdir -p "$R/engine"
         card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
         for run in 1 2; do
-          for s in ${ROUND_ENGINE_AB:-- TANDEM_GEMV_FEW_ROWS=0}; do
+          for s in ${ROUND_ENGINE_AB:-- TANDEM_GEMV_FEW_ROWS=1}; do
             [ "$(left)" -gt 45 ] || break 2
             tag=$([ "$s" = - ] && echo defaults || sed 's/[^A-Za-z0-9]/_/g' <<<"$s")
             envs=()

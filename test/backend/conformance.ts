@@ -212,8 +212,7 @@ export function runBackendConformance(name: string, make: () => Backend, tol: To
         [2, 64, 33],
         [8, 520, 33],
         [6, 1032, 21],
-        // Thin products at 5-8 rows (a LoRA shrink and expand of a GRPO rollout's 8-row steps):
-        // the decode kernels take them under TANDEM_GEMV_THIN_ROWS=1.
+        // Thin products at 5-8 rows (a LoRA shrink and expand of a GRPO rollout's 8-row steps).
         [8, 2048, 32],
         [7, 32, 512],
         [1, 2056, 12],

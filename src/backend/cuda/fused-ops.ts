@@ -14,12 +14,8 @@ import type { NativeCuda } from './native.ts';
 import type { CudaTensor, CudaDType } from './tensor.ts';
 import type { FloatTensor } from './training-ops.ts';
 
-/**
- * kernels/ops.h kGemvMaxRows: the largest batch the decode kernels take (the kernel checks it
- * again); kGemvThinMaxRows under TANDEM_GEMV_THIN_ROWS=1, where they also take thin products (a
- * LoRA branch's shrinks) of up to 8 rows and decline the rest.
- */
-const GEMV_MAX_ROWS = process.env.TANDEM_GEMV_THIN_ROWS === '1' ? 8 : 4;
+/** kernels/ops.h kGemvMaxRows: the largest batch the decode kernels take (the kernel checks it again). */
+const GEMV_MAX_ROWS = 4;
 /** kernels/gemv.cu kGemvMaxParts. */
 const GEMV_MAX_PARTS = 3;
 
