@@ -9,6 +9,7 @@
  * which it recomputes without emitting again.
  */
 import type { SamplingParams } from '../backend/backend.ts';
+import { hasPenalties } from '../backend/cpu/penalties.ts';
 import type { AdapterVersion } from './adapters.ts';
 import { BlockHashChain, chainRoot, type HashedTokens } from './kv-cache.ts';
 import { PenaltyCounter, type SnapshotArena } from './penalty-counts.ts';
@@ -116,8 +117,7 @@ export class Sequence implements HashedTokens {
    */
   samplingParams(arena?: SnapshotArena): SamplingParams {
     const s = this.sampling;
-    const penalised =
-      (s.presencePenalty ?? 0) !== 0 || (s.frequencyPenalty ?? 0) !== 0 || (s.repetitionPenalty ?? 1) !== 1;
+    const penalised = hasPenalties(s);
     // Counted as tokens arrive (penalty-counts.ts), not from the whole context every step.
     if (penalised) this.#penalties ??= new PenaltyCounter((s.repetitionPenalty ?? 1) !== 1 ? this.promptTokens : [], this.outputTokens);
     return {
